@@ -1,0 +1,125 @@
+"""``runs/<id>/events.jsonl``: the run's source of truth, one JSON object per tracker call.
+
+Lines are encoded with orjson and written buffered; the buffer is flushed at least once a
+second, and always at finalize, so a crash loses at most the last second. Non-finite floats,
+which JSON cannot hold, are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+and read back as floats by :func:`read_events`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .record import Record
+
+FLUSH_INTERVAL_S = 1.0
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _finite_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        if value != value or value in (math.inf, -math.inf):
+            return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return value
+    if isinstance(value, dict):
+        return {k: _finite_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_safe(v) for v in value]
+    return value
+
+
+class _Clock:
+    """ISO-8601 UTC text for a nanosecond time, formatting the date part once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, time_ns: int) -> str:
+        second, rest = divmod(time_ns, 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{rest // 1000:06d}Z"
+
+
+class AuditWriter:
+    """Appends records to ``events.jsonl``; the caller serializes access (one pipeline lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[bytes] | None = open(path, "ab", buffering=1 << 16)  # noqa: SIM115
+        self._clock = _Clock()
+        self._last_flush = time.monotonic()
+        self.seq = 0
+
+    def write(self, record: Record) -> None:
+        self.seq += 1
+        data = record.data
+        if record.values is not None:
+            data = {"metrics": {record.scoped(k): v for k, v in record.values.items()}, **data}
+        line = {
+            "seq": self.seq,
+            "time": self._clock.iso(record.time_ns),
+            "time_unix_nano": record.time_ns,
+            "kind": record.kind,
+            "step": record.step,
+            "scope": record.scope_path,
+            "trace_id": f"{record.trace_id:032x}" if record.trace_id else None,
+            "span_id": f"{record.span_id:016x}" if record.span_id else None,
+            "data": _finite_safe(data),
+        }
+        encoded = orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+        if self._file is None:  # after close: late calls still reach the audit
+            with open(self.path, "ab") as late:
+                late.write(encoded)
+            return
+        self._file.write(encoded)
+        now = time.monotonic()
+        if now - self._last_flush >= FLUSH_INTERVAL_S:
+            self._file.flush()
+            self._last_flush = now
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            self._file.close()
+            self._file = None
+
+
+def _revive(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _revive(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revive(v) for v in value]
+    return value
+
+
+def read_events(path: Path, problems: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Every readable line of an audit file; a torn or corrupt line is skipped and reported."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                if problems is not None:
+                    problems.append(f"{path}: line {number} is not valid JSON (torn or corrupt); skipped")
+                continue
+            if isinstance(event.get("data"), dict):
+                event["data"] = _revive(event["data"])
+            yield event

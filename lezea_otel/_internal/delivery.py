@@ -1,0 +1,166 @@
+"""Where signals go: the OTLP-JSON-lines files (always), OTLP to a collector (when an endpoint is
+configured), the Prometheus ``/metrics`` endpoint (when a port is given), and test exporters.
+
+The providers built here belong to one tracker; the process-global OTel providers are never
+touched, so a user's own OpenTelemetry setup and a second tracker never fight.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.exporter.otlp.json.file import FileMetricExporter, FileSpanExporter
+from opentelemetry.exporter.otlp.json.file._log_exporter import FileLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+
+from .settings import Settings
+
+FILE_FLUSH_MS = 1000
+OTLP_FILES = {"traces": "spans.jsonl", "metrics": "metrics.jsonl", "logs": "logs.jsonl"}
+
+
+@dataclass
+class Providers:
+    tracer: TracerProvider
+    meter: MeterProvider
+    logger: LoggerProvider
+    prometheus_server: Any = None
+    prometheus_port: int | None = None
+    targets: list[str] = field(default_factory=list)
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Flush and stop everything within ``timeout_s``; False when something was still hanging."""
+        def stop() -> None:
+            timeout_ms = int(timeout_s * 1000)
+            for step in (
+                lambda: self.tracer.shutdown(),
+                lambda: self.logger.shutdown(),
+                lambda: self.meter.shutdown(timeout_millis=timeout_ms),
+            ):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - an exporter failing at exit must not stop the others
+                    pass
+
+        worker = threading.Thread(target=stop, name="lezea-otel-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if self.prometheus_server is not None:
+            self.prometheus_server.shutdown()
+            self.prometheus_server.server_close()
+            self.prometheus_server = None
+        return not worker.is_alive()
+
+
+def _otlp_exporters(settings: Settings) -> dict[str, Any]:
+    """OTLP exporters per signal. Endpoints from OTEL_* variables are left to the exporters, which
+    apply the specification's rules (per-signal paths for HTTP, headers, TLS, timeouts)."""
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        def endpoint(_signal: str) -> dict[str, str]:
+            return {"endpoint": settings.endpoint} if settings.endpoint else {}
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter,
+        )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+
+        def endpoint(signal: str) -> dict[str, str]:
+            if not settings.endpoint:
+                return {}
+            return {"endpoint": settings.endpoint.rstrip("/") + f"/v1/{signal}"}
+
+    classes = {"traces": OTLPSpanExporter, "metrics": OTLPMetricExporter, "logs": OTLPLogExporter}
+    return {signal: classes[signal](**endpoint(signal)) for signal in settings.otlp_signals}
+
+
+def build_providers(
+    settings: Settings,
+    resource: Resource,
+    otlp_dir: Path,
+    extra_exporters: Sequence[Any],
+    prometheus_port: int | None,
+    warn: Callable[[str, str, str], None],
+) -> Providers:
+    span_processors: list[Any] = []
+    log_processors: list[Any] = []
+    readers: list[MetricReader] = []
+    targets: list[str] = []
+    interval = settings.metric_export_interval_ms
+    if not settings.sdk_disabled:
+        otlp_dir.mkdir(parents=True, exist_ok=True)
+        span_processors.append(
+            BatchSpanProcessor(FileSpanExporter(otlp_dir / OTLP_FILES["traces"]), schedule_delay_millis=FILE_FLUSH_MS)
+        )
+        log_processors.append(
+            BatchLogRecordProcessor(FileLogExporter(otlp_dir / OTLP_FILES["logs"]), schedule_delay_millis=FILE_FLUSH_MS)
+        )
+        readers.append(PeriodicExportingMetricReader(
+            FileMetricExporter(otlp_dir / OTLP_FILES["metrics"]), export_interval_millis=interval))
+        targets.append(f"files {otlp_dir}")
+        try:
+            exporters = _otlp_exporters(settings)
+        except Exception as error:  # noqa: BLE001 - a bad certificate path, a missing extra
+            warn("start", "OTLP exporters could not be created", f"{type(error).__name__}: {error}; local only")
+            exporters = {}
+        if "traces" in exporters:
+            span_processors.append(BatchSpanProcessor(exporters["traces"]))
+        if "logs" in exporters:
+            log_processors.append(BatchLogRecordProcessor(exporters["logs"]))
+        if "metrics" in exporters:
+            readers.append(PeriodicExportingMetricReader(exporters["metrics"], export_interval_millis=interval))
+        if exporters:
+            targets.append(f"OTLP {settings.protocol} {settings.endpoint or '(OTEL_EXPORTER_OTLP_* variables)'}"
+                           f" [{', '.join(sorted(exporters))}]")
+    for exporter in extra_exporters:
+        if isinstance(exporter, SpanExporter):
+            span_processors.append(SimpleSpanProcessor(exporter))
+        elif isinstance(exporter, LogRecordExporter):
+            log_processors.append(SimpleLogRecordProcessor(exporter))
+        elif isinstance(exporter, MetricReader):
+            readers.append(exporter)
+    server = None
+    if prometheus_port and not settings.sdk_disabled:
+        server, prometheus_reader = _prometheus(prometheus_port, settings.prometheus_addr, warn)
+        if prometheus_reader is not None:
+            readers.append(prometheus_reader)
+            targets.append(f"/metrics on {settings.prometheus_addr}:{prometheus_port}")
+    tracer = TracerProvider(resource=resource, shutdown_on_exit=False)
+    for processor in span_processors:
+        tracer.add_span_processor(processor)
+    logger = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    for processor in log_processors:
+        logger.add_log_record_processor(processor)
+    meter = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets)
+
+
+def _prometheus(port: int, addr: str, warn: Callable[[str, str, str], None]) -> tuple[Any, Any]:
+    """The official Prometheus reader on a registry of its own, served on ``addr:port``."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=True)
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as error:
+        warn("start", f"the Prometheus port {port} cannot be served",
+             f"{error}; the run goes on without /metrics (pass prometheus_port=None to silence this)")
+        return None, None
+    return server, PrometheusMetricReader(registry=registry)

@@ -1,0 +1,176 @@
+"""Metrics: a latest-value table read by observable gauges, plus a few synchronous instruments.
+
+A training step only writes floats into a dict; the SDK reads the table when its reader collects
+(every export interval, or a Prometheus scrape). Prometheus sees the same sampled values a
+synchronous gauge would give, and the full per-step history lives in the audit. Synchronous
+instruments are kept for rare events where every one matters (phase durations, checkpoints).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+
+from . import names
+
+MAX_SERIES_PER_NAME = 1000
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
+_OVERFLOW_KEY = ("__overflow__",)
+
+
+class _Table:
+    """Latest value per attribute set for one observable gauge."""
+
+    __slots__ = ("values", "attributes")
+
+    def __init__(self) -> None:
+        self.values: dict[Any, float] = {}
+        self.attributes: dict[Any, dict[str, Any]] = {}
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        current = self.values.copy()  # one C-level copy: safe against writers on other threads
+        return [Observation(value, self.attributes[key]) for key, value in current.items()]
+
+
+class MetricRecorder:
+    def __init__(
+        self,
+        provider: MeterProvider,
+        version: str,
+        constant_attributes: dict[str, Any],
+        max_names: int,
+        warn: Callable[[str, str, str], None],
+    ) -> None:
+        self._meter: Meter = provider.get_meter(names.INSTRUMENTATION_NAME, version)
+        self._constant = constant_attributes
+        self._max_names = max_names
+        self._warn = warn
+        self._lock = threading.Lock()
+        self._training: dict[str, _Table] = {}
+        self._gauges: dict[str, _Table] = {}
+        self._training_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.step: float | None = None
+        self.values_recorded = 0
+        self._meter.create_observable_gauge(
+            names.TRAINING_STEP, [self._observe_step], description="Last step passed to log_training_step"
+        )
+        self._counters = {
+            name: self._meter.create_counter(name, unit=unit, description=description)
+            for name, unit, description in (
+                (names.CHECKPOINTS, "{checkpoint}", "Checkpoints logged"),
+                (names.CHECKPOINT_SIZE, names.UNIT_BYTES, "Bytes of checkpoints logged"),
+                (names.COMMENTS, "{comment}", "Comments and conclusions logged"),
+                (names.DATA_SAMPLES_USED, "{sample}", "Samples reported by log_data_usage"),
+                (names.MODIFICATION_COUNT, "{modification}", "Modifications in logged trees"),
+                (names.WARNINGS, "{warning}", "Bad inputs the tracker warned about"),
+            )
+        }
+        self._histograms = {
+            name: self._meter.create_histogram(name, unit=unit, description=description)
+            for name, unit, description in (
+                (names.PHASE_DURATION, names.UNIT_SECONDS, "Duration of user phases (tracker.span)"),
+                (names.SCOPE_DURATION, names.UNIT_SECONDS, "Duration of builder/tasker/... scopes"),
+                (names.DATA_SCORE, "", "Loss improvement per scored sample (before - after)"),
+            )
+        }
+
+    def _observe_step(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self.step is None else [Observation(self.step, self._constant)]
+
+    # --- training values: the hot path -------------------------------------------------------
+
+    def set_training(self, values: dict[str, float], scope: tuple[str, ...], split: str | None) -> None:
+        attr_key = (scope, split)
+        if attr_key not in self._training_attrs:
+            self._training_attrs[attr_key] = self._with_scope(scope, split)
+        tables = self._training
+        for key, value in values.items():
+            table = tables.get(key)
+            if table is None:
+                table = self._new_training_table(key)
+            series = table.values
+            if attr_key in series or len(series) < MAX_SERIES_PER_NAME:
+                series[attr_key] = value
+                if attr_key not in table.attributes:
+                    table.attributes[attr_key] = self._training_attrs[attr_key]
+            else:
+                self._overflow(table, key, value)
+        self.values_recorded += len(values)
+
+    def _new_training_table(self, key: str) -> _Table:
+        with self._lock:
+            table = self._training.get(key)
+            if table is not None:
+                return table
+            if len(self._training) >= self._max_names:
+                self._warn(
+                    "log_training_step",
+                    f"more than {self._max_names} distinct metric keys",
+                    f"{key!r} and later keys go to {names.TRAINING_OVERFLOW} (LEZEA_MAX_METRIC_NAMES)",
+                )
+                table = self._gauges.get(names.TRAINING_OVERFLOW) or self._new_gauge(names.TRAINING_OVERFLOW, "")
+            else:
+                table = _Table()
+                self._meter.create_observable_gauge(
+                    metric_name(key), [table.observe], description=f"Training value {key!r}"
+                )
+            self._training[key] = table
+            return table
+
+    def _overflow(self, table: _Table, key: str, value: float) -> None:
+        self._warn("log_training_step", f"more than {MAX_SERIES_PER_NAME} scope/split combinations for one key",
+                   f"{key!r}: later ones are folded into one series marked {names.OVERFLOW}")
+        table.values[_OVERFLOW_KEY] = value
+        table.attributes[_OVERFLOW_KEY] = {**self._constant, names.OVERFLOW: True}
+
+    def _with_scope(self, scope: tuple[str, ...], split: str | None) -> dict[str, Any]:
+        attributes = dict(self._constant)
+        if scope:
+            attributes[names.SCOPE_PATH] = "/".join(scope)
+        if split is not None:
+            attributes[names.DATA_SPLIT] = split
+        return attributes
+
+    # --- rare values --------------------------------------------------------------------------
+
+    def set_gauge(self, name: str, value: float, attributes: dict[str, Any], unit: str = "",
+                  scope: tuple[str, ...] = ()) -> None:
+        table = self._gauges.get(name)
+        if table is None:
+            with self._lock:
+                table = self._gauges.get(name) or self._new_gauge(name, unit)
+        full = {**self._with_scope(scope, None), **attributes}
+        key = tuple(sorted(full.items(), key=lambda item: item[0]))
+        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in key)
+        if key not in table.values and len(table.values) >= MAX_SERIES_PER_NAME:
+            self._overflow(table, name, value)
+            return
+        table.attributes[key] = full
+        table.values[key] = value
+        self.values_recorded += 1
+
+    def _new_gauge(self, name: str, unit: str) -> _Table:
+        table = _Table()
+        self._meter.create_observable_gauge(name, [table.observe], unit=unit)
+        self._gauges[name] = table
+        return table
+
+    def add(self, name: str, amount: float, attributes: dict[str, Any] | None = None) -> None:
+        self._counters[name].add(amount, {**self._constant, **(attributes or {})})
+        self.values_recorded += 1
+
+    def record(self, name: str, amount: float, attributes: dict[str, Any], context: Any = None,
+               scope: tuple[str, ...] = ()) -> None:
+        """A histogram value; recorded inside its span's context so the exemplar links the trace."""
+        self._histograms[name].record(amount, {**self._with_scope(scope, None), **attributes}, context=context)
+        self.values_recorded += 1
+
+
+def metric_name(key: str) -> str:
+    """``lezea.training.<key>``: OTel-legal, at most 255 characters, stable for one key."""
+    return (names.TRAINING_PREFIX + _UNSAFE.sub("_", key))[:255]

@@ -1,0 +1,108 @@
+"""Every attribute key, metric name, unit and event name, defined once.
+
+OpenTelemetry semantic-convention names are used where one exists; the rest lives in the
+``lezea.`` namespace. Nothing else in the package spells one of these strings.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+INSTRUMENTATION_NAME: Final = "lezea_otel"
+DEFAULT_SERVICE_NAME: Final = "lezea"
+
+# Resource attributes (semantic conventions)
+SERVICE_NAME: Final = "service.name"
+SERVICE_VERSION: Final = "service.version"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"
+HOST_NAME: Final = "host.name"
+PROCESS_PID: Final = "process.pid"
+PROCESS_RUNTIME_NAME: Final = "process.runtime.name"
+PROCESS_RUNTIME_VERSION: Final = "process.runtime.version"
+VCS_REVISION: Final = "vcs.ref.head.revision"
+VCS_BRANCH: Final = "vcs.ref.head.name"
+VCS_REPOSITORY_URL: Final = "vcs.repository.url.full"
+# Rank vocabulary shared with NeMo Lens / Megatron (no upstream convention exists).
+DL_RANK: Final = "dl.rank"
+DL_LOCAL_RANK: Final = "dl.local_rank"
+DL_WORLD_SIZE: Final = "dl.world_size"
+
+# Our own attributes
+EXPERIMENT_ID: Final = "lezea.experiment.id"
+EXPERIMENT_NAME: Final = "lezea.experiment.name"
+EXPERIMENT_PURPOSE: Final = "lezea.experiment.purpose"
+EXPERIMENT_TAGS: Final = "lezea.experiment.tags"
+RUN_STATUS: Final = "lezea.run.status"
+RUN_ENDED_BY: Final = "lezea.run.ended_by"
+VCS_DIRTY: Final = "lezea.vcs.dirty"
+SCOPE_PATH: Final = "lezea.scope"
+SCOPE_LEVEL: Final = "lezea.scope.level"
+SCOPE_ID: Final = "lezea.scope.id"
+NETWORK_TYPE: Final = "lezea.network.type"
+PHASE_NAME: Final = "lezea.phase.name"
+DATA_SPLIT: Final = "lezea.data_split"
+STEP: Final = "lezea.step"
+METRIC_KEY: Final = "lezea.metric.key"
+AGENT_ID: Final = "lezea.agent.id"
+AGENT_ROLE: Final = "lezea.agent.role"
+COMPONENT_ID: Final = "lezea.component.id"
+COMPONENT_TYPE: Final = "lezea.component.type"
+RESOURCE_KIND: Final = "lezea.resource.kind"
+COST_KIND: Final = "lezea.cost.kind"
+STAT_NAME: Final = "lezea.stat.name"
+SPLIT_NAME: Final = "lezea.split.name"
+CONFIG_PREFIX: Final = "lezea.config."
+OVERFLOW: Final = "otel.metric.overflow"
+EXCEPTION_TYPE: Final = "exception.type"
+
+# Metric names. Training values have no unit: "1" would become a Prometheus `_ratio`.
+TRAINING_PREFIX: Final = "lezea.training."
+TRAINING_OVERFLOW: Final = "lezea.training.other"
+TRAINING_STEP: Final = "lezea.training.step"
+EPOCH: Final = "lezea.training.epoch"
+EPOCH_LOSS: Final = "lezea.epoch.loss"
+EPOCH_DELTA_LOSS: Final = "lezea.epoch.delta_loss"
+PHASE_DURATION: Final = "lezea.phase.duration"
+SCOPE_DURATION: Final = "lezea.scope.duration"
+RUN_DURATION: Final = "lezea.run.duration"
+RUN_STATE: Final = "lezea.run.state"
+MODIFICATION_STAT: Final = "lezea.modification.stat"
+MODIFICATION_COUNT: Final = "lezea.modification.count"
+DATA_SPLIT_SIZE: Final = "lezea.data.split.size"
+DATA_SAMPLES_USED: Final = "lezea.data.samples.used"
+DATA_SCORE: Final = "lezea.data.score"
+CHECKPOINTS: Final = "lezea.checkpoint.count"
+CHECKPOINT_SIZE: Final = "lezea.checkpoint.size"
+REWARD: Final = "lezea.reward"
+RESULT: Final = "lezea.result"
+COMPONENT_CPU: Final = "lezea.component.cpu.utilization"
+COMPONENT_GPU: Final = "lezea.component.gpu.utilization"
+COMPONENT_MEMORY: Final = "lezea.component.memory.usage"
+COMPONENT_IO: Final = "lezea.component.io.operations"
+COST: Final = "lezea.cost"
+BUSINESS: Final = "lezea.business"
+COMMENTS: Final = "lezea.comment.count"
+WARNINGS: Final = "lezea.tracker.warnings"
+
+UNIT_SECONDS: Final = "s"
+UNIT_BYTES: Final = "By"
+UNIT_RATIO: Final = "1"
+
+# Log record event names
+EVENT_STARTED: Final = "lezea.experiment.started"
+EVENT_FINISHED: Final = "lezea.experiment.finished"
+EVENT_ENVIRONMENT: Final = "lezea.environment"
+EVENT_CONFIG: Final = "lezea.config"
+EVENT_MODIFICATION_TREE: Final = "lezea.modification_tree"
+EVENT_MODIFICATION_STATS: Final = "lezea.modification_stats"
+EVENT_DATA_SPLITS: Final = "lezea.data.splits"
+EVENT_DATA_USAGE: Final = "lezea.data.usage"
+EVENT_DATA_SCORE: Final = "lezea.data.score"
+EVENT_CHECKPOINT: Final = "lezea.checkpoint"
+EVENT_DATASET: Final = "lezea.dataset"
+EVENT_RESULTS: Final = "lezea.results"
+EVENT_COST: Final = "lezea.cost"
+EVENT_COMMENT: Final = "lezea.comment"
+EVENT_CONCLUSION: Final = "lezea.conclusion"
+
+ROOT_SPAN_NAME: Final = "experiment"

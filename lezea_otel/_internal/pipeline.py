@@ -1,0 +1,107 @@
+"""One ordered path for every record: audit first, then the run state, then the signals.
+
+Synchronous by default. In async mode the caller only appends to a deque (far cheaper than
+``queue.Queue.put``) and one daemon worker drains it in batches, in call order; when the deque is
+full the caller drains it itself under the same lock (backpressure, never loss). Each sink is
+isolated: a failing signal path never costs an audit line.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+
+from .audit import AuditWriter
+from .mapping import SignalMapper
+from .record import Record
+from .run_state import RunState
+from .safety import raise_internal, report_internal_error
+
+MAX_QUEUE = 100_000
+IDLE_POLL_S = 0.005
+
+
+class Pipeline:
+    def __init__(self, audit: AuditWriter, state: RunState, async_mode: bool) -> None:
+        self.audit = audit
+        self.state = state
+        self.mapper: SignalMapper | None = None
+        self.disabled = False
+        self.sink_failures = 0
+        self._lock = threading.RLock()
+        self._queue: deque[Record] = deque()
+        self._async = async_mode
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        if async_mode:
+            self._worker = threading.Thread(target=self._run, name="lezea-otel-worker", daemon=True)
+            self._worker.start()
+        os.register_at_fork(after_in_child=_ForkGuard(self))
+
+    def submit(self, record: Record) -> None:
+        if self.disabled:
+            return
+        if not self._async:
+            with self._lock:
+                self._handle(record)
+            return
+        self._queue.append(record)
+        if len(self._queue) > MAX_QUEUE:
+            self.drain()
+
+    def drain(self) -> None:
+        with self._lock:
+            queue = self._queue
+            while queue:
+                self._handle(queue.popleft())
+
+    def _handle(self, record: Record) -> None:
+        for sink in (self.audit.write, self.state.apply, self.mapper.handle if self.mapper else None):
+            if sink is None:
+                continue
+            try:
+                sink(record)
+            except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
+                self.sink_failures += 1
+                if raise_internal():
+                    raise
+                report_internal_error(f"{record.kind} ({getattr(sink, '__qualname__', sink)})", error)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._queue:
+                self.drain()
+            else:
+                time.sleep(IDLE_POLL_S)
+        self.drain()
+
+    def close(self, timeout_s: float) -> None:
+        """Drain what is queued (within ``timeout_s``) and flush the audit."""
+        self._stop.set()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout_s)
+        self.drain()
+        with self._lock:
+            self.audit.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The child must never write the parent's files or queued data; a lock held by the
+        # parent's worker at fork time would deadlock it, so nothing here takes the old lock.
+        self.disabled = True
+        self._queue = deque()
+        self._lock = threading.RLock()
+
+
+class _ForkGuard:
+    """Fork hook holding the pipeline weakly, so registering it never keeps a tracker alive."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = weakref.ref(pipeline)
+
+    def __call__(self) -> None:
+        pipeline = self._pipeline()
+        if pipeline is not None:
+            pipeline._after_fork_in_child()

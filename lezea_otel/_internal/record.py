@@ -1,0 +1,55 @@
+"""The one record every tracker call becomes, before any sink sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+
+class Record:
+    """One tracker call: what the audit writes, what the run state and the signals consume.
+
+    ``scope`` is the scope path (``("builder:42", "tasker:A")``); ``values`` holds a call's
+    training numbers under their unprefixed keys, so the hot path builds no second dict.
+    """
+
+    __slots__ = ("kind", "time_ns", "step", "scope", "trace_id", "span_id", "data", "values")
+
+    def __init__(
+        self,
+        kind: str,
+        time_ns: int,
+        step: int | None,
+        scope: tuple[str, ...],
+        trace_id: int,
+        span_id: int,
+        data: dict[str, Any],
+        values: dict[str, float] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.time_ns = time_ns
+        self.step = step
+        self.scope = scope
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.data = data
+        self.values = values
+
+    @property
+    def scope_path(self) -> str:
+        return "/".join(self.scope)
+
+    def scoped(self, key: str) -> str:
+        """The spec's scope-prefixed key: ``builder:42/loss``."""
+        return "/".join((*self.scope, key)) if self.scope else key
+
+    def otel_context(self) -> Context | None:
+        """A context holding this record's span, so logs and exemplars link to the trace."""
+        if not (self.trace_id and self.span_id):
+            return None
+        span_context = SpanContext(self.trace_id, self.span_id, is_remote=False,
+                                   trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        return trace.set_span_in_context(NonRecordingSpan(span_context))

@@ -1,0 +1,86 @@
+"""The OTel resource of a run: who is sending (service, process, host, rank) and which experiment.
+
+Every span, metric point and log record carries it, so Prometheus, Tempo and Loki can filter by
+experiment. Git facts come from gitpython; no repository, or no git binary, is fine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import uuid
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+
+from . import names, values
+from .environment import host_name
+
+
+def git_facts(path: str | None = None) -> dict[str, Any]:
+    """Commit, branch, dirty flag and a credential-free remote URL; empty outside a repository."""
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    try:
+        import git
+    except Exception:  # noqa: BLE001 - ImportError, or no git executable
+        return {}
+    try:
+        repo = git.Repo(path or os.getcwd(), search_parent_directories=True)
+    except Exception:  # noqa: BLE001 - InvalidGitRepositoryError, NoSuchPathError
+        return {}
+    facts: dict[str, Any] = {}
+    try:
+        facts["commit"] = repo.head.commit.hexsha
+    except Exception:  # noqa: BLE001 - a repository without commits
+        return {}
+    try:
+        facts["branch"] = None if repo.head.is_detached else repo.active_branch.name
+        facts["dirty"] = repo.is_dirty(untracked_files=False)
+        remote = next(iter(repo.remotes), None)
+        if remote is not None:
+            facts["remote"] = values.scrub_text(next(remote.urls, ""))
+    except Exception:  # noqa: BLE001
+        pass
+    finally:
+        repo.close()
+    return facts
+
+
+def rank_attributes(environ: dict[str, str] | os._Environ[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for var, key in (("RANK", names.DL_RANK), ("LOCAL_RANK", names.DL_LOCAL_RANK),
+                     ("WORLD_SIZE", names.DL_WORLD_SIZE)):
+        raw = environ.get(var, "").strip()
+        if raw.isdigit():
+            out[key] = int(raw)
+    return out
+
+
+def build_resource(
+    *, service_name: str, experiment_id: str, experiment_name: str, purpose: str, tags: list[str],
+    git: dict[str, Any], version: str,
+) -> Resource:
+    """``Resource.create`` merges ``OTEL_RESOURCE_ATTRIBUTES``; ours win where both speak."""
+    attributes: dict[str, Any] = {
+        names.SERVICE_NAME: service_name,
+        names.SERVICE_VERSION: version,
+        names.SERVICE_INSTANCE_ID: str(uuid.uuid4()),
+        names.HOST_NAME: host_name(),
+        names.PROCESS_PID: os.getpid(),
+        names.PROCESS_RUNTIME_NAME: platform.python_implementation().lower(),
+        names.PROCESS_RUNTIME_VERSION: platform.python_version(),
+        names.EXPERIMENT_ID: experiment_id,
+        names.EXPERIMENT_NAME: experiment_name,
+        names.EXPERIMENT_PURPOSE: purpose,
+        names.EXPERIMENT_TAGS: list(tags),
+        **rank_attributes(os.environ),
+    }
+    if git.get("commit"):
+        attributes[names.VCS_REVISION] = git["commit"]
+    if git.get("branch"):
+        attributes[names.VCS_BRANCH] = git["branch"]
+    if "dirty" in git:
+        attributes[names.VCS_DIRTY] = bool(git["dirty"])
+    if git.get("remote"):
+        attributes[names.VCS_REPOSITORY_URL] = git["remote"]
+    return Resource.create(attributes)

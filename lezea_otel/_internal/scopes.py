@@ -1,0 +1,66 @@
+"""Scopes and phases as context managers (and phases as decorators) that never break the run.
+
+A scope (``builder_scope("42")``) changes the key prefix (``builder:42/loss``) and opens a child
+span; a phase (``tracker.span("forward")``) only opens a child span and times it. The user's own
+exception inside either is recorded on the span and re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .safety import raise_internal, report_internal_error
+
+if TYPE_CHECKING:
+    from ..tracker import ExperimentTracker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TracedBlock:
+    """Returned by the scope calls and by ``tracker.span()``: use it with ``with`` or as ``@decorator``."""
+
+    __slots__ = ("_tracker", "_level", "_ident", "_attributes", "_frames")
+
+    def __init__(self, tracker: ExperimentTracker, level: str | None, ident: str, attributes: dict[str, Any]) -> None:
+        self._tracker = tracker
+        self._level = level  # None for a phase
+        self._ident = ident
+        self._attributes = attributes
+        self._frames: list[Any] = []
+
+    def __enter__(self) -> TracedBlock:
+        frame = None
+        try:
+            frame = self._tracker._enter_block(self._level, self._ident, self._attributes)
+        except Exception as error:  # noqa: BLE001
+            if raise_internal():
+                raise
+            report_internal_error(self._call_name, error)
+        self._frames.append(frame)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+        frame = self._frames.pop() if self._frames else None
+        if frame is not None:
+            try:
+                self._tracker._exit_block(frame, error)
+            except Exception as internal:  # noqa: BLE001
+                if raise_internal():
+                    raise
+                report_internal_error(self._call_name, internal)
+        return False  # the user's exception, if any, propagates unchanged
+
+    def __call__(self, function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with TracedBlock(self._tracker, self._level, self._ident, self._attributes):
+                return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    @property
+    def _call_name(self) -> str:
+        return f"{self._level}_scope" if self._level else "span"

@@ -1,0 +1,305 @@
+"""The spec's ``log_*`` and introspection calls, mixed into ``ExperimentTracker``.
+
+Each call: make sure the run is live, shape the arguments (``calls``/``values``), emit one record.
+The tracker provides ``_ready``, ``_emit``, ``_warner``, ``_stack``, ``_state``, ``_pipeline``...
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import calls, values
+from .audit import read_events
+from .recommendations import recommend
+from .safety import guarded
+
+_MB = 2**20
+
+
+class SpecCalls:
+    # -- 3) configuration ------------------------------------------------------------------------
+
+    @guarded()
+    def log_lezea_config(
+        self,
+        tasker_population_size: int | None = None,
+        builder_population_size: int | None = None,
+        algorithm_type: str | None = None,
+        start_network_id: str | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        seeds: dict[str, int] | None = None,
+        initialization_scheme: str | None = None,
+    ) -> None:
+        """LeZeA configuration (spec 1.4): a config event, and attributes on the experiment span."""
+        if not self._ready("log_lezea_config"):
+            return
+        data = calls.config(self._warner("log_lezea_config"), tasker_population_size, builder_population_size,
+                            algorithm_type, start_network_id, hyperparameters, seeds, initialization_scheme)
+        if self._root is not None and not self._finalized:
+            self._root.set_attributes(values.flat_attributes(data, "lezea.config."))
+        self._emit("config", None, data)
+
+    # -- 4) training -----------------------------------------------------------------------------
+
+    @guarded()
+    def log_training_step(self, step: int, metrics: dict[str, float], data_split: str | None = None) -> None:
+        """One training step's values; ``delta_loss`` is added when ``loss`` is present."""
+        if (not self._started or self._finalized) and not self._ready("log_training_step"):
+            return
+        clean: dict[str, float] | None = None
+        if type(metrics) is dict:
+            clean = {}
+            for key, value in metrics.items():
+                if type(key) is str and (type(value) is float or type(value) is int) and value - value == 0:
+                    clean[key] = float(value)
+                else:
+                    clean = None
+                    break
+        if clean is None:
+            clean = values.numbers(metrics, "metrics", self._warner("log_training_step"))
+        if type(step) is not int or step < 0:
+            step = values.step_value(step, "step", self._warner("log_training_step"))
+        if data_split is not None and type(data_split) is not str:
+            data_split = values.text(data_split, "data_split", self._warner("log_training_step"))
+        stack = self._stack.get()
+        path = stack[-1].path if stack else ()
+        previous_step, previous_loss = self._last.get((path, data_split), (None, None))
+        if step is not None and previous_step is not None and step <= previous_step:
+            self._warnings.warn("log_training_step", "step did not increase",
+                                f"step {step} after step {previous_step}; recorded as given")
+        loss = clean.get("loss")
+        if loss is not None and previous_loss is not None and "delta_loss" not in clean:
+            clean["delta_loss"] = loss - previous_loss
+        self._last[(path, data_split)] = (step if step is not None else previous_step,
+                                          loss if loss is not None else previous_loss)
+        self._emit("training_step", step, {"data_split": data_split} if data_split is not None else {}, clean)
+
+    @guarded()
+    def log_modification_tree(self, step: int | None = None, modifications: list[Any] | None = None,
+                              statistics: dict[str, Any] | None = None) -> None:
+        """A modification tree: an event with its structure, its numeric statistics as metrics."""
+        if not self._ready("log_modification_tree"):
+            return
+        warn = self._warner("log_modification_tree")
+        self._emit("modification_tree", values.step_value(step, "step", warn), {
+            "modifications": calls.modifications(warn, modifications),
+            "statistics": calls.statistics(warn, statistics)})
+
+    @guarded()
+    def log_modification_tree_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
+        if self._ready("log_modification_tree_stats"):
+            warn = self._warner("log_modification_tree_stats")
+            self._emit("modification_tree_stats", values.step_value(step, "step", warn),
+                       {"statistics": calls.statistics(warn, statistics)})
+
+    @guarded()
+    def log_modification_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
+        if self._ready("log_modification_stats"):
+            warn = self._warner("log_modification_stats")
+            self._emit("modification_stats", values.step_value(step, "step", warn),
+                       {"statistics": calls.statistics(warn, statistics)})
+
+    @guarded()
+    def log_data_splits(self, train_ids: Any = None, val_ids: Any = None, test_ids: Any = None) -> None:
+        """Split sizes as metrics; the ids (up to 10,000 each) and a digest of all in the audit."""
+        if not self._ready("log_data_splits"):
+            return
+        warn = self._warner("log_data_splits")
+        data = {}
+        for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
+            shaped = calls.split(warn, f"{name}_ids", ids)
+            if shaped is not None:
+                data[name] = shaped
+        self._emit("data_splits", None, data)
+
+    @guarded()
+    def log_data_usage(self, sample_ids: Any, epoch: int | None = None) -> None:
+        if not self._ready("log_data_usage"):
+            return
+        warn = self._warner("log_data_usage")
+        shaped = calls.split(warn, "sample_ids", sample_ids)
+        if shaped is not None:
+            self._emit("data_usage", None, {"epoch": values.step_value(epoch, "epoch", warn),
+                                            "count": shaped["count"], "sha256": shaped["sha256"],
+                                            "sample_ids": shaped["ids"], "truncated": shaped["truncated"]})
+
+    @guarded()
+    def log_data_score(self, sample_id: Any, before_loss: float, after_loss: float, step: int | None = None) -> None:
+        """How much one sample helped: ``score = before_loss - after_loss`` (a histogram, no sample id label)."""
+        if self._ready("log_data_score"):
+            warn = self._warner("log_data_score")
+            self._emit("data_score", values.step_value(step, "step", warn),
+                       calls.data_score(warn, sample_id, before_loss, after_loss))
+
+    @guarded()
+    def log_delta_loss(self, epoch: int, loss: float, prev_loss: float | None = None) -> None:
+        if not self._ready("log_delta_loss"):
+            return
+        warn = self._warner("log_delta_loss")
+        current = values.number(loss, "loss", warn)
+        previous = values.number(prev_loss, "prev_loss", warn) if prev_loss is not None else None
+        delta = current - previous if current is not None and previous is not None else None
+        self._emit("delta_loss", None, {"epoch": values.step_value(epoch, "epoch", warn), "loss": current,
+                                        "prev_loss": previous, "delta_loss": delta})
+
+    # -- 5) resources ----------------------------------------------------------------------------
+
+    @guarded()
+    def log_resource(self, component_id: str, cpu: float | None = None, gpu: float | None = None,
+                     mem: float | None = None) -> None:
+        """One-liner resources: ``cpu``/``gpu`` in percent, ``mem`` in MB."""
+        if self._ready("log_resource"):
+            self._emit("resource", None, calls.resource(self._warner("log_resource"), component_id, None,
+                                                        cpu, gpu, mem, None))
+
+    @guarded()
+    def log_component_resources(self, component_id: str, component_type: str | None = None,
+                                cpu_percent: float | None = None, memory_mb: float | None = None,
+                                gpu_util_percent: float | None = None, io_operations: float | None = None) -> None:
+        if self._ready("log_component_resources"):
+            self._emit("resource", None, calls.resource(
+                self._warner("log_component_resources"), component_id, component_type, cpu_percent,
+                gpu_util_percent, memory_mb, io_operations))
+
+    # -- 6) checkpoints and datasets ---------------------------------------------------------------
+
+    @guarded()
+    def log_checkpoint(self, checkpoint_path: str, step: int | None = None,
+                       metadata: dict[str, Any] | None = None) -> None:
+        """A checkpoint event with path, size and sha256 (files up to ``LEZEA_CHECKPOINT_HASH_MAX_MB``)."""
+        if self._ready("log_checkpoint"):
+            warn = self._warner("log_checkpoint")
+            self._emit("checkpoint", values.step_value(step, "step", warn),
+                       calls.checkpoint(warn, checkpoint_path, self.settings.checkpoint_hash_max_bytes, metadata))
+
+    @guarded()
+    def log_dataset_version(self, dataset_name: str, version_tag: str | None = None,
+                            dataset_path: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        if self._ready("log_dataset_version"):
+            self._emit("dataset_version", None, calls.dataset(
+                self._warner("log_dataset_version"), dataset_name, version_tag, dataset_path, metadata))
+
+    # -- 7) results ------------------------------------------------------------------------------
+
+    @guarded()
+    def log_results(self, result_dict: dict[str, Any] | None = None, tasker_rewards: dict[str, float] | None = None,
+                    builder_rewards: dict[str, float] | None = None, action_outputs: Any = None,
+                    step: int | None = None) -> None:
+        """Unified (``result_dict``) or granular results; rewards become per-agent gauges."""
+        if not self._ready("log_results"):
+            return
+        warn = self._warner("log_results")
+        data: dict[str, Any] = {}
+        if result_dict is not None:
+            data["result_dict"] = values.numbers(result_dict, "result_dict", warn)
+        for role, rewards in (("tasker", tasker_rewards), ("builder", builder_rewards)):
+            if rewards is not None:
+                data[f"{role}_rewards"] = calls.rewards(warn, rewards, f"{role}_rewards")
+        if action_outputs is not None:
+            data["action_outputs"] = values.plain(action_outputs, "action_outputs", warn)
+        self._emit("results", values.step_value(step, "step", warn), data)
+
+    @guarded()
+    def log_reward(self, agent_id: str, reward: float, step: int | None = None, agent_type: str = "tasker") -> None:
+        if not self._ready("log_reward"):
+            return
+        warn = self._warner("log_reward")
+        value = values.number(reward, "reward", warn)
+        if value is not None:
+            self._emit("reward", values.step_value(step, "step", warn), {
+                "agent_id": values.text(agent_id, "agent_id", warn) or "unknown",
+                "role": values.text(agent_type, "agent_type", warn) or "tasker", "reward": value})
+
+    # -- 8) business -----------------------------------------------------------------------------
+
+    @guarded()
+    def log_resource_cost(self, cpu_hours: float | None = None, gpu_hours: float | None = None,
+                          mem_gb: float | None = None, io_bytes: float | None = None,
+                          cost_eur: float | None = None) -> None:
+        """Resource usage and money; totals accumulate over calls and appear in the summary."""
+        if not self._ready("log_resource_cost"):
+            return
+        warn = self._warner("log_resource_cost")
+        data = {name: values.number(raw, name, warn) for name, raw in (
+            ("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours), ("mem_gb", mem_gb), ("io_bytes", io_bytes),
+            ("cost_eur", cost_eur)) if raw is not None}
+        self._emit("resource_cost", None, {k: v for k, v in data.items() if v is not None})
+
+    @guarded()
+    def log_comment(self, comment: str) -> None:
+        if self._ready("log_comment"):
+            text = values.text(comment, "comment", self._warner("log_comment"))
+            if text is not None:
+                self._emit("comment", None, {"text": text})
+
+    @guarded()
+    def log_conclusion(self, conclusion: str) -> None:
+        if self._ready("log_conclusion"):
+            text = values.text(conclusion, "conclusion", self._warner("log_conclusion"))
+            if text is not None:
+                self._emit("conclusion", None, {"text": text})
+
+    @guarded()
+    def log_business_metrics(self, resource_cost_eur: float | None = None, **metrics: float) -> None:
+        """Business figures (``resource_cost_eur`` is the run's cost so far) as ``lezea.business`` gauges."""
+        if not self._ready("log_business_metrics"):
+            return
+        raw = dict(metrics)
+        if resource_cost_eur is not None:
+            raw["resource_cost_eur"] = resource_cost_eur
+        self._emit("business_metrics", None,
+                   {"metrics": values.numbers(raw, "business metrics", self._warner("log_business_metrics"))})
+
+    # -- 9) introspection ------------------------------------------------------------------------
+
+    @guarded(default=dict)
+    def get_experiment_summary(self) -> dict[str, Any]:
+        """The run so far, from its own record: steps, metrics (last/best per key and scope), ..."""
+        self._pipeline.drain()
+        summary = self._state.summary(time.time_ns())
+        summary["experiment"] = {
+            "id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose, "tags": list(self.tags),
+            "run_dir": str(self.run_dir), "audit": str(self.audit_path),
+            "targets": list(self._providers.targets) if self._providers else [],
+        }
+        summary["signals"] = {
+            "spans": self._spans.ended,
+            "metric_values": self._metrics.values_recorded if self._metrics else 0,
+            "log_records": self._logs.emitted if self._logs else 0,
+            "audit_lines": self._pipeline.audit.seq,
+        }
+        summary["warnings"] = {"count": self._warnings.count, "messages": list(self._warnings.messages[:50])}
+        summary["cost"]["total_eur"] = self._state.total_cost_eur()
+        return summary
+
+    @guarded(default=dict)
+    def get_experiment_data(self) -> dict[str, Any]:
+        """Everything recorded, read back from the audit: full per-step history and every event."""
+        self._pipeline.drain()
+        self._pipeline.audit.flush()
+        problems: list[str] = []
+        events = list(read_events(self.audit_path, problems))
+        history: dict[str, list[list[Any]]] = {}
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            by_kind.setdefault(event["kind"], []).append(event)
+            if event["kind"] == "training_step":
+                split = event["data"].get("data_split")
+                for key, value in event["data"].get("metrics", {}).items():
+                    if split:
+                        head, _, leaf = key.rpartition("/")
+                        key = f"{head}/{split}/{leaf}" if head else f"{split}/{leaf}"
+                    history.setdefault(key, []).append([event["step"], value])
+        return {"experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
+                "tags": list(self.tags), "metrics": history, "events_by_kind": by_kind, "events": events,
+                "problems": problems}
+
+    @guarded(default=list)
+    def get_recommendations(self) -> list[dict[str, Any]]:
+        """Advice from this run's record (NaN loss, plateau, idle GPU, cost over limit, slow phase)."""
+        self._pipeline.drain()
+        state = self._state
+        end = state.end_ns or time.time_ns()
+        duration = (end - state.start_ns) / 1e9 if state.start_ns else 0.0
+        return recommend(state, self.settings.cost_limit_eur, duration)

@@ -1,0 +1,362 @@
+"""The tracker facade of the LeZeA connector spec, on OpenTelemetry.
+
+Every public call checks and shapes its input, turns it into one record and hands that to the
+pipeline (audit, run state, signals). No call raises into training code: bad input gives one
+warning on the ``lezea_otel`` logger and the valid part is still recorded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ._internal import calls, exit_hooks, names, values
+from ._internal.audit import AuditWriter
+from ._internal.delivery import Providers, build_providers
+from ._internal.environment import describe_environment
+from ._internal.logs import LogRecorder
+from ._internal.mapping import SignalMapper
+from ._internal.metrics import MetricRecorder
+from ._internal.pipeline import Pipeline
+from ._internal.record import Record
+from ._internal.resource import build_resource, git_facts
+from ._internal.run_state import RunState
+from ._internal.safety import Warnings, guarded, logger, raise_internal
+from ._internal.scopes import TracedBlock
+from ._internal.settings import Settings, resolve_settings
+from ._internal.spec_calls import SpecCalls
+from ._internal.spans import SpanRecorder, ids
+from .exceptions import LezeaConfigError
+from .version import __version__
+
+__all__ = ["ExperimentTracker", "NetworkType"]
+
+
+class NetworkType(str, Enum):
+    """Which population a network belongs to."""
+
+    TASKER = "tasker"
+    BUILDER = "builder"
+    HYBRID = "hybrid"
+
+
+class _Frame:
+    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id")
+
+    def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str) -> None:
+        self.path, self.span, self.start_ns, self.level, self.ident = path, span, start_ns, level, ident
+        self.trace_id, self.span_id = ids(span)
+        self.token: contextvars.Token[tuple[_Frame, ...]] | None = None
+
+
+class ExperimentTracker(SpecCalls):
+    """One experiment run: a root span, its scopes and phases, metrics, events, and a local audit.
+
+    Example:
+        ```py
+        tracker = ExperimentTracker("Demo", purpose="sanity", auto_start=True)
+        with tracker.builder_scope("42"):
+            tracker.log_training_step(1, {"loss": 0.42})
+        tracker.finalize_experiment()
+        ```
+    Keyword-only arguments override ``LEZEA_*`` and ``OTEL_*`` variables (see README).
+    """
+
+    def __init__(
+        self,
+        experiment_name: str,
+        purpose: str = "",
+        tags: Sequence[str] | None = None,
+        auto_start: bool = False,
+        async_mode: bool = False,
+        *,
+        runs_dir: str | Path | None = None,
+        service_name: str | None = None,
+        endpoint: str | None = None,
+        protocol: str | None = None,
+        quiet: bool | None = None,
+        cost_limit_eur: float | None = None,
+        extra_exporters: Sequence[Any] = (),
+    ) -> None:
+        self._warnings = Warnings()
+        self.experiment_id = str(uuid.uuid4())
+        warn = functools.partial(self._warnings.warn, "ExperimentTracker")
+        self.experiment_name = values.text(experiment_name, "experiment_name", warn) or "unnamed"
+        self.purpose = values.text(purpose, "purpose", warn, optional=True) or ""
+        self.tags = self._tags(tags, warn)
+        self.settings: Settings = resolve_settings({
+            "runs_dir": runs_dir, "service_name": service_name, "endpoint": endpoint, "protocol": protocol,
+            "quiet": quiet, "cost_limit_eur": cost_limit_eur,
+        })
+        self._extra_exporters = tuple(extra_exporters)
+        self.run_dir, audit = self._open_audit()
+        self._state = RunState()
+        self._pipeline = Pipeline(audit, self._state, bool(async_mode))
+        self._stack: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar(
+            f"lezea_scope_{self.experiment_id}", default=())
+        self._spans = SpanRecorder(None, __version__)
+        self._providers: Providers | None = None
+        self._metrics: MetricRecorder | None = None
+        self._logs: LogRecorder | None = None
+        self._root: Any = None
+        self._root_ids = (0, 0)
+        self._started = False
+        self._finalized = False
+        self._last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
+        if auto_start:
+            self.start()
+
+    @property
+    def audit_path(self) -> Path:
+        return self._pipeline.audit.path
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, strict: bool | None = None, prometheus_port: int | None = 8000) -> ExperimentTracker:
+        """Open the run: root span, signal pipelines, ``/metrics`` endpoint, environment and git.
+
+        Configuration problems are warned here, and raised (``LezeaConfigError``) only when
+        ``strict`` (or ``LEZEA_STRICT=1``) is set. ``prometheus_port=None`` or ``0`` serves no
+        ``/metrics``; a busy port is one warning. Returns the tracker; a second call does nothing.
+        """
+        strict_mode = self.settings.strict if strict is None else bool(strict)
+        if strict_mode and self.settings.problems:
+            raise LezeaConfigError("; ".join(self.settings.problems))
+        try:
+            self._start(prometheus_port)
+        except Exception as error:
+            if strict_mode:
+                raise LezeaConfigError(f"start() failed: {type(error).__name__}: {error}") from error
+            if raise_internal():
+                raise
+            self._warnings.warn("start", "the run could not be fully started",
+                                f"{type(error).__name__}: {error}; recording to the audit only")
+        return self
+
+    def _start(self, prometheus_port: int | None) -> None:
+        if self._started or self._finalized:
+            return
+        self._started = True
+        for problem in self.settings.problems:
+            self._warnings.warn("start", "configuration problem", problem)
+        if prometheus_port == 8000 and self.settings.sources.get("prometheus_port") != "default":
+            prometheus_port = self.settings.prometheus_port
+        git = git_facts()
+        resource = build_resource(
+            service_name=self.settings.service_name, experiment_id=self.experiment_id,
+            experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
+            version=__version__)
+        self._providers = build_providers(
+            self.settings, resource, self.run_dir / "otlp", self._extra_exporters,
+            self._port(prometheus_port), self._warnings.warn)
+        constant = {names.EXPERIMENT_ID: self.experiment_id, names.EXPERIMENT_NAME: self.experiment_name}
+        self._metrics = MetricRecorder(self._providers.meter, __version__, constant, self.settings.max_metric_names,
+                                       self._warnings.warn)
+        self._logs = LogRecorder(self._providers.logger, __version__, constant)
+        self._spans = SpanRecorder(self._providers.tracer, __version__)
+        self._pipeline.mapper = SignalMapper(self._metrics, self._logs)
+        self._root = self._spans.start(names.ROOT_SPAN_NAME, {
+            **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)}, None)
+        self._root_ids = ids(self._root)
+        exit_hooks.register(self, ExperimentTracker._finalize)
+        self._emit("experiment_start", None, {
+            "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
+            "tags": self.tags, "service_name": self.settings.service_name, "targets": self._providers.targets,
+            "run_dir": str(self.run_dir)})
+        environment = describe_environment(self.settings.env_allowlist)
+        self._emit("environment", None, {**environment, "git": git})
+        self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
+                      + ("; ".join(self._providers.targets[1:]) or "local mode (no OTLP endpoint configured)"))
+
+    def _port(self, port: Any) -> int | None:
+        if port is None or port == 0:
+            return None
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            self._warnings.warn("start", "prometheus_port must be a port number, None or 0",
+                                f"got {values.describe(port)}; /metrics is off")
+            return None
+        return port
+
+    @guarded()
+    def finalize_experiment(self) -> dict[str, Any] | None:
+        """End the run: flush everything (bounded by ``LEZEA_SHUTDOWN_TIMEOUT``), return the summary.
+
+        Idempotent; ``end()`` is the same call.
+        """
+        self._finalize("finalize_experiment", None)
+        return self.get_experiment_summary()
+
+    def end(self) -> dict[str, Any] | None:
+        """Alias of :meth:`finalize_experiment`."""
+        return self.finalize_experiment()
+
+    def _finalize(self, ended_by: str, error: BaseException | None) -> None:
+        if self._finalized:
+            return
+        if not self._started:
+            self._warnings.warn(ended_by, "called before start()", "the run was started and ended now")
+            self.start()
+        self._finalized = True
+        exit_hooks.unregister(self)
+        status = "failed" if error is not None else "finished"
+        now = time.time_ns()
+        duration = (now - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
+        self._emit("experiment_end", None, {
+            "status": status, "ended_by": ended_by, "duration_s": duration,
+            "error": f"{type(error).__name__}: {error}" if error is not None else None,
+            "warnings": self._warnings.count})
+        if self._root is not None:
+            self._spans.end(self._root, error, attributes={names.RUN_STATUS: status, names.RUN_ENDED_BY: ended_by})
+        timeout = self.settings.shutdown_timeout_s
+        self._pipeline.close(timeout)
+        if self._providers is not None and not self._providers.shutdown(timeout):
+            logger.warning("finalize: telemetry export did not finish within %.1f s (LEZEA_SHUTDOWN_TIMEOUT); "
+                           "the audit %s is complete", timeout, self.audit_path)
+        self._console(self._closing_line(status, duration))
+
+    # --- scopes and phases ---------------------------------------------------------------------
+
+    def builder_scope(self, builder_id: Any) -> TracedBlock:
+        """Records inside get the ``builder:<id>/`` prefix and a child span."""
+        return self._scope("builder", builder_id)
+
+    def tasker_scope(self, tasker_id: Any) -> TracedBlock:
+        return self._scope("tasker", tasker_id)
+
+    def algorithm_scope(self, algorithm_id: Any) -> TracedBlock:
+        return self._scope("algorithm", algorithm_id)
+
+    def network_scope(self, network_id: Any, network_type: NetworkType | str | None = None) -> TracedBlock:
+        extra = {names.NETWORK_TYPE: NetworkType(network_type).value} if network_type else {}
+        return self._scope("network", network_id, extra)
+
+    def layer_scope(self, layer_id: Any) -> TracedBlock:
+        return self._scope("layer", layer_id)
+
+    def span(self, name: str, **attributes: Any) -> TracedBlock:
+        """Time any stretch of training as a child span, as ``with`` block or decorator.
+
+        Each phase name gets a duration histogram (``lezea.phase.duration``) whose exemplars
+        link to the span.
+        """
+        warn = functools.partial(self._warnings.warn, "span")
+        label = values.text(name, "name", warn) or "phase"
+        return TracedBlock(self, None, label, values.flat_attributes(values.plain(attributes, "attributes", warn)))
+
+    def _scope(self, level: str, ident: Any, extra: dict[str, Any] | None = None) -> TracedBlock:
+        warn = functools.partial(self._warnings.warn, f"{level}_scope")
+        text = ident if isinstance(ident, str) else values.text(ident, f"{level}_id", warn)
+        return TracedBlock(self, level, text if text is not None else "none", extra or {})
+
+    def _enter_block(self, level: str | None, ident: str, attributes: dict[str, Any]) -> _Frame:
+        call = f"{level}_scope" if level else "span"
+        self._ready(call)
+        stack = self._stack.get()
+        parent = stack[-1] if stack else None
+        path = parent.path if parent else ()
+        if level is not None:
+            path = (*path, f"{level}:{ident}")
+            span_name = level
+            attrs = {names.SCOPE_LEVEL: level, names.SCOPE_ID: ident, names.SCOPE_PATH: "/".join(path)}
+        else:
+            span_name = ident
+            attrs = {names.PHASE_NAME: ident, **({names.SCOPE_PATH: "/".join(path)} if path else {})}
+        attrs[names.EXPERIMENT_ID] = self.experiment_id
+        start_ns = time.time_ns()
+        span = self._spans.start(span_name, {**attrs, **attributes}, parent.span if parent else self._root, start_ns)
+        frame = _Frame(path, span, start_ns, level, ident)
+        frame.token = self._stack.set((*stack, frame))
+        if level is not None:
+            self._emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, start_ns)
+        return frame
+
+    def _exit_block(self, frame: _Frame, error: BaseException | None) -> None:
+        end_ns = time.time_ns()
+        self._spans.end(frame.span, error, end_ns)
+        try:
+            self._stack.reset(frame.token)  # type: ignore[arg-type]
+        except ValueError:  # exited in another context (e.g. a generator): drop this frame only
+            self._stack.set(tuple(f for f in self._stack.get() if f is not frame))
+        data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
+        if error is not None:
+            data["error"] = f"{type(error).__name__}: {error}"
+        if frame.level is not None:
+            self._emit_at(frame, "scope_end", {"level": frame.level, "id": frame.ident, **data}, end_ns)
+        else:
+            self._emit_at(frame, "phase", {"name": frame.ident, **data}, end_ns)
+
+    # --- records -------------------------------------------------------------------------------
+
+    def _ready(self, call: str) -> bool:
+        """Auto-start on a call before ``start()``; after finalize the call reaches the audit only."""
+        if self._finalized:
+            self._warnings.warn(call, "called after finalize_experiment()", "recorded in the audit only")
+        elif not self._started:
+            self._warnings.warn(call, "called before start()", "starting the run now")
+            self.start()
+        return not self._pipeline.disabled
+
+    def _emit(self, kind: str, step: int | None, data: dict[str, Any], metric_values: dict[str, float] | None = None,
+              ) -> None:
+        stack = self._stack.get()
+        if stack:
+            top = stack[-1]
+            record = Record(kind, time.time_ns(), step, top.path, top.trace_id, top.span_id, data, metric_values)
+        else:
+            trace_id, span_id = self._root_ids
+            record = Record(kind, time.time_ns(), step, (), trace_id, span_id, data, metric_values)
+        self._pipeline.submit(record)
+
+    def _emit_at(self, frame: _Frame, kind: str, data: dict[str, Any], time_ns: int) -> None:
+        self._pipeline.submit(Record(kind, time_ns, None, frame.path, frame.trace_id, frame.span_id, data))
+
+    def _warner(self, call: str) -> values.Warn:
+        return functools.partial(self._warnings.warn, call)
+
+    @staticmethod
+    def _tags(tags: Any, warn: values.Warn) -> list[str]:
+        if tags is None:
+            return []
+        if isinstance(tags, str):
+            return [tags]
+        if isinstance(tags, dict):
+            return [f"{k}={v}" for k, v in tags.items()]
+        try:
+            return [str(tag) for tag in tags]
+        except TypeError:
+            warn("tags must be a list of strings", f"got {values.describe(tags)}; ignored")
+            return []
+
+    def _console(self, line: str) -> None:
+        if not self.settings.quiet:
+            print(f"lezea_otel: {line}", file=sys.stderr, flush=True)
+
+    def _closing_line(self, status: str, duration: float) -> str:
+        state = self._state
+        parts = [f"experiment {self.experiment_name!r} {status} in {duration:.1f} s", f"{state.steps} steps"]
+        for key, stats in state.metrics.items():
+            if key.endswith("loss") and "/" not in key:
+                parts.append(f"{key} {stats.last:.4g} (best {stats.best:.4g})")
+                break
+        if self._warnings.count:
+            parts.append(f"{self._warnings.count} warnings")
+        parts.append(f"audit {self.audit_path}")
+        return ", ".join(parts)
+
+    def _open_audit(self) -> tuple[Path, AuditWriter]:
+        run_dir = self.settings.runs_dir / self.experiment_id
+        try:
+            return run_dir, AuditWriter(run_dir / "events.jsonl")
+        except OSError as error:
+            fallback = Path(tempfile.gettempdir()) / "lezea-runs" / self.experiment_id
+            self._warnings.warn("ExperimentTracker", f"the runs folder {self.settings.runs_dir} is not writable",
+                                f"{error}; writing the audit to {fallback}")
+            return fallback, AuditWriter(fallback / "events.jsonl")
