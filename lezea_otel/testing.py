@@ -1,0 +1,96 @@
+"""A test kit: run a tracker with the SDK's in-memory exporters and read what it produced.
+
+Example:
+    ```py
+    from lezea_otel.testing import Capture
+
+    capture = Capture(tmp_path)
+    tracker = capture.tracker("unit")
+    tracker.log_training_step(1, {"loss": 0.5})
+    tracker.finalize_experiment()
+    assert capture.points("lezea.training.loss")[0].value == 0.5
+    ```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from .tracker import ExperimentTracker
+
+__all__ = ["Capture", "Point"]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One exported metric data point, flattened."""
+
+    name: str
+    attributes: dict[str, Any]
+    value: Any
+    unit: str
+    kind: str
+
+
+@dataclass
+class Capture:
+    """In-memory span, metric and log exporters wired into every tracker made by :meth:`tracker`."""
+
+    runs_dir: Path
+    spans_exporter: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
+    metric_reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
+    logs_exporter: InMemoryLogRecordExporter = field(default_factory=InMemoryLogRecordExporter)
+    _last_points: list[Point] = field(default_factory=list)
+
+    def tracker(self, name: str = "test", **kwargs: Any) -> ExperimentTracker:
+        kwargs.setdefault("runs_dir", self.runs_dir)
+        kwargs.setdefault("quiet", True)
+        kwargs.setdefault("extra_exporters", (self.spans_exporter, self.metric_reader, self.logs_exporter))
+        auto_start = kwargs.pop("auto_start", False)
+        tracker = ExperimentTracker(name, **kwargs)
+        if auto_start:
+            tracker.start(prometheus_port=None)
+        return tracker
+
+    def spans(self, name: str | None = None) -> list[ReadableSpan]:
+        return [s for s in self.spans_exporter.get_finished_spans() if name is None or s.name == name]
+
+    def logs(self, event_name: str | None = None) -> list[ReadableLogRecord]:
+        records = self.logs_exporter.get_finished_logs()
+        return [r for r in records if event_name is None or r.log_record.event_name == event_name]
+
+    def collect(self) -> list[Point]:
+        """Collect now; after the tracker's shutdown, the points of its final collection."""
+        data = None
+        try:
+            data = self.metric_reader.get_metrics_data()
+        except Exception:  # noqa: BLE001 - the reader is shut down with its tracker
+            data = None
+        if data is None:
+            return self._last_points
+        points = []
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = type(metric.data).__name__
+                    for point in metric.data.data_points:
+                        value = getattr(point, "value", None)
+                        if value is None:
+                            value = {"count": point.count, "sum": point.sum}
+                        points.append(Point(metric.name, dict(point.attributes or {}), value, metric.unit, kind))
+        self._last_points = points
+        return points
+
+    def points(self, name: str, **attributes: Any) -> list[Point]:
+        """Points of metric ``name`` whose attributes include ``attributes`` (dots as ``__``)."""
+        wanted = {k.replace("__", "."): v for k, v in attributes.items()}
+        return [p for p in self.collect() if p.name == name
+                and all(p.attributes.get(k) == v for k, v in wanted.items())]

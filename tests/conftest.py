@@ -1,0 +1,40 @@
+"""Shared fixtures: a clean environment per test and the in-memory capture of all three signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from lezea_otel.testing import Capture
+
+for _name in list(os.environ):
+    if _name.startswith(("LEZEA_", "OTEL_")):
+        del os.environ[_name]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("LEZEA_", "OTEL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LEZEA_RAISE_INTERNAL", "1")  # our own bugs fail the suite
+    monkeypatch.setenv("LEZEA_QUIET", "1")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def capture(tmp_path) -> Capture:
+    return Capture(tmp_path / "runs")
+
+
+@pytest.fixture
+def lezea_warnings(caplog: pytest.LogCaptureFixture):
+    """The warning messages the ``lezea_otel`` logger emitted during the test."""
+    caplog.set_level(logging.WARNING, logger="lezea_otel")
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "lezea_otel" and r.levelno >= logging.WARNING]
+
+    return messages
