@@ -343,7 +343,7 @@ class ExperimentTracker(SpecCalls):
         state = self._state
         parts = [f"experiment {self.experiment_name!r} {status} in {duration:.1f} s", f"{state.steps} steps"]
         for key, stats in state.metrics.items():
-            if key.endswith("loss") and "/" not in key:
+            if key.endswith("loss"):
                 parts.append(f"{key} {stats.last:.4g} (best {stats.best:.4g})")
                 break
         if self._warnings.count:
