@@ -59,12 +59,25 @@ class AuditWriter:
         self._clock = _Clock()
         self._last_flush = time.monotonic()
         self.seq = 0
+        self._ids: tuple[int, int, str | None, str | None] = (0, 0, None, None)
 
     def write(self, record: Record) -> None:
         self.seq += 1
         data = record.data
-        if record.values is not None:
-            data = {"metrics": {record.scoped(k): v for k, v in record.values.items()}, **data}
+        metrics = record.values
+        if metrics is not None:
+            if record.scope:
+                metrics = {record.scoped(k): v for k, v in metrics.items()}
+            if sum(metrics.values()) - sum(metrics.values()) != 0:  # some value is NaN or infinite
+                metrics = _finite_safe(metrics)
+            data = {"metrics": metrics, **data}
+        elif data:
+            data = _finite_safe(data)
+        ids = self._ids
+        if ids[0] != record.trace_id or ids[1] != record.span_id:
+            ids = self._ids = (record.trace_id, record.span_id,
+                               f"{record.trace_id:032x}" if record.trace_id else None,
+                               f"{record.span_id:016x}" if record.span_id else None)
         line = {
             "seq": self.seq,
             "time": self._clock.iso(record.time_ns),
@@ -72,9 +85,9 @@ class AuditWriter:
             "kind": record.kind,
             "step": record.step,
             "scope": record.scope_path,
-            "trace_id": f"{record.trace_id:032x}" if record.trace_id else None,
-            "span_id": f"{record.span_id:016x}" if record.span_id else None,
-            "data": _finite_safe(data),
+            "trace_id": ids[2],
+            "span_id": ids[3],
+            "data": data,
         }
         encoded = orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
         if self._file is None:  # after close: late calls still reach the audit

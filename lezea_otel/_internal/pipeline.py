@@ -59,16 +59,25 @@ class Pipeline:
                 self._handle(queue.popleft())
 
     def _handle(self, record: Record) -> None:
-        for sink in (self.audit.write, self.state.apply, self.mapper.handle if self.mapper else None):
-            if sink is None:
-                continue
+        try:
+            self.audit.write(record)
+        except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
+            self._sink_failed("audit", record, error)
+        try:
+            self.state.apply(record)
+        except Exception as error:  # noqa: BLE001
+            self._sink_failed("run state", record, error)
+        if self.mapper is not None:
             try:
-                sink(record)
-            except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
-                self.sink_failures += 1
-                if raise_internal():
-                    raise
-                report_internal_error(f"{record.kind} ({getattr(sink, '__qualname__', sink)})", error)
+                self.mapper.handle(record)
+            except Exception as error:  # noqa: BLE001
+                self._sink_failed("signals", record, error)
+
+    def _sink_failed(self, sink: str, record: Record, error: Exception) -> None:
+        self.sink_failures += 1
+        if raise_internal():
+            raise error
+        report_internal_error(f"{record.kind} ({sink})", error)
 
     def _run(self) -> None:
         while not self._stop.is_set():

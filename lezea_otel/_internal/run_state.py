@@ -22,57 +22,66 @@ def lower_is_better(key: str) -> bool:
 
 
 class MetricStats:
+    """Running statistics of one metric key; ``add`` is on the hot path, so it stays branch-light."""
+
     __slots__ = ("count", "last", "last_step", "best", "best_step", "minimum", "maximum", "total",
                  "first", "nonfinite", "first_nonfinite_step", "recent", "lower_better")
 
     def __init__(self, key: str) -> None:
+        self.lower_better = lower_is_better(key)
         self.count = 0
-        self.last = self.best = self.minimum = self.maximum = self.first = math.nan
+        self.last = math.nan
         self.last_step: int | None = None
+        self.best = math.inf if self.lower_better else -math.inf
         self.best_step: int | None = None
+        self.minimum, self.maximum = math.inf, -math.inf
         self.total = 0.0
+        self.first: float | None = None
         self.nonfinite = 0
         self.first_nonfinite_step: int | None = None
         self.recent: deque[float] = deque(maxlen=RECENT)
-        self.lower_better = lower_is_better(key)
 
     def add(self, value: float, step: int | None) -> None:
         self.count += 1
-        self.last, self.last_step = value, step
-        if not math.isfinite(value):
+        self.last = value
+        self.last_step = step
+        if value - value != 0:  # NaN or infinite
             self.nonfinite += 1
             if self.first_nonfinite_step is None:
                 self.first_nonfinite_step = step
             return
-        if math.isnan(self.first):
+        if self.first is None:
             self.first = value
         self.recent.append(value)
         self.total += value
-        self.minimum = value if math.isnan(self.minimum) else min(self.minimum, value)
-        self.maximum = value if math.isnan(self.maximum) else max(self.maximum, value)
-        better = value < self.best if self.lower_better else value > self.best
-        if math.isnan(self.best) or better:
-            self.best, self.best_step = value, step
+        if value < self.minimum:
+            self.minimum = value
+        if value > self.maximum:
+            self.maximum = value
+        if (value < self.best) if self.lower_better else (value > self.best):
+            self.best = value
+            self.best_step = step
 
     def as_dict(self) -> dict[str, Any]:
         finite = self.count - self.nonfinite
         return {
             "count": self.count, "last": self.last, "last_step": self.last_step, "best": _n(self.best),
             "best_step": self.best_step, "min": _n(self.minimum), "max": _n(self.maximum),
-            "mean": self.total / finite if finite else None, "first": _n(self.first),
+            "mean": self.total / finite if finite else None, "first": self.first,
             "nonfinite": self.nonfinite, "first_nonfinite_step": self.first_nonfinite_step,
             "goal": "min" if self.lower_better else "max",
         }
 
 
 def _n(value: float) -> float | None:
-    return None if math.isnan(value) else value
+    return value if math.isfinite(value) else None
 
 
 class RunState:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.metrics: dict[str, MetricStats] = {}
+        self._metrics_by_scope: dict[tuple[tuple[str, ...], str | None], dict[str, MetricStats]] = {}
         self.steps = 0
         self.first_step: int | None = None
         self.last_step: int | None = None
@@ -94,15 +103,14 @@ class RunState:
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.error: str | None = None
+        self._handlers = {name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_on_")}
 
     def apply(self, record: Record) -> None:
-        self.counts[record.kind] = self.counts.get(record.kind, 0) + 1
-        handler = getattr(self, "_on_" + record.kind, None)
+        kind = record.kind
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        handler = self._handlers.get(kind)
         if handler is not None:
             handler(record)
-
-    def metric_key(self, record: Record, key: str, split: str | None) -> str:
-        return record.scoped(f"{split}/{key}" if split else key)
 
     def _on_training_step(self, record: Record) -> None:
         self.steps += 1
@@ -110,13 +118,17 @@ class RunState:
         if step is not None:
             if self.first_step is None:
                 self.first_step = step
-            self.last_step = step if self.last_step is None else max(self.last_step, step)
+            if self.last_step is None or step > self.last_step:
+                self.last_step = step
         split = record.data.get("data_split")
+        by_key = self._metrics_by_scope.get((record.scope, split))
+        if by_key is None:
+            by_key = self._metrics_by_scope[(record.scope, split)] = {}
         for key, value in (record.values or {}).items():
-            name = self.metric_key(record, key, split)
-            stats = self.metrics.get(name)
+            stats = by_key.get(key)
             if stats is None:
-                stats = self.metrics[name] = MetricStats(name)
+                name = record.scoped(f"{split}/{key}" if split else key)
+                stats = by_key[key] = self.metrics.setdefault(name, MetricStats(name))
             stats.add(value, step)
 
     def _on_experiment_start(self, record: Record) -> None:
