@@ -1,0 +1,137 @@
+"""A real OTLP receiver for tests: gRPC and HTTP servers built from the opentelemetry-proto
+service definitions, recording every request they get."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+REQUESTS = {
+    "traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse),
+    "metrics": (metrics_service_pb2.ExportMetricsServiceRequest, metrics_service_pb2.ExportMetricsServiceResponse),
+    "logs": (logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse),
+}
+
+
+@dataclass
+class Received:
+    requests: dict[str, list[Any]] = field(default_factory=lambda: {"traces": [], "metrics": [], "logs": []})
+    headers: list[dict[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, signal: str, request: Any, headers: dict[str, str]) -> None:
+        with self.lock:
+            self.requests[signal].append(request)
+            self.headers.append(headers)
+
+    def spans(self) -> list[Any]:
+        return [span for request in self.requests["traces"] for rs in request.resource_spans
+                for ss in rs.scope_spans for span in ss.spans]
+
+    def resources(self, signal: str) -> list[dict[str, Any]]:
+        key = {"traces": "resource_spans", "metrics": "resource_metrics", "logs": "resource_logs"}[signal]
+        return [{a.key: _value(a.value) for a in r.resource.attributes}
+                for request in self.requests[signal] for r in getattr(request, key)]
+
+    def metric_points(self, name: str) -> list[tuple[dict[str, Any], float]]:
+        points = []
+        for request in self.requests["metrics"]:
+            for rm in request.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        if metric.name != name:
+                            continue
+                        data = getattr(metric, metric.WhichOneof("data"))
+                        for point in data.data_points:
+                            value = point.as_double if hasattr(point, "as_double") else point.sum
+                            points.append(({a.key: _value(a.value) for a in point.attributes}, value))
+        return points
+
+    def log_records(self) -> list[Any]:
+        return [record for request in self.requests["logs"] for rl in request.resource_logs
+                for sl in rl.scope_logs for record in sl.log_records]
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+class HttpReceiver:
+    """OTLP/HTTP (protobuf) on 127.0.0.1:<free port>, paths /v1/traces, /v1/metrics, /v1/logs."""
+
+    def __init__(self) -> None:
+        self.received = Received()
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                signal = self.path.rsplit("/", 1)[-1]
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if signal not in REQUESTS:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                request_type, response_type = REQUESTS[signal]
+                received.add(signal, request_type.FromString(body), dict(self.headers))
+                payload = response_type().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class GrpcReceiver:
+    """OTLP/gRPC on 127.0.0.1:<free port>, the three collector services."""
+
+    def __init__(self) -> None:
+        self.received = Received()
+        received = self.received
+
+        def servicer(base: type, signal: str) -> Any:
+            class Servicer(base):  # type: ignore[misc, valid-type]
+                def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC naming
+                    received.add(signal, request, dict(context.invocation_metadata()))
+                    return REQUESTS[signal][1]()
+
+            return Servicer()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+            servicer(trace_service_pb2_grpc.TraceServiceServicer, "traces"), self._server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+            servicer(metrics_service_pb2_grpc.MetricsServiceServicer, "metrics"), self._server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
+            servicer(logs_service_pb2_grpc.LogsServiceServicer, "logs"), self._server)
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)

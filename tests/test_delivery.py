@@ -1,0 +1,77 @@
+"""OTLP export to a real receiver (gRPC and HTTP), configured the standard OTel way."""
+
+from __future__ import annotations
+
+import pytest
+
+from lezea_otel import ExperimentTracker
+
+from .otlp_receiver import GrpcReceiver, HttpReceiver
+
+
+@pytest.fixture(params=["http/protobuf", "grpc"])
+def receiver(request):
+    server = HttpReceiver() if request.param == "http/protobuf" else GrpcReceiver()
+    server.protocol = request.param
+    yield server
+    server.stop()
+
+
+def _run(tracker: ExperimentTracker) -> None:
+    tracker.start(prometheus_port=None)
+    tracker.log_lezea_config(64, 4, "SAC")
+    with tracker.builder_scope("42"):
+        with tracker.span("forward"):
+            tracker.log_training_step(1, {"loss": 0.5})
+        tracker.log_comment("looks fine")
+    tracker.finalize_experiment()
+
+
+class TestOtlpExport:
+    def test_all_signals_arrive_over_otlp_from_environment(self, receiver, monkeypatch, tmp_path):
+        """OTEL_EXPORTER_OTLP_ENDPOINT + _PROTOCOL send spans with parentage, metric points and correlated logs."""
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", receiver.protocol)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=ml%20platform")
+        tracker = ExperimentTracker("wire", runs_dir=tmp_path)
+        _run(tracker)
+        got = receiver.received
+
+        spans = {span.name: span for span in got.spans()}
+        assert set(spans) == {"experiment", "builder", "forward"}
+        assert spans["builder"].parent_span_id == spans["experiment"].span_id
+        assert spans["forward"].parent_span_id == spans["builder"].span_id
+        assert len({span.trace_id for span in spans.values()}) == 1
+
+        points = got.metric_points("lezea.training.loss")
+        assert points and points[-1][1] == 0.5
+        assert points[-1][0]["lezea.scope"] == "builder:42"
+        assert points[-1][0]["lezea.experiment.id"] == tracker.experiment_id
+
+        comment = next(r for r in got.log_records() if r.event_name == "lezea.comment")
+        assert comment.body.string_value == "looks fine"
+        assert comment.trace_id == spans["builder"].trace_id and comment.span_id == spans["builder"].span_id
+
+        resource = got.resources("traces")[0]
+        assert resource["service.name"] == "lezea"
+        assert resource["lezea.experiment.id"] == tracker.experiment_id
+        assert any(h.get("x-team") == "ml platform" for h in got.headers)
+
+    def test_endpoint_argument_and_per_signal_off(self, receiver, monkeypatch, tmp_path):
+        """endpoint= and protocol= arguments work; OTEL_LOGS_EXPORTER=none keeps logs local."""
+        monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
+        tracker = ExperimentTracker("wire", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=receiver.protocol)
+        _run(tracker)
+        assert receiver.received.spans()
+        assert receiver.received.metric_points("lezea.training.loss")
+        assert receiver.received.requests["logs"] == []
+        assert (tracker.run_dir / "otlp" / "logs.jsonl").stat().st_size > 0
+
+    def test_local_mode_connects_nowhere(self, receiver, tmp_path):
+        """With no endpoint configured nothing is sent, and the files still hold every signal."""
+        tracker = ExperimentTracker("local", runs_dir=tmp_path)
+        _run(tracker)
+        assert receiver.received.requests == {"traces": [], "metrics": [], "logs": []}
+        assert tracker.settings.otlp_signals == frozenset()
+        for name in ("spans.jsonl", "metrics.jsonl", "logs.jsonl"):
+            assert (tracker.run_dir / "otlp" / name).stat().st_size > 0

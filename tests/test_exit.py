@@ -1,0 +1,85 @@
+"""Runs that are never finalized still end: at normal exit, after an uncaught exception, across fork."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = """
+import os, sys
+from lezea_otel import ExperimentTracker
+tracker = ExperimentTracker("exit-test", runs_dir=sys.argv[1], quiet=True, auto_start=True)
+for step in range(1, 4):
+    tracker.log_training_step(step, {"loss": 1.0 / step})
+print(tracker.experiment_id)
+sys.stdout.flush()
+"""
+
+
+def _run(tmp_path: Path, tail: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
+    env["LEZEA_PROMETHEUS_PORT"] = "0"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT + textwrap.dedent(tail), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    run_dir = tmp_path / proc.stdout.split()[0]
+    return proc, run_dir
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _root_span(run_dir: Path) -> dict:
+    for line in (run_dir / "otlp" / "spans.jsonl").read_text().splitlines():
+        for resource_spans in json.loads(line)["resourceSpans"]:
+            for scope_spans in resource_spans["scopeSpans"]:
+                for span in scope_spans["spans"]:
+                    if span["name"] == "experiment":
+                        return span
+    raise AssertionError("no experiment span exported")
+
+
+class TestExitWithoutFinalize:
+    def test_normal_exit_ends_the_run(self, tmp_path):
+        """A script that forgets finalize still gets its end record, its root span and a flushed audit."""
+        proc, run_dir = _run(tmp_path, "")
+        assert proc.returncode == 0, proc.stderr
+        end = _events(run_dir)[-1]
+        assert end["kind"] == "experiment_end"
+        assert end["data"]["status"] == "finished" and end["data"]["ended_by"] == "atexit"
+        assert [e["step"] for e in _events(run_dir) if e["kind"] == "training_step"] == [1, 2, 3]
+        assert _root_span(run_dir).get("status", {}).get("code") in (None, "STATUS_CODE_UNSET", 0)
+
+    def test_uncaught_exception_marks_the_run_failed(self, tmp_path):
+        """An uncaught exception ends the root span with ERROR status and the exception, and still exits 1."""
+        proc, run_dir = _run(tmp_path, "raise RuntimeError('diverged at step 3')\n")
+        assert proc.returncode == 1
+        assert "RuntimeError: diverged at step 3" in proc.stderr  # the user's traceback is untouched
+        end = _events(run_dir)[-1]
+        assert end["data"]["status"] == "failed"
+        assert "diverged at step 3" in end["data"]["error"]
+        root = _root_span(run_dir)
+        assert root["status"]["code"] in ("STATUS_CODE_ERROR", 2)
+        assert any(event["name"] == "exception" for event in root.get("events", []))
+
+
+class TestFork:
+    def test_forked_child_never_writes_the_parents_run(self, tmp_path):
+        """A forked worker that logs neither deadlocks nor writes into the parent's audit."""
+        tail = """
+        pid = os.fork()
+        if pid == 0:
+            tracker.log_training_step(99, {"loss": 9.9})
+            os._exit(0)
+        os.waitpid(pid, 0)
+        tracker.log_training_step(4, {"loss": 0.2})
+        tracker.finalize_experiment()
+        """
+        proc, run_dir = _run(tmp_path, tail)
+        assert proc.returncode == 0, proc.stderr
+        steps = [e["step"] for e in _events(run_dir) if e["kind"] == "training_step"]
+        assert steps == [1, 2, 3, 4]
