@@ -14,6 +14,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from .safety import report_internal_error
+
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
 _lock = threading.Lock()
@@ -38,7 +40,10 @@ def register(tracker: Any, finalize: Callable[[Any, str, BaseException | None], 
 
     def at_exit() -> None:
         for live in list(_live):
-            finalize(live, "atexit", uncaught)
+            try:
+                finalize(live, "atexit", uncaught)
+            except Exception as error:  # noqa: BLE001 - never turn an exit into a traceback
+                report_internal_error("atexit", error)
 
     atexit.register(at_exit)
 
