@@ -70,11 +70,6 @@ class SignalMapper:
                                             "lezea.summary": record.data.get("summary")}),
                     warning=status != "finished")
 
-    def _on_scope_end(self, record: Record) -> None:
-        self._metrics.record(names.SCOPE_DURATION, record.data["duration_s"],
-                             {names.SCOPE_LEVEL: record.data["level"]}, context=record.otel_context(),
-                             scope=record.scope)
-
     def _on_phase(self, record: Record) -> None:
         self._metrics.record(names.PHASE_DURATION, record.data["duration_s"],
                              {names.PHASE_NAME: record.data["name"]}, context=record.otel_context(),

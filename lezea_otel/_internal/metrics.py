@@ -74,7 +74,6 @@ class MetricRecorder:
             name: self._meter.create_histogram(name, unit=unit, description=description)
             for name, unit, description in (
                 (names.PHASE_DURATION, names.UNIT_SECONDS, "Duration of user phases (tracker.span)"),
-                (names.SCOPE_DURATION, names.UNIT_SECONDS, "Duration of builder/tasker/... scopes"),
                 (names.DATA_SCORE, "", "Loss improvement per scored sample (before - after)"),
             )
         }
