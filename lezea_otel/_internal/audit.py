@@ -110,6 +110,12 @@ class AuditWriter:
             self._file.close()
             self._file = None
 
+    def __del__(self) -> None:  # a tracker dropped without finalize still leaves a complete audit
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
 
 def _revive(value: Any) -> Any:
     if isinstance(value, str):

@@ -21,6 +21,7 @@ class SignalMapper:
     def __init__(self, metrics: MetricRecorder, logs: LogRecorder) -> None:
         self._metrics = metrics
         self._logs = logs
+        self._component_types: dict[str, str] = {}
         self._handlers: dict[str, Callable[[Record], None]] = {
             kind[len("_on_"):]: getattr(self, kind) for kind in dir(self) if kind.startswith("_on_")
         }
@@ -135,8 +136,10 @@ class SignalMapper:
     def _on_resource(self, record: Record) -> None:
         data = record.data
         attributes = {names.COMPONENT_ID: data["component_id"]}
-        if data.get("component_type"):
-            attributes[names.COMPONENT_TYPE] = data["component_type"]
+        if data.get("component_type"):  # remembered, so log_resource() later joins the same series
+            self._component_types[data["component_id"]] = data["component_type"]
+        if data["component_id"] in self._component_types:
+            attributes[names.COMPONENT_TYPE] = self._component_types[data["component_id"]]
         for field, name, scale, unit in (
             ("cpu_percent", names.COMPONENT_CPU, 0.01, names.UNIT_RATIO),
             ("gpu_percent", names.COMPONENT_GPU, 0.01, names.UNIT_RATIO),
