@@ -34,7 +34,9 @@ class _Table:
 
     def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
         current = self.values.copy()  # one C-level copy: safe against writers on other threads
-        return [Observation(value, self.attributes[key]) for key, value in current.items()]
+        # The SDK drops non-finite observations (with a log line per collection); they are
+        # counted in lezea.training.nonfinite instead, and kept in the audit.
+        return [Observation(value, self.attributes[key]) for key, value in current.items() if value - value == 0]
 
 
 class MetricRecorder:
@@ -68,6 +70,7 @@ class MetricRecorder:
                 (names.DATA_SAMPLES_USED, "{sample}", "Samples reported by log_data_usage"),
                 (names.MODIFICATION_COUNT, "{modification}", "Modifications in logged trees"),
                 (names.WARNINGS, "{warning}", "Bad inputs the tracker warned about"),
+                (names.TRAINING_NONFINITE, "{value}", "NaN or infinite training values (kept in the audit)"),
             )
         }
         self._histograms = {
@@ -100,6 +103,11 @@ class MetricRecorder:
             else:
                 self._overflow(table, key, value)
         self.values_recorded += len(values)
+        total = sum(values.values())
+        if total - total != 0:  # some value is NaN or infinite: rare, so checked only then
+            for key, value in values.items():
+                if value - value != 0:
+                    self.add(names.TRAINING_NONFINITE, 1, {**self._training_attrs[attr_key], names.METRIC_KEY: key})
 
     def _new_training_table(self, key: str) -> _Table:
         with self._lock:
