@@ -4,4 +4,4 @@ from .exceptions import LezeaConfigError
 from .tracker import ExperimentTracker, NetworkType
 from .version import __version__
 
-__all__ = ["ExperimentTracker", "LezeaConfigError", "NetworkType", "__version__"]
+__all__ = ["__version__", "ExperimentTracker", "LezeaConfigError", "NetworkType"]

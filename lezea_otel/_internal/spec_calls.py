@@ -214,8 +214,8 @@ class SpecCalls:
     # -- 8) business -----------------------------------------------------------------------------
 
     @guarded()
-    def log_resource_cost(self, cpu_hours: float | None = None, gpu_hours: float | None = None,
-                          mem_gb: float | None = None, io_bytes: float | None = None,
+    def log_resource_cost(self, cpu_hours: float | None = None, mem_gb: float | None = None,
+                          io_bytes: float | None = None, gpu_hours: float | None = None,
                           cost_eur: float | None = None) -> None:
         """Resource usage and money; totals accumulate over calls and appear in the summary."""
         if not self._ready("log_resource_cost"):
