@@ -217,6 +217,7 @@ class ExperimentTracker(SpecCalls):
             self._spans.end(self._root, error, attributes={names.RUN_STATUS: status, names.RUN_ENDED_BY: ended_by})
         timeout = self.settings.shutdown_timeout_s
         self._pipeline.close(timeout)
+        self._pipeline.mapper = None  # late calls reach the audit and the summary, not shut-down providers
         if self._providers is not None and not self._providers.shutdown(timeout):
             logger.warning("finalize: telemetry export did not finish within %.1f s (LEZEA_SHUTDOWN_TIMEOUT); "
                            "the audit %s is complete", timeout, self.audit_path)
