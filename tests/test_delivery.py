@@ -75,3 +75,30 @@ class TestOtlpExport:
         assert tracker.settings.otlp_signals == frozenset()
         for name in ("spans.jsonl", "metrics.jsonl", "logs.jsonl"):
             assert (tracker.run_dir / "otlp" / name).stat().st_size > 0
+
+
+class TestCollectorDown:
+    def test_finalize_is_bounded_and_files_are_complete(self, monkeypatch, tmp_path, caplog):
+        """Collector unreachable: no exception, finalize within LEZEA_SHUTDOWN_TIMEOUT, local files whole."""
+        import socket
+        import time
+
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "1.5")
+        tracker = ExperimentTracker("down", runs_dir=tmp_path)
+        tracker.start(prometheus_port=None)
+        for step in range(1, 51):
+            with tracker.span("step"):
+                tracker.log_training_step(step, {"loss": 1.0 / step})
+        started = time.monotonic()
+        summary = tracker.finalize_experiment()
+        assert time.monotonic() - started < 3.0
+        assert summary["steps"]["count"] == 50
+        otlp = tracker.run_dir / "otlp"
+        assert (otlp / "spans.jsonl").read_text().count('"name":"step"') == 50
+        assert "lezea.training.loss" in (otlp / "metrics.jsonl").read_text()
+        exporter_lines = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter.otlp")]
+        assert len({r.name for r in exporter_lines}) == len(exporter_lines)  # at most one line per exporter

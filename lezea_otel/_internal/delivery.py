@@ -7,7 +7,9 @@ touched, so a user's own OpenTelemetry setup and a second tracker never fight.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,27 +41,68 @@ class Providers:
     targets: list[str] = field(default_factory=list)
 
     def shutdown(self, timeout_s: float) -> bool:
-        """Flush and stop everything within ``timeout_s``; False when something was still hanging."""
-        def stop() -> None:
-            timeout_ms = int(timeout_s * 1000)
-            for step in (
-                lambda: self.tracer.shutdown(),
-                lambda: self.logger.shutdown(),
-                lambda: self.meter.shutdown(timeout_millis=timeout_ms),
-            ):
-                try:
-                    step()
-                except Exception:  # noqa: BLE001 - an exporter failing at exit must not stop the others
-                    pass
+        """Flush and stop everything within ``timeout_s``; False when something was still hanging.
 
-        worker = threading.Thread(target=stop, name="lezea-otel-shutdown", daemon=True)
-        worker.start()
-        worker.join(timeout_s)
+        The three providers stop side by side: a collector that does not answer holds up only its
+        own exporter, never the local files (each provider flushes its file exporter first).
+        """
+        timeout_ms = int(timeout_s * 1000)
+        steps = (self.tracer.shutdown, self.logger.shutdown, lambda: self.meter.shutdown(timeout_millis=timeout_ms))
+        workers = [threading.Thread(target=_quietly, args=(step,), name="lezea-otel-shutdown", daemon=True)
+                   for step in steps]
+        deadline = time.monotonic() + timeout_s
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
         if self.prometheus_server is not None:
             self.prometheus_server.shutdown()
             self.prometheus_server.server_close()
             self.prometheus_server = None
-        return not worker.is_alive()
+        return not any(worker.is_alive() for worker in workers)
+
+
+def _quietly(step: Callable[[], Any]) -> None:
+    try:
+        step()
+    except Exception:  # noqa: BLE001 - an exporter failing at exit must not stop the others
+        pass
+
+
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+)
+
+
+class _FirstOnly(logging.Filter):
+    """Lets the first record of each exporter logger through; a dead collector is one line, not a flood."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suppressed = 0
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in self._seen:
+            self.suppressed += 1
+            return False
+        self._seen.add(record.name)
+        record.msg = f"{record.msg} (lezea_otel: further messages of this exporter are suppressed)"
+        return True
+
+
+_exporter_log_filter = _FirstOnly()
+
+
+def _quiet_exporter_logs() -> None:
+    for name in _EXPORTER_LOGGERS:
+        exporter_logger = logging.getLogger(name)
+        if _exporter_log_filter not in exporter_logger.filters:
+            exporter_logger.addFilter(_exporter_log_filter)
 
 
 def _otlp_exporters(settings: Settings) -> dict[str, Any]:
@@ -87,6 +130,7 @@ def _otlp_exporters(settings: Settings) -> dict[str, Any]:
             return {"endpoint": settings.endpoint.rstrip("/") + f"/v1/{signal}"}
 
     classes = {"traces": OTLPSpanExporter, "metrics": OTLPMetricExporter, "logs": OTLPLogExporter}
+    _quiet_exporter_logs()
     return {signal: classes[signal](**endpoint(signal)) for signal in settings.otlp_signals}
 
 
