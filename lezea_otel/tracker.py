@@ -8,6 +8,7 @@ warning on the ``lezea_otel`` logger and the valid part is still recorded.
 from __future__ import annotations
 
 import contextvars
+import os
 import functools
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 from ._internal import calls, exit_hooks, names, values
 from ._internal.audit import AuditWriter
 from ._internal.delivery import Providers, build_providers
-from ._internal.environment import describe_environment
+from ._internal.environment import describe_environment, host_name
 from ._internal.logs import LogRecorder
 from ._internal.mapping import SignalMapper
 from ._internal.metrics import MetricRecorder
@@ -170,7 +171,7 @@ class ExperimentTracker(SpecCalls):
         self._emit("experiment_start", None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self._providers.targets,
-            "run_dir": str(self.run_dir)})
+            "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name()})
         environment = describe_environment(self.settings.env_allowlist)
         self._emit("environment", None, {**environment, "git": git})
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "

@@ -1,0 +1,139 @@
+"""One self-contained HTML report of a run: plotly figures with plotly.js embedded once, no CDN."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from .runs import Run, slow_table
+
+MAX_TIMELINE = 2000
+
+
+def write_report(run: Run, output: Path) -> Path:
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    summary = run.summary()
+    sections: list[str] = [_header(run, summary)]
+    figures: list[tuple[str, Any]] = []
+
+    curves = go.Figure()
+    for key, points in run.history.items():
+        finite = [(s, v) for s, v in points if s is not None and math.isfinite(v)]
+        if finite:
+            curves.add_trace(go.Scatter(x=[s for s, _ in finite], y=[v for _, v in finite], mode="lines", name=key))
+    curves.update_layout(title="Metrics by step", xaxis_title="step", height=450)
+    figures.append(("metrics", curves))
+
+    resources = go.Figure()
+    for component, series in _resource_series(run).items():
+        for field, values in series.items():
+            resources.add_trace(go.Scatter(x=[t for t, _ in values], y=[v for _, v in values], mode="lines+markers",
+                                           name=f"{component} {field}"))
+    resources.update_layout(title="Resources (log_resource / log_component_resources)", height=400)
+    figures.append(("resources", resources))
+
+    timeline = go.Figure()
+    items = sorted(run.timed, key=lambda t: t.duration_s, reverse=True)[:MAX_TIMELINE]
+    starts = _start_offsets(run)
+    for kind in ("scope", "phase"):
+        chosen = [(t, starts.get((t.span_id, t.name))) for t in items if t.kind == kind]
+        chosen = [(t, s) for t, s in chosen if s is not None]
+        if chosen:
+            timeline.add_trace(go.Bar(y=[t.name for t, _ in chosen], x=[t.duration_s for t, _ in chosen],
+                                      base=[s for _, s in chosen], orientation="h", name=f"{kind}s",
+                                      hovertext=[f"step {t.step} span {t.span_id}" for t, _ in chosen]))
+    timeline.update_layout(title="Timeline of scopes and phases (seconds since start)", barmode="overlay",
+                           height=max(300, 40 * len({t.name for t in items}) + 150))
+    figures.append(("timeline", timeline))
+
+    for name, figure in figures:
+        sections.append(f'<section id="{name}">' + figure.to_html(full_html=False, include_plotlyjs=False,
+                                                                   div_id=f"plot-{name}") + "</section>")
+    sections.append(_tables(run, summary))
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>lezea_otel report: {html.escape(run.start.get('name', run.id))}</title>"
+        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
+        + "".join(sections) + "</body></html>"
+    )
+    output.write_text(page, encoding="utf-8")
+    return output
+
+
+def _start_offsets(run: Run) -> dict[tuple[str | None, str], float]:
+    origin = run.state.start_ns or 0
+    out = {}
+    for event in run.events:
+        if event["kind"] in ("scope_end", "phase"):
+            name = event["scope"] if event["kind"] == "scope_end" else event["data"]["name"]
+            end = (int(event.get("time_unix_nano") or 0) - origin) / 1e9
+            out[(event.get("span_id"), name)] = end - float(event["data"].get("duration_s") or 0.0)
+    return out
+
+
+def _resource_series(run: Run) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    origin = run.state.start_ns or 0
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for event in run.events:
+        if event["kind"] != "resource":
+            continue
+        data = event["data"]
+        seconds = (int(event.get("time_unix_nano") or 0) - origin) / 1e9
+        for field in ("cpu_percent", "gpu_percent", "memory_mb"):
+            if isinstance(data.get(field), (int, float)):
+                out.setdefault(data["component_id"], {}).setdefault(field, []).append((seconds, data[field]))
+    return out
+
+
+def _header(run: Run, summary: dict[str, Any]) -> str:
+    tags = ", ".join(run.start.get("tags", [])) or "-"
+    return (f"<h1>{html.escape(run.start.get('name', '?'))}</h1><p class='meta'>id {html.escape(run.id)} · "
+            f"status <b>{html.escape(summary['status'])}</b> · {summary['duration_s']:.1f} s · "
+            f"{summary['steps']['count']} steps · purpose {html.escape(run.start.get('purpose') or '-')} · "
+            f"tags {html.escape(tags)}</p>")
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _tables(run: Run, summary: dict[str, Any]) -> str:
+    parts = [
+        _table("Recommendations", ["severity", "advice"],
+               [[r["severity"], r["message"]] for r in run.recommendations()] or [["-", "nothing to flag"]]),
+        _table("Metrics", ["key", "count", "last", "best", "min", "max", "non-finite"],
+               [[k, s["count"], s["last"], s["best"], s["min"], s["max"], s["nonfinite"]]
+                for k, s in summary["metrics"].items()]),
+        _table("Slowest scopes and phases", ["kind", "name", "count", "total s", "p50 s", "p95 s", "max s"],
+               [[r["kind"], r["name"], r["count"], r["total_s"], r["p50_s"], r["p95_s"], r["max_s"]]
+                for r in slow_table(run)[:20]]),
+        _table("Configuration", ["key", "value"], [[k, v] for k, v in summary["config"].items()]),
+        _table("Checkpoints", ["step", "path", "size bytes", "sha256"],
+               [[c.get("step"), c.get("path"), c.get("size_bytes"), c.get("sha256")] for c in summary["checkpoints"]]),
+        _table("Rewards", ["agent", "last", "best", "count"],
+               [[k, s["last"], s["best"], s["count"]] for k, s in summary["rewards"].items()]),
+        _table("Cost", ["kind", "value"], [[k, v] for k, v in summary["cost"].items()]),
+        _table("Comments and conclusion", ["kind", "text"],
+               [["comment", c] for c in summary["comments"]]
+               + ([["conclusion", summary["conclusion"]]] if summary["conclusion"] else [])),
+    ]
+    return "<section id='tables'>" + "".join(parts) + "</section>"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}h1{margin-bottom:.2rem}.meta{color:#555}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;
+text-align:left;font-size:.9rem}th{background:#f3f3f3}section{margin-bottom:2rem}
+"""
