@@ -75,7 +75,7 @@ class TestListAndShow:
         assert result.returncode == 0, result.stderr
         page = output.read_text()
         assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)  # nothing loaded from elsewhere
-        assert all(f'id="plot-{name}"' in page for name in ("metrics", "resources", "timeline"))
+        assert all(f'id="plot-{name}"' in page for name in ("metric-loss", "metric-acc", "resources", "timeline"))
         assert "data_loading" in page
 
 

@@ -36,14 +36,14 @@ def test_report_renders_offline(browser, tmp_path):
     report = write_report(load_run(tracker.run_dir), tmp_path / "report.html")
     browser.get(report.as_uri())
     browser.implicitly_wait(10)
-    for name in ("metrics", "resources", "timeline"):
+    for name in ("metric-loss", "metric-grad-norm", "resources", "timeline"):
         plot = browser.find_element("id", f"plot-{name}")
         assert plot.size["height"] > 100 and plot.size["width"] > 300, name
         traces = browser.execute_script(f"return document.getElementById('plot-{name}').data.length")
         assert traces > 0, name
         assert plot.find_elements("css selector", "svg.main-svg"), name
-    curves = browser.execute_script("return document.getElementById('plot-metrics').data.map(t => t.name)")
-    assert "builder:b0/network:net-b0/train/loss" in curves
+    curves = browser.execute_script("return document.getElementById('plot-metric-loss').data.map(t => t.name)")
+    assert {"builder:b0/network:net-b0/train", "builder:b1/network:net-b1/val"} <= set(curves)
     assert "data_loading" in browser.find_element("id", "tables").text
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []

@@ -10,6 +10,7 @@ from typing import Any
 from .runs import Run, slow_table
 
 MAX_TIMELINE = 2000
+MAX_METRIC_PLOTS = 12
 
 
 def write_report(run: Run, output: Path) -> Path:
@@ -20,13 +21,17 @@ def write_report(run: Run, output: Path) -> Path:
     sections: list[str] = [_header(run, summary)]
     figures: list[tuple[str, Any]] = []
 
-    curves = go.Figure()
-    for key, points in run.history.items():
-        finite = [(s, v) for s, v in points if s is not None and math.isfinite(v)]
-        if finite:
-            curves.add_trace(go.Scatter(x=[s for s, _ in finite], y=[v for _, v in finite], mode="lines", name=key))
-    curves.update_layout(title="Metrics by step", xaxis_title="step", height=450)
-    figures.append(("metrics", curves))
+    by_leaf: dict[str, list[str]] = {}
+    for key in run.history:
+        by_leaf.setdefault(key.rsplit("/", 1)[-1], []).append(key)
+    for leaf in sorted(by_leaf, key=lambda k: (k != "loss", k))[:MAX_METRIC_PLOTS]:
+        curves = go.Figure()
+        for key in by_leaf[leaf]:
+            finite = [(s, v) for s, v in run.history[key] if s is not None and math.isfinite(v)]
+            label = key[: -len(leaf) - 1] or "(no scope)"
+            curves.add_trace(go.Scatter(x=[s for s, _ in finite], y=[v for _, v in finite], mode="lines", name=label))
+        curves.update_layout(title=f"{leaf} by step (one line per scope and split)", xaxis_title="step", height=380)
+        figures.append((f"metric-{_slug(leaf)}", curves))
 
     resources = go.Figure()
     for component, series in _resource_series(run).items():
@@ -62,6 +67,10 @@ def write_report(run: Run, output: Path) -> Path:
     )
     output.write_text(page, encoding="utf-8")
     return output
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text)
 
 
 def _start_offsets(run: Run) -> dict[tuple[str | None, str], float]:
