@@ -26,6 +26,7 @@ from ._internal.environment import describe_environment, host_name
 from ._internal.logs import LogRecorder
 from ._internal.mapping import SignalMapper
 from ._internal.metrics import MetricRecorder
+from ._internal.observers import Observers
 from ._internal.pipeline import Pipeline
 from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
@@ -50,12 +51,13 @@ class NetworkType(str, Enum):
 
 
 class _Frame:
-    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id")
+    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources")
 
     def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str) -> None:
         self.path, self.span, self.start_ns, self.level, self.ident = path, span, start_ns, level, ident
         self.trace_id, self.span_id = ids(span)
         self.token: contextvars.Token[tuple[_Frame, ...]] | None = None
+        self.resources: int | None = None
 
 
 class ExperimentTracker(SpecCalls):
@@ -107,6 +109,7 @@ class ExperimentTracker(SpecCalls):
         self._providers: Providers | None = None
         self._metrics: MetricRecorder | None = None
         self._logs: LogRecorder | None = None
+        self._observers: Observers | None = None
         self._root: Any = None
         self._root_ids = (0, 0)
         self._started = False
@@ -164,6 +167,7 @@ class ExperimentTracker(SpecCalls):
         self._logs = LogRecorder(self._providers.logger, __version__, constant)
         self._spans = SpanRecorder(self._providers.tracer, __version__)
         self._pipeline.mapper = SignalMapper(self._metrics, self._logs)
+        self._observers = self._start_observers(constant)
         self._root = self._spans.start(names.ROOT_SPAN_NAME, {
             **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)}, None)
         self._root_ids = ids(self._root)
@@ -176,6 +180,19 @@ class ExperimentTracker(SpecCalls):
         self._emit("environment", None, {**environment, "git": git})
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self._providers.targets[1:]) or "local mode (no OTLP endpoint configured)"))
+
+    def _start_observers(self, constant: dict[str, Any]) -> Observers | None:
+        if not self.settings.observers or self._providers is None:
+            return None
+        try:
+            meter = self._providers.meter.get_meter(names.INSTRUMENTATION_NAME, __version__)
+            observers = Observers(meter, constant, self.settings.observe_interval_s,
+                                  self.settings.gpus, self._warnings.warn, logger.info)
+            observers.start()
+        except Exception as error:  # noqa: BLE001 - psutil refused, /proc unreadable, ...
+            self._warnings.warn("start", "resource observers could not start", f"{type(error).__name__}: {error}")
+            return None
+        return observers
 
     def _port(self, port: Any) -> int | None:
         if port is None or port == 0:
@@ -208,6 +225,9 @@ class ExperimentTracker(SpecCalls):
         self._finalized = True
         exit_hooks.unregister(self)
         status = "failed" if error is not None else "finished"
+        if self._observers is not None:
+            self._observers.stop()
+            self._emit("resource_totals", None, self._observers.totals())
         now = time.time_ns()
         duration = (now - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
         self._emit("experiment_end", None, {
@@ -275,6 +295,8 @@ class ExperimentTracker(SpecCalls):
         start_ns = time.time_ns()
         span = self._spans.start(span_name, {**attrs, **attributes}, parent.span if parent else self._root, start_ns)
         frame = _Frame(path, span, start_ns, level, ident)
+        if self._observers is not None and (level or "phase") in self.settings.scope_resources:
+            frame.resources = self._observers.scope_enter()
         frame.token = self._stack.set((*stack, frame))
         if level is not None:
             self._emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, start_ns)
@@ -282,7 +304,9 @@ class ExperimentTracker(SpecCalls):
 
     def _exit_block(self, frame: _Frame, error: BaseException | None) -> None:
         end_ns = time.time_ns()
-        self._spans.end(frame.span, error, end_ns)
+        resources = self._observers.scope_exit(frame.resources) if self._observers and frame.resources is not None \
+            else {}
+        self._spans.end(frame.span, error, end_ns, resources)
         try:
             self._stack.reset(frame.token)  # type: ignore[arg-type]
         except ValueError:  # exited in another context (e.g. a generator): drop this frame only
@@ -290,6 +314,8 @@ class ExperimentTracker(SpecCalls):
         data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
         if error is not None:
             data["error"] = f"{type(error).__name__}: {error}"
+        if resources:
+            data["resources"] = resources
         if frame.level is not None:
             self._emit_at(frame, "scope_end", {"level": frame.level, "id": frame.ident, **data}, end_ns)
         else:

@@ -103,6 +103,7 @@ class RunState:
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.error: str | None = None
+        self.observed: dict[str, Any] = {}
         self._handlers = {name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_on_")}
 
     def apply(self, record: Record) -> None:
@@ -205,12 +206,23 @@ class RunState:
         entry["total_s"] += duration
         entry["max_s"] = max(entry["max_s"], duration)
         entry["errors"] += 1 if record.data.get("error") else 0
+        for key, value in (record.data.get("resources") or {}).items():
+            short = key.rsplit("lezea.resource.", 1)[-1]
+            if short.endswith("peak"):
+                entry[short] = max(entry.get(short, 0.0), value)
+            elif short.endswith("mean"):
+                entry[short + "_last"] = value
+            else:
+                entry[short] = entry.get(short, 0.0) + value
 
     def _on_scope_end(self, record: Record) -> None:
         self._timed(self.scopes, record.scope_path, record)
 
     def _on_phase(self, record: Record) -> None:
         self._timed(self.phases, record.data["name"], record)
+
+    def _on_resource_totals(self, record: Record) -> None:
+        self.observed = dict(record.data)
 
     def _on_data_splits(self, record: Record) -> None:
         for split, entry in record.data.items():
@@ -253,6 +265,7 @@ class RunState:
             "rewards": {key: stats.as_dict() for key, stats in self.rewards.items()},
             "results": dict(self.results),
             "resources": self.resource_totals(),
+            "observed": dict(self.observed),
             "cost": dict(self.cost),
             "business": dict(self.business),
             "data": {**self.data, "splits": dict(self.data["splits"])},

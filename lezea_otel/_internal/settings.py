@@ -27,6 +27,10 @@ LEZEA_METRIC_EXPORT_INTERVAL_MS: Final = "LEZEA_METRIC_EXPORT_INTERVAL_MS"
 LEZEA_SHUTDOWN_TIMEOUT: Final = "LEZEA_SHUTDOWN_TIMEOUT"
 LEZEA_PROMETHEUS_PORT: Final = "LEZEA_PROMETHEUS_PORT"
 LEZEA_PROMETHEUS_ADDR: Final = "LEZEA_PROMETHEUS_ADDR"
+LEZEA_OBSERVERS: Final = "LEZEA_OBSERVERS"
+LEZEA_OBSERVE_INTERVAL: Final = "LEZEA_OBSERVE_INTERVAL"
+LEZEA_GPUS: Final = "LEZEA_GPUS"
+LEZEA_SCOPE_RESOURCES: Final = "LEZEA_SCOPE_RESOURCES"
 LEZEA_QUIET: Final = "LEZEA_QUIET"
 LEZEA_COST_LIMIT_EUR: Final = "LEZEA_COST_LIMIT_EUR"
 LEZEA_MAX_METRIC_NAMES: Final = "LEZEA_MAX_METRIC_NAMES"
@@ -97,6 +101,30 @@ def _endpoint(raw: Any) -> str:
     return text
 
 
+_LEVELS = {"builder", "tasker", "algorithm", "network", "layer", "phase"}
+
+
+def _levels(raw: Any) -> frozenset[str]:
+    text = str(raw).strip().lower()
+    if text in ("none", "off", ""):
+        return frozenset()
+    if text == "all":
+        return frozenset(_LEVELS)
+    levels = frozenset(v.strip() for v in text.split(",") if v.strip())
+    if not levels <= _LEVELS:
+        raise _Invalid(f"expected a comma list of {', '.join(sorted(_LEVELS))}, 'all' or 'none'")
+    return levels
+
+
+def _gpus(raw: Any) -> str:
+    text = str(raw).strip()
+    if text.lower() in ("job", "all"):
+        return text.lower()
+    if all(part.strip().startswith(("GPU-", "MIG-")) for part in text.split(",") if part.strip()):
+        return text
+    raise _Invalid("expected 'job', 'all' or a comma list of GPU-/MIG- UUIDs")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The resolved configuration of one tracker; ``sources`` says where each value came from."""
@@ -119,6 +147,11 @@ class Settings:
     max_metric_names: int = 256
     env_allowlist: tuple[str, ...] = ()
     checkpoint_hash_max_bytes: int = 64 * 2**20
+    observers: bool = True
+    observe_interval_s: float = 10.0
+    gpus: str = "job"
+    scope_resources: frozenset[str] = frozenset({"builder", "tasker", "algorithm", "network", "phase"})
+    """Scope levels (and ``phase``) whose spans get resource summaries; ``layer`` is off: layers are many."""
     problems: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -199,6 +232,11 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
         checkpoint_hash_max_bytes=int(
             r.get("checkpoint_hash_max_mb", (LEZEA_CHECKPOINT_HASH_MAX_MB,), 64.0, _positive_float) * 2**20
         ),
+        observers=r.get("observers", (LEZEA_OBSERVERS,), True, _bool),
+        observe_interval_s=r.get("observe_interval_s", (LEZEA_OBSERVE_INTERVAL,), 10.0, _positive_float),
+        gpus=r.get("gpus", (LEZEA_GPUS,), "job", _gpus),
+        scope_resources=r.get("scope_resources", (LEZEA_SCOPE_RESOURCES,),
+                              frozenset({"builder", "tasker", "algorithm", "network", "phase"}), _levels),
         problems=tuple(r.problems),
         sources=dict(r.sources),
     )
