@@ -108,6 +108,31 @@ def tracker_calls(runs: Path, async_mode: bool = False):
     return tracker, step, scope, phase
 
 
+def observer_costs(runs: Path, steps: int) -> dict[str, dict[str, float]]:
+    """One collection cycle over a tree of 8 processes, and scope enter/exit with summaries on and off."""
+    import subprocess
+    import sys
+
+    children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) for _ in range(7)]
+    try:
+        tracker = ExperimentTracker("observers", runs_dir=runs, quiet=True)
+        tracker.start(prometheus_port=None)
+        observers = tracker._observers
+        out = {"observer collection cycle (8 processes, no GPU)": per_call_us(lambda i: observers.sample(), 200)}
+        out["builder_scope enter/exit, resource summary on"] = per_call_us(
+            lambda i: tracker.builder_scope("1").__enter__().__exit__(None, None, None), steps // 4)
+        out["layer_scope enter/exit, summary off (default)"] = per_call_us(
+            lambda i: tracker.layer_scope("1").__enter__().__exit__(None, None, None), steps // 4)
+        out["observers scope_enter + scope_exit alone"] = per_call_us(
+            lambda i: observers.scope_exit(observers.scope_enter()), steps)
+        tracker.finalize_experiment()
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    return out
+
+
 def memory_per_step(runs: Path, steps: int) -> float:
     tracker, step, _, _ = tracker_calls(runs)
     for i in range(1000):
@@ -148,6 +173,7 @@ def main() -> None:
         sync_caller = single_calls_us(sync_step, args.steps)
         sync_tracker.finalize_experiment()
         bytes_per_step = memory_per_step(root / "memory", args.steps)
+        results.update(observer_costs(root / "observers", args.steps))
 
     print(f"{'case':45} {'median µs':>10} {'p90 µs':>8}")
     for name, value in results.items():
