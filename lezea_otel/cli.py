@@ -134,9 +134,11 @@ def show(run: str, runs_dir: str | None) -> None:
         parent = nodes.get(path.rsplit("/", 1)[0]) if "/" in path else None
         nodes[path] = (parent or tree).add(f"{path.rsplit('/', 1)[-1]}: {scope['count']}x, total "
                                            f"{scope['total_s']:.3f} s, max {scope['max_s']:.3f} s"
+                                           + _resources(scope)
                                            + (f", [red]{scope['errors']} errors[/red]" if scope["errors"] else ""))
     for name, phase in sorted(summary["phases"].items(), key=lambda item: -item[1]["total_s"]):
-        tree.add(f"phase {name}: {phase['count']}x, total {phase['total_s']:.3f} s, max {phase['max_s']:.3f} s")
+        tree.add(f"phase {name}: {phase['count']}x, total {phase['total_s']:.3f} s, max {phase['max_s']:.3f} s"
+                 + _resources(phase))
     console.print(tree)
     for title, rows in (("Checkpoints", summary["checkpoints"]), ("Datasets", summary["datasets"])):
         for row in rows:
@@ -145,6 +147,12 @@ def show(run: str, runs_dir: str | None) -> None:
         console.print(f"reward {key}: last {_num(stats['last'])}, best {_num(stats['best'])}, n={stats['count']}")
     for component, totals in summary["resources"].items():
         console.print(f"resources {component}: " + ", ".join(f"{k}={_num(v)}" for k, v in totals.items()))
+    observed = summary.get("observed") or {}
+    if observed:
+        console.print(f"observed: {observed['samples']} samples, CPU {observed['cpu_hours'] * 3600:.1f} s, "
+                      f"peak RSS {observed['memory_peak_bytes'] / 2**20:.0f} MiB, GPU {observed['gpu_hours']:.3f} h, "
+                      f"energy {observed['energy_joules'].get('total', 0.0):.1f} J"
+                      + "".join(f", {g['name']} {g['hw.id']}" for g in observed.get("gpus", [])))
     if summary["cost"]:
         console.print("cost: " + ", ".join(f"{k}={_num(v)}" for k, v in summary["cost"].items()))
     for comment in summary["comments"]:
@@ -155,6 +163,17 @@ def show(run: str, runs_dir: str | None) -> None:
     console.print("delivery: " + ("; ".join(targets) if targets else "local audit only"))
     for item in loaded.recommendations():
         console.print(f"[{item['severity']}] {item['message']}", markup=False)
+
+
+def _resources(entry: dict[str, Any]) -> str:
+    parts = []
+    if entry.get("cpu.seconds"):
+        parts.append(f"CPU {entry['cpu.seconds']:.2f} s")
+    if entry.get("gpu.energy"):
+        parts.append(f"GPU {entry['gpu.energy']:.1f} J")
+    if entry.get("memory.peak"):
+        parts.append(f"peak RSS {entry['memory.peak'] / 2**20:.0f} MiB")
+    return (", " + ", ".join(parts)) if parts else ""
 
 
 def _trend(points: list[tuple[int | None, float]]) -> str:

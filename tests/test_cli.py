@@ -52,7 +52,7 @@ class TestListAndShow:
         out = result.stdout
         for expected in ("builder:b0/network:net-b0/train/loss", "layer:encoder: 20x", "phase data_loading: 40x",
                          "checkpoint_final.bin", "Synthetic run: loss decays as expected.", "reward tasker:t0",
-                         "[warning] GPU of tasker#0", "algorithm_type=SAC"):
+                         "[warning] GPU of tasker#0", "algorithm_type=SAC", "observed: ", "peak RSS"):
             assert expected in out, expected
 
     def test_slow_finds_the_slow_phase(self, demo_runs):
