@@ -229,6 +229,46 @@ def report(run: str, output: str, runs_dir: str | None) -> None:
 
 
 @main.command()
+@click.argument("run")
+@click.option("--endpoint", default=None, help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT).")
+@click.option("--protocol", type=click.Choice(["http/protobuf", "grpc"]), default=None,
+              help="Default: OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf.")
+@click.option("--all", "everything", is_flag=True, help="Send the whole OTLP-JSON record, not only the spool.")
+@runs_dir_option
+def replay(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None) -> None:
+    """Send RUN's spooled batches (or with --all its whole record) to a collector; resumable, never twice."""
+    from rich.progress import Progress
+
+    from ._internal.replay import ReplayError, pending_lines
+    from ._internal.replay import replay as send
+
+    loaded = _load(run, runs_dir)
+    settings = resolve_settings({"endpoint": endpoint, "protocol": protocol})
+    target = endpoint or settings.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not target:
+        err.print("[red]error:[/red] no endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
+        raise SystemExit(2)
+    total = pending_lines(loaded.path, target, everything)
+    if total == 0:
+        console.print(f"Nothing to replay to {target} ({'whole record' if everything else 'spool'} already sent or empty).")
+        return
+    try:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"replaying to {target}", total=total)
+            result = send(loaded.path, target, settings.protocol, everything, progress=lambda n: bar.advance(task, n))
+    except ReplayError as error:
+        err.print(f"[red]error:[/red] {error}; what was sent is recorded, run replay again to resume")
+        raise SystemExit(1) from None
+    sent = ", ".join(f"{signal} {count}" for signal, count in result.sent.items()) or "nothing"
+    console.print(f"Replayed to {target}: {sent} batches" + (
+        f"; {result.already_sent} lines were already sent" if result.already_sent else ""))
+    for problem in result.corrupt:
+        err.print(f"[yellow]skipped:[/yellow] {problem}")
+    if result.corrupt:
+        err.print(f"{len(result.corrupt)} corrupt line(s) skipped")
+
+
+@main.command()
 @click.option("--port", type=int, default=None, help="The /metrics port to check (default: LEZEA_PROMETHEUS_PORT or 8000).")
 def doctor(port: int | None) -> None:
     """Check this node's setup: settings and their sources, OTLP endpoint, NVML/GPUs, /metrics port, runs folder."""

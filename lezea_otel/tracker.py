@@ -159,7 +159,7 @@ class ExperimentTracker(SpecCalls):
             experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
             version=__version__)
         self._providers = build_providers(
-            self.settings, resource, self.run_dir / "otlp", self._extra_exporters,
+            self.settings, resource, self.run_dir / "otlp", self.run_dir / "spool", self._extra_exporters,
             self._port(prometheus_port), self._warnings.warn)
         constant = {names.EXPERIMENT_ID: self.experiment_id, names.EXPERIMENT_NAME: self.experiment_name}
         self._metrics = MetricRecorder(self._providers.meter, __version__, constant, self.settings.max_metric_names,
@@ -376,6 +376,11 @@ class ExperimentTracker(SpecCalls):
                 break
         if self._warnings.count:
             parts.append(f"{self._warnings.count} warnings")
+        spool = self._providers.spool if self._providers else None
+        if spool is not None:
+            parts.append("delivered " + ", ".join(
+                f"{signal} {c.exported}/{c.produced}" + (f" ({c.spooled} spooled)" if c.spooled else "")
+                for signal, c in spool.counts.items()))
         parts.append(f"audit {self.audit_path}")
         return ", ".join(parts)
 

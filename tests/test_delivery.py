@@ -102,3 +102,95 @@ class TestCollectorDown:
         assert "lezea.training.loss" in (otlp / "metrics.jsonl").read_text()
         exporter_lines = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter.otlp")]
         assert len({r.name for r in exporter_lines}) == len(exporter_lines)  # at most one line per exporter
+
+
+class TestSpoolAndReplay:
+    def test_outage_is_spooled_reported_and_replayed_exactly_once(self, monkeypatch, tmp_path):
+        """Collector down for the whole run: batches land in the spool, the report says so, and
+        `lezea-otel replay` fills the receiver exactly once."""
+        import json
+        import socket
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from .otlp_receiver import HttpReceiver
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "10")
+        tracker = ExperimentTracker("outage", runs_dir=tmp_path)
+        tracker.start(prometheus_port=None)
+        for step in range(1, 11):
+            with tracker.span("step"):
+                tracker.log_training_step(step, {"loss": 1.0 / step})
+        tracker.log_comment("written during the outage")
+        summary = tracker.finalize_experiment()
+        delivery = summary["delivery"]
+        assert delivery["mode"] == "otlp"
+        spans = delivery["signals"]["traces"]
+        assert spans["produced"] == 11 and spans["exported"] == 0 and spans["spooled"] == 11
+        assert spans["dropped"] == 0 and delivery["signals"]["logs"]["spooled"] >= 3
+        spooled = (tracker.run_dir / "spool" / "spans.jsonl").read_text().splitlines()
+        assert sum(len(s["spans"]) for line in spooled for r in json.loads(line)["resourceSpans"]
+                   for s in r["scopeSpans"]) == 11
+
+        receiver = HttpReceiver()
+        script = Path(sys.executable).parent / "lezea-otel"
+        try:
+            args = [str(script), "replay", str(tracker.run_dir), "--endpoint", receiver.endpoint]
+            first = subprocess.run(args, capture_output=True, text=True, timeout=60)
+            assert first.returncode == 0, first.stderr
+            again = subprocess.run(args, capture_output=True, text=True, timeout=60)
+            assert again.returncode == 0 and "Nothing to replay" in again.stdout
+        finally:
+            receiver.stop()
+        got = receiver.received
+        names = sorted(span.name for span in got.spans())
+        assert names == sorted(["step"] * 10 + ["experiment"])  # the gap, filled exactly once
+        root = next(span for span in got.spans() if span.name == "experiment")
+        spooled_root = next(span for line in spooled for r in json.loads(line)["resourceSpans"]
+                            for s in r["scopeSpans"] for span in s["spans"] if span["name"] == "experiment")
+        assert root.start_time_unix_nano == int(spooled_root["startTimeUnixNano"])  # original timestamps kept
+        assert root.start_time_unix_nano <= summary_start(tracker)
+        assert any(r.body.string_value == "written during the outage" for r in got.log_records())
+        assert got.metric_points("lezea.training.loss")
+
+    def test_replay_reports_unreachable_endpoint_and_corrupt_lines(self, tmp_path):
+        """An unreachable endpoint is a clear error (exit 1); a corrupt line is skipped and named."""
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from .otlp_receiver import HttpReceiver
+
+        tracker = ExperimentTracker("record", runs_dir=tmp_path, quiet=True)
+        tracker.start(prometheus_port=None)
+        tracker.log_training_step(1, {"loss": 0.5})
+        tracker.finalize_experiment()
+        with open(tracker.run_dir / "otlp" / "logs.jsonl", "a") as handle:
+            handle.write("{not json\n")
+        script = Path(sys.executable).parent / "lezea-otel"
+        down = subprocess.run([str(script), "replay", str(tracker.run_dir), "--all", "--endpoint",
+                               "http://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+        assert down.returncode == 1 and "unreachable" in down.stderr
+        receiver = HttpReceiver()
+        try:
+            up = subprocess.run([str(script), "replay", str(tracker.run_dir), "--all", "--endpoint",
+                                 receiver.endpoint], capture_output=True, text=True, timeout=60)
+        finally:
+            receiver.stop()
+        assert up.returncode == 0, up.stderr
+        lines = (tracker.run_dir / "otlp" / "logs.jsonl").read_text().splitlines()
+        assert f"logs.jsonl: line {len(lines)} is not a valid OTLP-JSON logs line" in up.stderr
+        assert {s.name for s in receiver.received.spans()} == {"experiment"}
+
+
+def summary_start(tracker: ExperimentTracker) -> int:
+    import json
+
+    first = json.loads(tracker.audit_path.read_text().splitlines()[0])
+    return int(first["time_unix_nano"])

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 from .settings import Settings
+from .spool import Spool, SpoolingLogExporter, SpoolingMetricExporter, SpoolingSpanExporter
 
 FILE_FLUSH_MS = 1000
 OTLP_FILES = {"traces": "spans.jsonl", "metrics": "metrics.jsonl", "logs": "logs.jsonl"}
@@ -39,6 +40,7 @@ class Providers:
     prometheus_server: Any = None
     prometheus_port: int | None = None
     targets: list[str] = field(default_factory=list)
+    spool: Spool | None = None
 
     def shutdown(self, timeout_s: float) -> bool:
         """Flush and stop everything within ``timeout_s``; False when something was still hanging.
@@ -138,10 +140,12 @@ def build_providers(
     settings: Settings,
     resource: Resource,
     otlp_dir: Path,
+    spool_dir: Path,
     extra_exporters: Sequence[Any],
     prometheus_port: int | None,
     warn: Callable[[str, str, str], None],
 ) -> Providers:
+    spool: Spool | None = None
     span_processors: list[Any] = []
     log_processors: list[Any] = []
     readers: list[MetricReader] = []
@@ -163,12 +167,14 @@ def build_providers(
         except Exception as error:  # noqa: BLE001 - a bad certificate path, a missing extra
             warn("start", "OTLP exporters could not be created", f"{type(error).__name__}: {error}; local only")
             exporters = {}
+        spool = Spool(spool_dir) if exporters else None
         if "traces" in exporters:
-            span_processors.append(BatchSpanProcessor(exporters["traces"]))
+            span_processors.append(BatchSpanProcessor(SpoolingSpanExporter(exporters["traces"], spool)))
         if "logs" in exporters:
-            log_processors.append(BatchLogRecordProcessor(exporters["logs"]))
+            log_processors.append(BatchLogRecordProcessor(SpoolingLogExporter(exporters["logs"], spool)))
         if "metrics" in exporters:
-            readers.append(PeriodicExportingMetricReader(exporters["metrics"], export_interval_millis=interval))
+            readers.append(PeriodicExportingMetricReader(SpoolingMetricExporter(exporters["metrics"], spool),
+                                                         export_interval_millis=interval))
         if exporters:
             targets.append(f"OTLP {settings.protocol} {settings.endpoint or '(OTEL_EXPORTER_OTLP_* variables)'}"
                            f" [{', '.join(sorted(exporters))}]")
@@ -192,7 +198,7 @@ def build_providers(
     for processor in log_processors:
         logger.add_log_record_processor(processor)
     meter = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-    return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets)
+    return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets, spool)
 
 
 def _prometheus(port: int, addr: str, warn: Callable[[str, str, str], None]) -> tuple[Any, Any]:

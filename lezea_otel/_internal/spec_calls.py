@@ -269,6 +269,12 @@ class SpecCalls:
             "log_records": self._logs.emitted if self._logs else 0,
             "audit_lines": self._pipeline.audit.seq,
         }
+        spool = self._providers.spool if self._providers else None
+        summary["delivery"] = {
+            "mode": "otlp" if spool is not None else "local",
+            "signals": spool.report() if spool is not None else {},
+            "spool": str(spool.folder) if spool is not None and spool.folder.exists() else None,
+        }
         summary["warnings"] = {"count": self._warnings.count, "messages": list(self._warnings.messages[:50])}
         summary["cost"]["total_eur"] = self._state.total_cost_eur()
         return summary
