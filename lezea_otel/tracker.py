@@ -224,7 +224,7 @@ class ExperimentTracker(SpecCalls):
             self.start()
         self._finalized = True
         exit_hooks.unregister(self)
-        status = "failed" if error is not None else "finished"
+        status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
         if self._observers is not None:
             self._observers.stop()
             self._emit("resource_totals", None, self._observers.totals())

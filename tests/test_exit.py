@@ -83,3 +83,29 @@ class TestFork:
         assert proc.returncode == 0, proc.stderr
         steps = [e["step"] for e in _events(run_dir) if e["kind"] == "training_step"]
         assert steps == [1, 2, 3, 4]
+
+
+class TestSigterm:
+    def test_sigterm_ends_the_run_as_terminated(self, tmp_path):
+        """Preemption: the run ends `terminated`, flushed, and the process still dies of SIGTERM."""
+        proc, run_dir = _run(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)\nimport time; time.sleep(5)\n")
+        assert proc.returncode == -15
+        end = _events(run_dir)[-1]
+        assert end["kind"] == "experiment_end" and end["data"]["status"] == "terminated"
+        assert end["data"]["ended_by"] == "sigterm"
+        assert _root_span(run_dir)["attributes"]
+
+    def test_users_handler_keeps_working(self, tmp_path):
+        """A SIGTERM handler installed before the tracker still runs after the run is closed."""
+        tail = """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGTERM)
+        """
+        script = "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: (print('user handler', flush=True), " \
+                 "sys.exit(3)))\n"
+        env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
+        proc = subprocess.run([sys.executable, "-c", script + SCRIPT + textwrap.dedent(tail), str(tmp_path)],
+                              capture_output=True, text=True, timeout=60, env={**env, "LEZEA_PROMETHEUS_PORT": "0"})
+        assert proc.returncode == 3 and "user handler" in proc.stdout
+        run_dir = tmp_path / proc.stdout.split()[0]
+        assert _events(run_dir)[-1]["data"]["status"] == "terminated"

@@ -7,11 +7,13 @@ first ``start()``; trackers are held weakly.
 from __future__ import annotations
 
 import atexit
+import os
+import signal
 import sys
 import threading
 import weakref
 from collections.abc import Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from .safety import report_internal_error
@@ -46,6 +48,31 @@ def register(tracker: Any, finalize: Callable[[Any, str, BaseException | None], 
                 report_internal_error("atexit", error)
 
     atexit.register(at_exit)
+    _install_sigterm(finalize)
+
+
+def _install_sigterm(finalize: Callable[[Any, str, BaseException | None], None]) -> None:
+    """A scheduler's preemption ends the run as ``terminated``; then the process ends as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be installed from the main thread
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        for live in list(_live):
+            try:
+                finalize(live, "sigterm", None)
+            except Exception as error:  # noqa: BLE001
+                report_internal_error("SIGTERM", error)
+        if callable(previous):
+            previous(signum, frame)  # the user's own handler keeps working
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError):
+        pass
 
 
 def unregister(tracker: Any) -> None:
