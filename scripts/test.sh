@@ -9,9 +9,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
-# Debian packages the tests use for real: git (gitpython reads a real repository), and Chromium
-# with its driver (the HTML report is opened in a headless browser).
+# Debian packages the tests use for real: git (gitpython reads a real repository), Chromium with
+# its driver (the HTML report is opened in a headless browser), and Prometheus (it scrapes a run).
 need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
