@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from lezea_otel import ExperimentTracker
 
 from .otlp_receiver import GrpcReceiver, HttpReceiver
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: a collector that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(params=["http/protobuf", "grpc"])
@@ -80,13 +93,9 @@ class TestOtlpExport:
 class TestCollectorDown:
     def test_finalize_is_bounded_and_files_are_complete(self, monkeypatch, tmp_path, caplog):
         """Collector unreachable: no exception, finalize within LEZEA_SHUTDOWN_TIMEOUT, local files whole."""
-        import socket
         import time
 
-        with socket.socket() as probe:  # a port nobody listens on
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
         monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "1.5")
         tracker = ExperimentTracker("down", runs_dir=tmp_path)
         tracker.start(prometheus_port=None)
@@ -108,18 +117,7 @@ class TestSpoolAndReplay:
     def test_outage_is_spooled_reported_and_replayed_exactly_once(self, monkeypatch, tmp_path):
         """Collector down for the whole run: batches land in the spool, the report says so, and
         `lezea-otel replay` fills the receiver exactly once."""
-        import json
-        import socket
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        from .otlp_receiver import HttpReceiver
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
         monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "10")
         tracker = ExperimentTracker("outage", runs_dir=tmp_path)
@@ -161,12 +159,6 @@ class TestSpoolAndReplay:
 
     def test_replay_reports_unreachable_endpoint_and_corrupt_lines(self, tmp_path):
         """An unreachable endpoint is a clear error (exit 1); a corrupt line is skipped and named."""
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        from .otlp_receiver import HttpReceiver
-
         tracker = ExperimentTracker("record", runs_dir=tmp_path, quiet=True)
         tracker.start(prometheus_port=None)
         tracker.log_training_step(1, {"loss": 0.5})
@@ -190,7 +182,5 @@ class TestSpoolAndReplay:
 
 
 def summary_start(tracker: ExperimentTracker) -> int:
-    import json
-
     first = json.loads(tracker.audit_path.read_text().splitlines()[0])
     return int(first["time_unix_nano"])
