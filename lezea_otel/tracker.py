@@ -227,7 +227,8 @@ class ExperimentTracker(SpecCalls):
         status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
         if self._observers is not None:
             self._observers.stop()
-            self._emit("resource_totals", None, self._observers.totals())
+            self._emit("resource_totals", None, {"observed": self._observers.totals(),
+                                                 "components": self._state.resource_totals()})
         now = time.time_ns()
         duration = (now - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
         self._emit("experiment_end", None, {

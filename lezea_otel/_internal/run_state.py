@@ -222,7 +222,7 @@ class RunState:
         self._timed(self.phases, record.data["name"], record)
 
     def _on_resource_totals(self, record: Record) -> None:
-        self.observed = dict(record.data)
+        self.observed = dict(record.data.get("observed") or {})
 
     def _on_data_splits(self, record: Record) -> None:
         for split, entry in record.data.items():
