@@ -31,7 +31,7 @@ from ._internal.pipeline import Pipeline
 from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
 from ._internal.run_state import RunState
-from ._internal.safety import Warnings, guarded, logger, raise_internal
+from ._internal.safety import SELF, Warnings, guarded, logger, raise_internal
 from ._internal.scopes import TracedBlock
 from ._internal.settings import Settings, resolve_settings
 from ._internal.spec_calls import SpecCalls
@@ -99,7 +99,12 @@ class ExperimentTracker(SpecCalls):
             "runs_dir": runs_dir, "service_name": service_name, "endpoint": endpoint, "protocol": protocol,
             "quiet": quiet, "cost_limit_eur": cost_limit_eur,
         })
-        self._extra_exporters = tuple(extra_exporters)
+        try:
+            self._extra_exporters = tuple(extra_exporters)
+        except TypeError:
+            warn("extra_exporters must be a sequence of exporters or readers",
+                 f"got {values.describe(extra_exporters)}; ignored")
+            self._extra_exporters = ()
         self.run_dir, audit = self._open_audit()
         self._state = RunState()
         self._pipeline = Pipeline(audit, self._state, bool(async_mode))
@@ -124,6 +129,7 @@ class ExperimentTracker(SpecCalls):
 
     # --- lifecycle ---------------------------------------------------------------------------
 
+    @guarded(default=SELF, passthrough=(LezeaConfigError,))
     def start(self, strict: bool | None = None, prometheus_port: int | None = 8000) -> ExperimentTracker:
         """Open the run: root span, signal pipelines, ``/metrics`` endpoint, environment and git.
 
@@ -212,6 +218,7 @@ class ExperimentTracker(SpecCalls):
         self._finalize("finalize_experiment", None)
         return self.get_experiment_summary()
 
+    @guarded()
     def end(self) -> dict[str, Any] | None:
         """Alias of :meth:`finalize_experiment`."""
         return self.finalize_experiment()
@@ -247,23 +254,36 @@ class ExperimentTracker(SpecCalls):
 
     # --- scopes and phases ---------------------------------------------------------------------
 
+    @guarded(default=TracedBlock.noop)
     def builder_scope(self, builder_id: Any) -> TracedBlock:
         """Records inside get the ``builder:<id>/`` prefix and a child span."""
         return self._scope("builder", builder_id)
 
+    @guarded(default=TracedBlock.noop)
     def tasker_scope(self, tasker_id: Any) -> TracedBlock:
         return self._scope("tasker", tasker_id)
 
+    @guarded(default=TracedBlock.noop)
     def algorithm_scope(self, algorithm_id: Any) -> TracedBlock:
         return self._scope("algorithm", algorithm_id)
 
+    @guarded(default=TracedBlock.noop)
     def network_scope(self, network_id: Any, network_type: NetworkType | str | None = None) -> TracedBlock:
-        extra = {names.NETWORK_TYPE: NetworkType(network_type).value} if network_type else {}
+        extra = {}
+        if network_type is not None:
+            try:
+                extra[names.NETWORK_TYPE] = NetworkType(network_type).value
+            except ValueError:
+                self._warnings.warn("network_scope", "network_type is not a NetworkType",
+                                    f"got {values.describe(network_type)}; recorded as text")
+                extra[names.NETWORK_TYPE] = str(network_type)
         return self._scope("network", network_id, extra)
 
+    @guarded(default=TracedBlock.noop)
     def layer_scope(self, layer_id: Any) -> TracedBlock:
         return self._scope("layer", layer_id)
 
+    @guarded(default=TracedBlock.noop)
     def span(self, name: str, **attributes: Any) -> TracedBlock:
         """Time any stretch of training as a child span, as ``with`` block or decorator.
 

@@ -33,7 +33,8 @@ def started(capture, **kwargs):
 
 
 def by_gpu(capture, name):
-    return {p.attributes.get("hw.parent", p.attributes.get("hw.id")): p for p in capture.points(name)}
+    return {p.attributes["hw.parent"] if p.attributes.get("hw.type") == "temperature" else p.attributes["hw.id"]: p
+            for p in capture.points(name)}
 
 
 class TestGpuMetrics:
@@ -88,7 +89,8 @@ class TestGpuMetrics:
         monkeypatch.setitem(sys.modules, "pynvml", build([FakeGpu(GPU0, mig=[mig])]))
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mig.uuid)
         tracker = started(capture)
-        assert set(by_gpu(capture, "hw.gpu.utilization")) == {mig.uuid}
+        (point,) = capture.points("hw.gpu.utilization")
+        assert point.attributes["hw.id"] == mig.uuid and point.attributes["hw.parent"] == GPU0
         tracker.finalize_experiment()
 
 
@@ -178,8 +180,8 @@ import sys, time
 block = bytearray(int(sys.argv[1]) * 2**20)
 for i in range(0, len(block), 4096):
     block[i] = 1
-end = time.time() + float(sys.argv[2])
-while time.time() < end:
+end = time.process_time() + float(sys.argv[2])
+while time.process_time() < end:
     pass
 print("done", flush=True)
 time.sleep(float(sys.argv[3]))

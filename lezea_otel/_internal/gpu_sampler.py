@@ -24,6 +24,8 @@ class Device:
     name: str
     unsupported: set[str] = field(default_factory=set)
     lost: bool = False
+    parent: str | None = None
+    """For a MIG instance: the UUID of its GPU (``hw.parent``)."""
 
 
 @dataclass
@@ -65,8 +67,8 @@ def select(visible: str | None, wanted: str, devices: list[Device]) -> list[Devi
     for token in (t.strip() for t in visible.split(",")):
         if not token or token == "-1":
             break  # CUDA stops at the first invalid entry
-        if token.isdigit():
-            match = [d for d in devices if d.index == int(token)]
+        if token.isdigit():  # an index names the physical GPU, never its MIG instances
+            match = [d for d in devices if d.index == int(token) and d.parent is None]
         else:
             match = [d for d in devices if d.uuid.startswith(token) or d.uuid.startswith(f"GPU-{token}")]
         if not match:
@@ -103,7 +105,7 @@ class GpuSampler:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 devices.append(Device(handle, index, _text(nvml.nvmlDeviceGetUUID(handle)),
                                       _text(nvml.nvmlDeviceGetName(handle))))
-                devices.extend(cls._mig_devices(nvml, handle, index))
+                devices.extend(cls._mig_devices(nvml, handle, index, devices[-1].uuid))
         except nvml.NVMLError as error:
             info(f"NVML could not list devices ({type(error).__name__}): no GPU metrics")
             return None
@@ -114,7 +116,7 @@ class GpuSampler:
         return cls(nvml, chosen, driver, warn)
 
     @staticmethod
-    def _mig_devices(nvml: Any, parent: Any, index: int) -> list[Device]:
+    def _mig_devices(nvml: Any, parent: Any, index: int, parent_uuid: str) -> list[Device]:
         try:
             current, _pending = nvml.nvmlDeviceGetMigMode(parent)
         except nvml.NVMLError:
@@ -128,7 +130,7 @@ class GpuSampler:
             except nvml.NVMLError:  # NotFound: an empty slot
                 continue
             found.append(Device(handle, index, _text(nvml.nvmlDeviceGetUUID(handle)),
-                                _text(nvml.nvmlDeviceGetName(handle))))
+                                _text(nvml.nvmlDeviceGetName(handle)), parent=parent_uuid))
         return found
 
     def _read(self, device: Device, field_name: str, read: Callable[[], Any]) -> Any:

@@ -53,6 +53,7 @@ class Observers:
         self._thread: threading.Thread | None = None
         self._pcie_bytes: dict[tuple[str, str], float] = {}
         self._first_energy: dict[str, float] = {}
+        self._last_energy: dict[str, float] = {}
         self._busy_seconds: dict[str, float] = {}
         self._peaks = {"rss": 0, **{}}
         self._gpu_memory_peaks: dict[str, int] = {}
@@ -94,6 +95,7 @@ class Observers:
                         reading.utilization * elapsed
                 if reading.energy_j is not None:
                     self._first_energy.setdefault(reading.uuid, reading.energy_j)
+                    self._last_energy[reading.uuid] = reading.energy_j  # kept if the device is lost later
                 for direction, rate in (("transmit", reading.pcie_tx_kbs), ("receive", reading.pcie_rx_kbs)):
                     if rate is not None:  # KB/s integrated into a byte counter
                         key = (reading.uuid, direction)
@@ -159,8 +161,7 @@ class Observers:
     def totals(self) -> dict[str, Any]:
         tree = self.tree
         with self._lock:
-            energy = {r.uuid: r.energy_j - self._first_energy.get(r.uuid, r.energy_j)
-                      for r in self.gpus if r.energy_j is not None}
+            energy = {uuid: last - self._first_energy[uuid] for uuid, last in self._last_energy.items()}
             return {
                 "samples": self.samples,
                 "cpu_hours": (tree.cpu_user_s + tree.cpu_system_s) / 3600 if tree else 0.0,
@@ -205,7 +206,8 @@ class Observers:
         if self._gpu is None:
             return
         identity = {d.uuid: {names.HW_ID: d.uuid, names.HW_NAME: d.name, names.HW_VENDOR: "nvidia",
-                             names.GPU_INDEX: d.index, names.GPU_DRIVER: self._gpu.driver} for d in self._gpu.devices}
+                             names.GPU_INDEX: d.index, names.GPU_DRIVER: self._gpu.driver,
+                             **({names.HW_PARENT: d.parent} if d.parent else {})} for d in self._gpu.devices}
 
         def per_gpu(value: Callable[[GpuReading], Any], extra: dict[str, Any] | None = None) -> Callable[[], Any]:
             return lambda: [(value(r), {**identity[r.uuid], **(extra or {})}) for r in self.gpus]

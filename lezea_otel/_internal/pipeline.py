@@ -90,6 +90,7 @@ class Pipeline:
     def close(self, timeout_s: float) -> None:
         """Drain what is queued (within ``timeout_s``) and flush the audit."""
         self._stop.set()
+        self._async = False  # late calls after finalize are written directly, never left in a queue
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout_s)
         self.drain()

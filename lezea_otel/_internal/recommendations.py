@@ -18,7 +18,8 @@ def _item(rule: str, severity: str, message: str, **evidence: Any) -> dict[str, 
 
 
 def _loss_keys(state: RunState) -> list[tuple[str, MetricStats]]:
-    return [(key, stats) for key, stats in state.metrics.items() if stats.lower_better]
+    return [(key, stats) for key, stats in state.metrics.items()
+            if stats.lower_better and not key.rsplit("/", 1)[-1].startswith("delta")]  # a delta is a rate, not a loss
 
 
 def recommend(state: RunState, cost_limit_eur: float | None, duration_s: float) -> list[dict[str, Any]]:

@@ -16,6 +16,11 @@ LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "r
 RECENT = 50
 
 
+def metric_name(record: Record, key: str, split: str | None) -> str:
+    """The name a training value has in summaries and history: ``<scope>/<split>/<key>``."""
+    return record.scoped(f"{split}/{key}" if split else key)
+
+
 def lower_is_better(key: str) -> bool:
     leaf = key.rsplit("/", 1)[-1].lower()
     return any(word in leaf for word in LOWER_IS_BETTER)
@@ -128,7 +133,7 @@ class RunState:
         for key, value in (record.values or {}).items():
             stats = by_key.get(key)
             if stats is None:
-                name = record.scoped(f"{split}/{key}" if split else key)
+                name = metric_name(record, key, split)
                 stats = by_key[key] = self.metrics.setdefault(name, MetricStats(name))
             stats.add(value, step)
 

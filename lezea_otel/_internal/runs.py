@@ -17,7 +17,7 @@ from .audit import read_events
 from .environment import host_name
 from .record import Record
 from .recommendations import recommend
-from .run_state import RunState
+from .run_state import RunState, metric_name
 
 EVENTS = "events.jsonl"
 
@@ -111,7 +111,7 @@ def load_run(path: Path) -> Run:
             last_step = event["step"] if event["step"] is not None else last_step
             split = event["data"].get("data_split")
             for key, value in (record.values or {}).items():
-                name = record.scoped(f"{split}/{key}" if split else key)
+                name = metric_name(record, key, split)
                 run.history.setdefault(name, []).append((event["step"], value))
         elif kind in ("scope_end", "phase"):
             name = event["scope"] if kind == "scope_end" else event["data"]["name"]

@@ -47,7 +47,18 @@ def raise_internal() -> bool:
     return os.environ.get("LEZEA_RAISE_INTERNAL", "") == "1"
 
 
+_reported: set[tuple[str, str]] = set()
+SELF = object()
+"""``guarded(default=SELF)``: on an internal error return the object the method was called on."""
+
+
 def report_internal_error(call: str, error: BaseException) -> None:
+    """One warning per call and error type; a loop repeating the same mistake is not a flood."""
+    key = (call, type(error).__name__)
+    if key in _reported:
+        logger.debug("%s: internal error repeated (%s: %s)", call, type(error).__name__, error)
+        return
+    _reported.add(key)
     logger.warning(
         "%s: internal error in lezea_otel (%s: %s); training continues with less telemetry",
         call,
@@ -57,8 +68,10 @@ def report_internal_error(call: str, error: BaseException) -> None:
     )
 
 
-def guarded(default: Any = None) -> Callable[[F], F]:
-    """Decorate a public call so that an internal error becomes one warning and ``default``."""
+def guarded(default: Any = None, passthrough: tuple[type[BaseException], ...] = ()) -> Callable[[F], F]:
+    """Decorate a public call so that an internal error (wrong arity included) becomes one warning
+    and ``default`` (called if callable; ``SELF`` returns the instance). ``passthrough`` exceptions
+    are the documented ones, raised on purpose (``LezeaConfigError`` in strict mode)."""
 
     def decorate(function: F) -> F:
         call = function.__name__
@@ -67,10 +80,19 @@ def guarded(default: Any = None) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return function(*args, **kwargs)
+            except passthrough:
+                raise
             except Exception as error:  # noqa: BLE001 - the whole point
                 if raise_internal():
                     raise
-                report_internal_error(call, error)
+                owner = getattr(args[0], "_warnings", None) if args else None
+                if isinstance(owner, Warnings):  # once per tracker, counted in its summary
+                    owner.warn(call, f"internal error ({type(error).__name__})",
+                               f"{error}; training continues with less telemetry")
+                else:
+                    report_internal_error(call, error)
+                if default is SELF:
+                    return args[0] if args else None
                 return default() if callable(default) else default
 
         return wrapper  # type: ignore[return-value]

@@ -24,7 +24,13 @@ class TracedBlock:
 
     __slots__ = ("_tracker", "_level", "_ident", "_attributes", "_frames")
 
-    def __init__(self, tracker: ExperimentTracker, level: str | None, ident: str, attributes: dict[str, Any]) -> None:
+    @classmethod
+    def noop(cls) -> TracedBlock:
+        """What a scope call returns when its own arguments could not even be bound: a block that does nothing."""
+        return cls(None, None, "", {})
+
+    def __init__(self, tracker: ExperimentTracker | None, level: str | None, ident: str,
+                 attributes: dict[str, Any]) -> None:
         self._tracker = tracker
         self._level = level  # None for a phase
         self._ident = ident
@@ -33,6 +39,9 @@ class TracedBlock:
 
     def __enter__(self) -> TracedBlock:
         frame = None
+        if self._tracker is None:
+            self._frames.append(None)
+            return self
         try:
             frame = self._tracker._enter_block(self._level, self._ident, self._attributes)
         except Exception as error:  # noqa: BLE001
@@ -44,7 +53,7 @@ class TracedBlock:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
         frame = self._frames.pop() if self._frames else None
-        if frame is not None:
+        if frame is not None and self._tracker is not None:
             try:
                 self._tracker._exit_block(frame, error)
             except Exception as internal:  # noqa: BLE001

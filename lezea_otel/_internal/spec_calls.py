@@ -108,6 +108,8 @@ class SpecCalls:
         warn = self._warner("log_data_splits")
         data = {}
         for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
+            if ids is None:  # an omitted split is not an empty one
+                continue
             shaped = calls.split(warn, f"{name}_ids", ids)
             if shaped is not None:
                 data[name] = shaped
@@ -292,10 +294,11 @@ class SpecCalls:
             by_kind.setdefault(event["kind"], []).append(event)
             if event["kind"] == "training_step":
                 split = event["data"].get("data_split")
+                scope = event["scope"]
                 for key, value in event["data"].get("metrics", {}).items():
-                    if split:
-                        head, _, leaf = key.rpartition("/")
-                        key = f"{head}/{split}/{leaf}" if head else f"{split}/{leaf}"
+                    if split:  # the same naming as the summary: <scope>/<split>/<key>
+                        bare = key[len(scope) + 1:] if scope else key
+                        key = "/".join(part for part in (scope, split, bare) if part)
                     history.setdefault(key, []).append([event["step"], value])
         return {"experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
                 "tags": list(self.tags), "metrics": history, "events_by_kind": by_kind, "events": events,
