@@ -234,7 +234,7 @@ class TestResultsResourcesBusiness:
         tracker.log_resource_cost(cpu_hours=0.8)
         tracker.log_business_metrics(resource_cost_eur=8.73)
         assert capture.points("lezea.business")[0].value == 8.73
-        assert capture.points("lezea.cost", lezea__cost__kind="cpu_hours")[0].value == 0.8
+        assert capture.points("lezea.cost", lezea__cost__kind="cpu_hours")[0].value == pytest.approx(4.0)
         summary = tracker.finalize_experiment()
         assert summary["cost"]["cpu_hours"] == pytest.approx(4.0)
         assert summary["cost"]["total_eur"] == 8.73

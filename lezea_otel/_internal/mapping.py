@@ -22,6 +22,7 @@ class SignalMapper:
         self._metrics = metrics
         self._logs = logs
         self._component_types: dict[str, str] = {}
+        self._cost_totals: dict[str, float] = {}
         self._handlers: dict[str, Callable[[Record], None]] = {
             kind[len("_on_"):]: getattr(self, kind) for kind in dir(self) if kind.startswith("_on_")
         }
@@ -180,8 +181,9 @@ class SignalMapper:
 
     def _on_resource_cost(self, record: Record) -> None:
         for kind, value in record.data.items():
-            if isinstance(value, float):
-                self._metrics.set_gauge(names.COST, value, {names.COST_KIND: kind})
+            if isinstance(value, float):  # the gauge shows the run's running total, as the summary does
+                self._cost_totals[kind] = self._cost_totals.get(kind, 0.0) + value
+                self._metrics.set_gauge(names.COST, self._cost_totals[kind], {names.COST_KIND: kind})
         self._event(record, names.EVENT_COST, "resource cost", values.flat_attributes({"lezea.cost": record.data}))
 
     def _on_business_metrics(self, record: Record) -> None:
