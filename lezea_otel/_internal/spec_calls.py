@@ -71,8 +71,9 @@ class SpecCalls:
         loss = clean.get("loss")
         if loss is not None and previous_loss is not None and "delta_loss" not in clean:
             clean["delta_loss"] = loss - previous_loss
+        finite_loss = loss is not None and loss - loss == 0  # after a NaN, delta_loss restarts from the last real loss
         self._last[(path, data_split)] = (step if step is not None else previous_step,
-                                          loss if loss is not None else previous_loss)
+                                          loss if finite_loss else previous_loss)
         self._emit("training_step", step, {"data_split": data_split} if data_split is not None else {}, clean)
 
     @guarded()
