@@ -1,20 +1,13 @@
-"""Settings precedence, resource identity, git facts and the /metrics endpoint."""
+"""Settings precedence across sources, signal selection by endpoint variables, resource identity and git facts."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
-import urllib.request
 
 import pytest
 
 from lezea_otel import ExperimentTracker
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def root_resource(capture, tracker: ExperimentTracker) -> dict:
@@ -126,40 +119,3 @@ class TestResource:
         assert resource["vcs.ref.head.name"] == "main"
         assert resource["lezea.vcs.dirty"] is True
         assert resource["vcs.repository.url.full"] == "https://example.com/org/repo.git"
-
-
-class TestPrometheusEndpoint:
-    def test_metrics_are_served_with_the_experiment_label(self, capture):
-        """start(prometheus_port=N) serves /metrics with the training gauges and the experiment id."""
-        port = free_port()
-        tracker = capture.tracker("prom")
-        tracker.start(prometheus_port=port)
-        tracker.log_training_step(7, {"loss": 0.25})
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        tracker.finalize_experiment()
-        line = next(x for x in body.splitlines() if x.startswith("lezea_training_loss{"))
-        assert f'lezea_experiment_id="{tracker.experiment_id}"' in line and line.endswith(" 0.25")
-        assert "target_info{" in body
-        with pytest.raises(OSError):
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)  # closed at finalize
-
-    def test_busy_port_is_one_warning(self, capture, lezea_warnings):
-        """A port already taken costs /metrics only: one warning, and the run records normally."""
-        with socket.socket() as blocker:
-            blocker.bind(("127.0.0.1", 0))
-            blocker.listen()
-            port = blocker.getsockname()[1]
-            tracker = capture.tracker("busy")
-            tracker.start(prometheus_port=port)
-            tracker.log_training_step(1, {"loss": 0.5})
-            summary = tracker.finalize_experiment()
-        (message,) = lezea_warnings()
-        assert f"Prometheus port {port}" in message
-        assert summary["steps"]["count"] == 1
-
-    def test_port_none_serves_nothing(self, capture):
-        """prometheus_port=None (or 0) opens no port."""
-        tracker = capture.tracker("off")
-        tracker.start(prometheus_port=None)
-        assert not any(t.startswith("/metrics") for t in tracker.get_experiment_summary()["experiment"]["targets"])
-        tracker.finalize_experiment()
