@@ -91,8 +91,8 @@ def list_runs(directory: str | None) -> None:
         console.print(f"No runs in {folder}.")
         return
     table = Table(title=f"Runs in {folder}")
-    for column in ("id", "name", "purpose", "status", "start (UTC)", "duration", "steps", "last loss", "best loss",
-                   "delivery"):
+    for column in ("id", "name", "purpose", "status", "start (UTC)", "last seen (UTC)", "duration", "steps",
+                   "last loss", "best loss", "delivery"):
         table.add_column(column, overflow="fold")
     for path in folders:
         run = load_run(path)
@@ -101,7 +101,7 @@ def list_runs(directory: str | None) -> None:
         targets = run.start.get("targets", [])
         delivery = "OTLP" if any(t.startswith("OTLP") for t in targets) else "local"
         table.add_row(run.id[:8], run.start.get("name", "?"), run.start.get("purpose", ""), run.status,
-                      _when(run.state.start_ns), f"{run.duration_s:.1f} s", str(run.state.steps),
+                      _when(run.state.start_ns), _when(run.last_time_ns), f"{run.duration_s:.1f} s", str(run.state.steps),
                       _num(stats.get("last")), _num(stats.get("best")), delivery)
     console.print(table)
 
@@ -116,6 +116,9 @@ def show(run: str, runs_dir: str | None) -> None:
     console.rule(f"{loaded.start.get('name', '?')} ({loaded.id})")
     console.print(f"status {summary['status']}, {summary['duration_s']:.1f} s, {summary['steps']['count']} steps "
                   f"(last step {summary['steps']['last']}), purpose: {loaded.start.get('purpose') or '-'}")
+    if summary["status"] in ("crashed", "running", "unknown"):
+        console.print(f"no end record: last record at {_when(loaded.last_time_ns)} UTC, "
+                      f"last step {summary['steps']['last']}")
     if loaded.end and loaded.end.get("error"):
         console.print(f"[red]error:[/red] {loaded.end['error']}")
     if summary["config"]:

@@ -12,6 +12,7 @@ import os
 import functools
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -51,13 +52,14 @@ class NetworkType(str, Enum):
 
 
 class _Frame:
-    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources")
+    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources", "ended")
 
     def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str) -> None:
         self.path, self.span, self.start_ns, self.level, self.ident = path, span, start_ns, level, ident
         self.trace_id, self.span_id = ids(span)
         self.token: contextvars.Token[tuple[_Frame, ...]] | None = None
         self.resources: int | None = None
+        self.ended = False
 
 
 class ExperimentTracker(SpecCalls):
@@ -120,6 +122,7 @@ class ExperimentTracker(SpecCalls):
         self._started = False
         self._finalized = False
         self._last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
+        self._open: dict[int, _Frame] = {}  # scopes and phases not yet exited, in any thread
         if auto_start:
             self.start()
 
@@ -177,6 +180,7 @@ class ExperimentTracker(SpecCalls):
         self._root = self._spans.start(names.ROOT_SPAN_NAME, {
             **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)}, None)
         self._root_ids = ids(self._root)
+        self._spans.end(self._spans.start(names.STARTED_SPAN_NAME, constant, self._root))
         exit_hooks.register(self, ExperimentTracker._finalize)
         self._emit("experiment_start", None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
@@ -184,8 +188,21 @@ class ExperimentTracker(SpecCalls):
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name()})
         environment = describe_environment(self.settings.env_allowlist)
         self._emit("environment", None, {**environment, "git": git})
+        self._announce()
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self._providers.targets[1:]) or "local mode (no OTLP endpoint configured)"))
+
+    def _announce(self) -> None:
+        """Export the started span and record now, so a run is visible seconds after it starts."""
+        providers = self._providers
+        if providers is None:
+            return
+
+        def flush() -> None:
+            providers.tracer.force_flush(2000)
+            providers.logger.force_flush(2000)
+
+        threading.Thread(target=flush, name="lezea-otel-announce", daemon=True).start()
 
     def _start_observers(self, constant: dict[str, Any]) -> Observers | None:
         if not self.settings.observers or self._providers is None:
@@ -232,6 +249,8 @@ class ExperimentTracker(SpecCalls):
         self._finalized = True
         exit_hooks.unregister(self)
         status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
+        for frame in sorted(self._open.values(), key=lambda f: f.start_ns, reverse=True):
+            self._exit_block(frame, error, truncated_by=ended_by)  # innermost first, marked truncated
         if self._observers is not None:
             self._observers.stop()
             self._emit("resource_totals", None, {"observed": self._observers.totals(),
@@ -319,24 +338,39 @@ class ExperimentTracker(SpecCalls):
         if self._observers is not None and (level or "phase") in self.settings.scope_resources:
             frame.resources = self._observers.scope_enter()
         frame.token = self._stack.set((*stack, frame))
+        self._open[id(frame)] = frame
         if level is not None:
             self._emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, start_ns)
         return frame
 
-    def _exit_block(self, frame: _Frame, error: BaseException | None) -> None:
+    def _exit_block(self, frame: _Frame, error: BaseException | None, truncated_by: str | None = None) -> None:
+        self._open.pop(id(frame), None)
+        if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
+            try:
+                self._stack.reset(frame.token)  # type: ignore[arg-type]
+            except ValueError:
+                pass
+            return
+        frame.ended = True
         end_ns = time.time_ns()
         resources = self._observers.scope_exit(frame.resources) if self._observers and frame.resources is not None \
             else {}
+        if truncated_by is not None:
+            frame.span.add_event(names.EVENT_TRUNCATED, {"reason": truncated_by})
+            resources = {**resources, names.SPAN_TRUNCATED: True}
         self._spans.end(frame.span, error, end_ns, resources)
-        try:
-            self._stack.reset(frame.token)  # type: ignore[arg-type]
-        except ValueError:  # exited in another context (e.g. a generator): drop this frame only
-            self._stack.set(tuple(f for f in self._stack.get() if f is not frame))
+        if truncated_by is None:
+            try:
+                self._stack.reset(frame.token)  # type: ignore[arg-type]
+            except ValueError:  # exited in another context (e.g. a generator): drop this frame only
+                self._stack.set(tuple(f for f in self._stack.get() if f is not frame))
         data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
         if error is not None:
             data["error"] = f"{type(error).__name__}: {error}"
+        if truncated_by is not None:
+            data["truncated"] = truncated_by
         if resources:
-            data["resources"] = resources
+            data["resources"] = {k: v for k, v in resources.items() if k != names.SPAN_TRUNCATED}
         if frame.level is not None:
             self._emit_at(frame, "scope_end", {"level": frame.level, "id": frame.ident, **data}, end_ns)
         else:

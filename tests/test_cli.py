@@ -161,3 +161,6 @@ class TestCrashedRun:
         result = cli("runs", str(tmp_path))
         row = next(line for line in result.stdout.splitlines() if "doomed" in line)
         assert "crashed" in row and " 3 " in row
+        run_id = next(p.name for p in tmp_path.iterdir())
+        shown = cli("show", run_id, "--runs-dir", str(tmp_path))
+        assert "status crashed" in shown.stdout and "no end record" in shown.stdout and "last step 3" in shown.stdout

@@ -51,7 +51,7 @@ class TestOtlpExport:
         got = receiver.received
 
         spans = {span.name: span for span in got.spans()}
-        assert set(spans) == {"experiment", "builder", "forward"}
+        assert set(spans) == {"experiment", "experiment.started", "builder", "forward"}
         assert spans["builder"].parent_span_id == spans["experiment"].span_id
         assert spans["forward"].parent_span_id == spans["builder"].span_id
         assert len({span.trace_id for span in spans.values()}) == 1
@@ -130,11 +130,11 @@ class TestSpoolAndReplay:
         delivery = summary["delivery"]
         assert delivery["mode"] == "otlp"
         spans = delivery["signals"]["traces"]
-        assert spans["produced"] == 11 and spans["exported"] == 0 and spans["spooled"] == 11
+        assert spans["produced"] == 12 and spans["exported"] == 0 and spans["spooled"] == 12  # + experiment.started
         assert spans["dropped"] == 0 and delivery["signals"]["logs"]["spooled"] >= 3
         spooled = (tracker.run_dir / "spool" / "spans.jsonl").read_text().splitlines()
         assert sum(len(s["spans"]) for line in spooled for r in json.loads(line)["resourceSpans"]
-                   for s in r["scopeSpans"]) == 11
+                   for s in r["scopeSpans"]) == 12
 
         receiver = HttpReceiver()
         script = Path(sys.executable).parent / "lezea-otel"
@@ -148,7 +148,7 @@ class TestSpoolAndReplay:
             receiver.stop()
         got = receiver.received
         names = sorted(span.name for span in got.spans())
-        assert names == sorted(["step"] * 10 + ["experiment"])  # the gap, filled exactly once
+        assert names == sorted(["step"] * 10 + ["experiment", "experiment.started"])  # the gap, filled exactly once
         root = next(span for span in got.spans() if span.name == "experiment")
         spooled_root = next(span for line in spooled for r in json.loads(line)["resourceSpans"]
                             for s in r["scopeSpans"] for span in s["spans"] if span["name"] == "experiment")
@@ -178,7 +178,7 @@ class TestSpoolAndReplay:
         assert up.returncode == 0, up.stderr
         lines = (tracker.run_dir / "otlp" / "logs.jsonl").read_text().splitlines()
         assert f"logs.jsonl: line {len(lines)} is not a valid OTLP-JSON logs line" in up.stderr
-        assert {s.name for s in receiver.received.spans()} == {"experiment"}
+        assert {s.name for s in receiver.received.spans()} == {"experiment", "experiment.started"}
 
 
 def summary_start(tracker: ExperimentTracker) -> int:

@@ -46,6 +46,7 @@ class SignalMapper:
     def _on_training_step(self, record: Record) -> None:
         if record.step is not None:
             self._metrics.step = float(record.step)
+        self._metrics.step_time_s = record.time_ns / 1e9
         if record.values:
             self._metrics.set_training(record.values, record.scope, record.data.get("data_split"))
 

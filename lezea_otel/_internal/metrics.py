@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -57,10 +58,17 @@ class MetricRecorder:
         self._gauges: dict[str, _Table] = {}
         self._training_attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.step: float | None = None
+        self.step_time_s: float | None = None
         self.values_recorded = 0
         self._meter.create_observable_gauge(
             names.TRAINING_STEP, [self._observe_step], description="Last step passed to log_training_step"
         )
+        self._meter.create_observable_gauge(
+            names.TRAINING_LAST_STEP_TIME, [self._observe_step_time], unit=names.UNIT_SECONDS,
+            description="Unix time of the last training step: time() minus this is 'time since last step'")
+        self._meter.create_observable_gauge(
+            names.RUN_HEARTBEAT, [self._observe_heartbeat], unit=names.UNIT_SECONDS,
+            description="Unix time at each collection while the process lives; a stale value means a dead run")
         self._counters = {
             name: self._meter.create_counter(name, unit=unit, description=description)
             for name, unit, description in (
@@ -83,6 +91,12 @@ class MetricRecorder:
 
     def _observe_step(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [] if self.step is None else [Observation(self.step, self._constant)]
+
+    def _observe_step_time(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self.step_time_s is None else [Observation(self.step_time_s, self._constant)]
+
+    def _observe_heartbeat(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(time.time(), self._constant)]
 
     # --- training values: the hot path -------------------------------------------------------
 
