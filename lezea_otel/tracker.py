@@ -8,10 +8,9 @@ warning on the ``lezea_otel`` logger and the valid part is still recorded.
 from __future__ import annotations
 
 import contextvars
-import os
 import functools
+import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -20,8 +19,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ._internal import calls, exit_hooks, names, values
-from ._internal.audit import AuditWriter
+from ._internal import exit_hooks, names, values
+from ._internal.audit import open_audit
 from ._internal.delivery import Providers, build_providers
 from ._internal.environment import describe_environment, host_name
 from ._internal.logs import LogRecorder
@@ -31,12 +30,12 @@ from ._internal.observers import Observers
 from ._internal.pipeline import Pipeline
 from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
-from ._internal.run_state import RunState
+from ._internal.run_state import RunState, closing_line
 from ._internal.safety import SELF, Warnings, guarded, logger, raise_internal
 from ._internal.scopes import TracedBlock
 from ._internal.settings import Settings, resolve_settings
-from ._internal.spec_calls import SpecCalls
 from ._internal.spans import SpanRecorder, ids
+from ._internal.spec_calls import SpecCalls
 from .exceptions import LezeaConfigError
 from .version import __version__
 
@@ -96,7 +95,7 @@ class ExperimentTracker(SpecCalls):
         warn = functools.partial(self._warnings.warn, "ExperimentTracker")
         self.experiment_name = values.text(experiment_name, "experiment_name", warn) or "unnamed"
         self.purpose = values.text(purpose, "purpose", warn, optional=True) or ""
-        self.tags = self._tags(tags, warn)
+        self.tags = values.tags(tags, warn)
         self.settings: Settings = resolve_settings({
             "runs_dir": runs_dir, "service_name": service_name, "endpoint": endpoint, "protocol": protocol,
             "quiet": quiet, "cost_limit_eur": cost_limit_eur,
@@ -107,7 +106,8 @@ class ExperimentTracker(SpecCalls):
             warn("extra_exporters must be a sequence of exporters or readers",
                  f"got {values.describe(extra_exporters)}; ignored")
             self._extra_exporters = ()
-        self.run_dir, audit = self._open_audit()
+        self.run_dir, audit = open_audit(self.settings.runs_dir, self.experiment_id,
+                                         functools.partial(self._warnings.warn, "ExperimentTracker"))
         self._state = RunState()
         self._pipeline = Pipeline(audit, self._state, bool(async_mode))
         self._stack: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar(
@@ -269,7 +269,8 @@ class ExperimentTracker(SpecCalls):
         if self._providers is not None and not self._providers.shutdown(timeout):
             logger.warning("finalize: telemetry export did not finish within %.1f s (LEZEA_SHUTDOWN_TIMEOUT); "
                            "the audit %s is complete", timeout, self.audit_path)
-        self._console(self._closing_line(status, duration))
+        self._console(closing_line(self.experiment_name, status, duration, self._state, self._warnings.count,
+                                   self._providers.spool if self._providers else None, self.audit_path))
 
     # --- scopes and phases ---------------------------------------------------------------------
 
@@ -404,47 +405,6 @@ class ExperimentTracker(SpecCalls):
     def _warner(self, call: str) -> values.Warn:
         return functools.partial(self._warnings.warn, call)
 
-    @staticmethod
-    def _tags(tags: Any, warn: values.Warn) -> list[str]:
-        if tags is None:
-            return []
-        if isinstance(tags, str):
-            return [tags]
-        if isinstance(tags, dict):
-            return [f"{k}={v}" for k, v in tags.items()]
-        try:
-            return [str(tag) for tag in tags]
-        except TypeError:
-            warn("tags must be a list of strings", f"got {values.describe(tags)}; ignored")
-            return []
-
     def _console(self, line: str) -> None:
         if not self.settings.quiet:
             print(f"lezea_otel: {line}", file=sys.stderr, flush=True)
-
-    def _closing_line(self, status: str, duration: float) -> str:
-        state = self._state
-        parts = [f"experiment {self.experiment_name!r} {status} in {duration:.1f} s", f"{state.steps} steps"]
-        for key, stats in state.metrics.items():
-            if key.endswith("loss"):
-                parts.append(f"{key} {stats.last:.4g} (best {stats.best:.4g})")
-                break
-        if self._warnings.count:
-            parts.append(f"{self._warnings.count} warnings")
-        spool = self._providers.spool if self._providers else None
-        if spool is not None:
-            parts.append("delivered " + ", ".join(
-                f"{signal} {c.exported}/{c.produced}" + (f" ({c.spooled} spooled)" if c.spooled else "")
-                for signal, c in spool.counts.items()))
-        parts.append(f"audit {self.audit_path}")
-        return ", ".join(parts)
-
-    def _open_audit(self) -> tuple[Path, AuditWriter]:
-        run_dir = self.settings.runs_dir / self.experiment_id
-        try:
-            return run_dir, AuditWriter(run_dir / "events.jsonl")
-        except OSError as error:
-            fallback = Path(tempfile.gettempdir()) / "lezea-runs" / self.experiment_id
-            self._warnings.warn("ExperimentTracker", f"the runs folder {self.settings.runs_dir} is not writable",
-                                f"{error}; writing the audit to {fallback}")
-            return fallback, AuditWriter(fallback / "events.jsonl")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service

@@ -9,8 +9,9 @@ and read back as floats by :func:`read_events`.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -115,6 +116,17 @@ class AuditWriter:
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+def open_audit(runs_dir: Path, experiment_id: str, warn: Callable[[str, str], None]) -> tuple[Path, AuditWriter]:
+    """The run folder and its audit; a runs folder that cannot be written falls back to a temporary one."""
+    run_dir = runs_dir / experiment_id
+    try:
+        return run_dir, AuditWriter(run_dir / "events.jsonl")
+    except OSError as error:
+        fallback = Path(tempfile.gettempdir()) / "lezea-runs" / experiment_id
+        warn(f"the runs folder {runs_dir} is not writable", f"{error}; writing the audit to {fallback}")
+        return fallback, AuditWriter(fallback / "events.jsonl")
 
 
 def _revive(value: Any) -> Any:

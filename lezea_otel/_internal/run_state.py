@@ -280,3 +280,21 @@ class RunState:
             "conclusion": self.conclusion,
             "calls": dict(self.counts),
         }
+
+
+def closing_line(name: str, status: str, duration: float, state: RunState, warnings: int, spool: Any,
+                 audit_path: Any) -> str:
+    """The one compact console line printed at finalize."""
+    parts = [f"experiment {name!r} {status} in {duration:.1f} s", f"{state.steps} steps"]
+    for key, stats in state.metrics.items():
+        if key.endswith("loss"):
+            parts.append(f"{key} {stats.last:.4g} (best {stats.best:.4g})")
+            break
+    if warnings:
+        parts.append(f"{warnings} warnings")
+    if spool is not None:
+        parts.append("delivered " + ", ".join(
+            f"{signal} {c.exported}/{c.produced}" + (f" ({c.spooled} spooled)" if c.spooled else "")
+            for signal, c in spool.counts.items()))
+    parts.append(f"audit {audit_path}")
+    return ", ".join(parts)

@@ -15,8 +15,8 @@ from typing import Any
 
 from .audit import read_events
 from .environment import host_name
-from .record import Record
 from .recommendations import recommend
+from .record import Record
 from .run_state import RunState, metric_name
 
 EVENTS = "events.jsonl"

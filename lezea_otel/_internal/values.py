@@ -188,6 +188,21 @@ def id_list(values: Any, what: str, warn: Warn) -> tuple[list[Any], int, str] | 
     return items[:MAX_LIST_ITEMS], len(items), digest
 
 
+def tags(raw: Any, warn: Warn) -> list[str]:
+    """Experiment tags as strings: a list, one string, or a dict (``k=v``)."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, Mapping):
+        return [f"{k}={v}" for k, v in raw.items()]
+    try:
+        return [str(tag) for tag in raw]
+    except TypeError:
+        warn("tags must be a list of strings", f"got {describe(raw)}; ignored")
+        return []
+
+
 def looks_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
