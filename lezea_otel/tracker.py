@@ -28,6 +28,7 @@ from ._internal.mapping import SignalMapper
 from ._internal.metrics import MetricRecorder
 from ._internal.observers import Observers
 from ._internal.pipeline import Pipeline
+from ._internal.progress import ProgressWatch
 from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
 from ._internal.run_state import RunState, closing_line
@@ -51,7 +52,8 @@ class NetworkType(str, Enum):
 
 
 class _Frame:
-    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources", "ended")
+    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources", "ended",
+                 "steps_at_enter")
 
     def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str) -> None:
         self.path, self.span, self.start_ns, self.level, self.ident = path, span, start_ns, level, ident
@@ -59,6 +61,7 @@ class _Frame:
         self.token: contextvars.Token[tuple[_Frame, ...]] | None = None
         self.resources: int | None = None
         self.ended = False
+        self.steps_at_enter = 0
 
 
 class ExperimentTracker(SpecCalls):
@@ -117,6 +120,7 @@ class ExperimentTracker(SpecCalls):
         self._metrics: MetricRecorder | None = None
         self._logs: LogRecorder | None = None
         self._observers: Observers | None = None
+        self._progress: ProgressWatch | None = None
         self._root: Any = None
         self._root_ids = (0, 0)
         self._started = False
@@ -177,6 +181,10 @@ class ExperimentTracker(SpecCalls):
         self._spans = SpanRecorder(self._providers.tracer, __version__)
         self._pipeline.mapper = SignalMapper(self._metrics, self._logs)
         self._observers = self._start_observers(constant)
+        self._progress = ProgressWatch(lambda: list(self._open.values()), self._spans.start, self._spans.end,
+                                       lambda: self._state.steps, self.settings.progress_after_s,
+                                       self.settings.progress_every_s)
+        self._progress.start()
         self._root = self._spans.start(names.ROOT_SPAN_NAME, {
             **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)}, None)
         self._root_ids = ids(self._root)
@@ -249,6 +257,8 @@ class ExperimentTracker(SpecCalls):
         self._finalized = True
         exit_hooks.unregister(self)
         status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
+        if self._progress is not None:
+            self._progress.stop()
         for frame in sorted(self._open.values(), key=lambda f: f.start_ns, reverse=True):
             self._exit_block(frame, error, truncated_by=ended_by)  # innermost first, marked truncated
         if self._observers is not None:
@@ -338,6 +348,7 @@ class ExperimentTracker(SpecCalls):
         frame = _Frame(path, span, start_ns, level, ident)
         if self._observers is not None and (level or "phase") in self.settings.scope_resources:
             frame.resources = self._observers.scope_enter()
+        frame.steps_at_enter = self._state.steps
         frame.token = self._stack.set((*stack, frame))
         self._open[id(frame)] = frame
         if level is not None:

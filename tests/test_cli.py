@@ -149,7 +149,7 @@ class TestCrashedRun:
         """A run killed with SIGKILL has no end record and its process is gone: status crashed."""
         code = ("import sys, time\nfrom lezea_otel import ExperimentTracker\n"
                 "t = ExperimentTracker('doomed', runs_dir=sys.argv[1], quiet=True)\nt.start(prometheus_port=None)\n"
-                "for s in range(1, 4):\n    t.log_training_step(s, {'loss': 1.0 / s})\n"
+                "for s in range(1, 4):\n    t.log_training_step(s, {'loss': 1.0 / s if s < 3 else float('nan')})\n"
                 "t._pipeline.audit.flush()\nprint('ready', flush=True)\ntime.sleep(60)\n")
         with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True) as proc:
             assert proc.stdout.readline().strip() == "ready"
@@ -164,3 +164,4 @@ class TestCrashedRun:
         run_id = next(p.name for p in tmp_path.iterdir())
         shown = cli("show", run_id, "--runs-dir", str(tmp_path))
         assert "status crashed" in shown.stdout and "no end record" in shown.stdout and "last step 3" in shown.stdout
+        assert "[critical] The run stopped without an end record after step 3: loss was nan" in shown.stdout

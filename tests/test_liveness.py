@@ -90,3 +90,49 @@ class TestTruncatedSpans:
         assert builder["events"][-1]["name"] == "lezea.truncated"
         ends = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
         assert any(e["kind"] == "scope_end" and e["data"].get("truncated") == "sigterm" for e in ends)
+
+
+class TestProgress:
+    def test_long_scope_gets_progress_markers(self, capture, monkeypatch):
+        """A scope open past LEZEA_PROGRESS_AFTER gets ended marker spans with elapsed time and steps, while open."""
+        monkeypatch.setenv("LEZEA_PROGRESS_AFTER", "0.2")
+        monkeypatch.setenv("LEZEA_PROGRESS_EVERY", "0.2")
+        tracker = capture.tracker("long", auto_start=True)
+        with tracker.builder_scope("slow"):
+            for step in range(1, 8):
+                tracker.log_training_step(step, {"loss": 1.0 / step})
+                time.sleep(0.1)
+            markers = capture.spans("lezea.progress")  # exported while the scope is still open
+            assert capture.spans("builder") == []
+        with tracker.builder_scope("quick"):
+            pass
+        tracker.finalize_experiment()
+        assert 1 <= len(markers) <= 4
+        (builder, _quick) = capture.spans("builder")
+        last = markers[-1]
+        assert last.parent.span_id == builder.context.span_id
+        assert last.attributes["lezea.progress.elapsed_s"] >= 0.2
+        assert 1 <= last.attributes["lezea.progress.steps"] <= 7
+        assert len(capture.spans("lezea.progress")) == len(markers)  # none for the quick scope
+
+
+class TestCrashCause:
+    def test_growing_memory_is_named_as_the_likely_cause(self, capture):
+        """A crashed run whose memory kept growing is reported with that as its likely cause."""
+        from lezea_otel._internal.runs import load_run
+
+        tracker = capture.tracker("oom", auto_start=True)
+        for step, memory in enumerate((1000.0, 1800.0, 2600.0, 3400.0), start=1):
+            tracker.log_training_step(step, {"loss": 1.0 / step})
+            tracker.log_component_resources("trainer", "tasker", memory_mb=memory)
+        tracker._pipeline.audit.flush()
+        lines = tracker.audit_path.read_text().splitlines()
+        start = json.loads(lines[0])
+        start["data"]["pid"] = 2**22 + 17  # a process that no longer exists: the run died
+        (tracker.run_dir / "copy").mkdir()
+        (tracker.run_dir / "copy" / "events.jsonl").write_text("\n".join([json.dumps(start), *lines[1:]]) + "\n")
+        run = load_run(tracker.run_dir / "copy")
+        assert run.status == "crashed"
+        (cause,) = [r for r in run.recommendations() if r["rule"] == "crashed"]
+        assert "after step 4" in cause["message"] and "memory kept growing (1000, 1800, 2600, 3400 MB)" in cause["message"]
+        tracker.finalize_experiment()

@@ -86,7 +86,27 @@ class Run:
         return summary
 
     def recommendations(self, cost_limit_eur: float | None = None) -> list[dict[str, Any]]:
-        return recommend(self.state, cost_limit_eur, self.duration_s)
+        advice = recommend(self.state, cost_limit_eur, self.duration_s)
+        if self.status == "crashed":
+            advice.insert(0, self._crash_cause())
+        return advice
+
+    def _crash_cause(self) -> dict[str, Any]:
+        """Why a run died without a word, when its record shows a likely reason."""
+        last_step = self.state.last_step
+        causes = []
+        loss = self.main_loss()
+        if loss and self.history.get(loss) and not math.isfinite(self.history[loss][-1][1]):
+            causes.append(f"{loss} was {self.history[loss][-1][1]} at its last step (diverged)")
+        memory = [e["data"]["memory_mb"] for e in self.events
+                  if e["kind"] == "resource" and isinstance(e["data"].get("memory_mb"), (int, float))][-4:]
+        if len(memory) >= 3 and all(b > a for a, b in zip(memory, memory[1:])):
+            causes.append(f"memory kept growing ({', '.join(f'{m:.0f}' for m in memory)} MB): likely killed by the "
+                          "OOM killer")
+        reason = "; ".join(causes) if causes else "no cause in the record (kill -9, node loss or OOM are the usual ones)"
+        return {"rule": "crashed", "severity": "critical",
+                "message": f"The run stopped without an end record after step {last_step}: {reason}.",
+                "evidence": {"last_step": last_step, "last_record_ns": self.last_time_ns, "causes": causes}}
 
     def main_loss(self) -> str | None:
         keys = [k for k in self.state.metrics if k.rsplit("/", 1)[-1] == "loss"]

@@ -31,6 +31,8 @@ LEZEA_OBSERVERS: Final = "LEZEA_OBSERVERS"
 LEZEA_OBSERVE_INTERVAL: Final = "LEZEA_OBSERVE_INTERVAL"
 LEZEA_GPUS: Final = "LEZEA_GPUS"
 LEZEA_SCOPE_RESOURCES: Final = "LEZEA_SCOPE_RESOURCES"
+LEZEA_PROGRESS_AFTER: Final = "LEZEA_PROGRESS_AFTER"
+LEZEA_PROGRESS_EVERY: Final = "LEZEA_PROGRESS_EVERY"
 LEZEA_QUIET: Final = "LEZEA_QUIET"
 LEZEA_COST_LIMIT_EUR: Final = "LEZEA_COST_LIMIT_EUR"
 LEZEA_MAX_METRIC_NAMES: Final = "LEZEA_MAX_METRIC_NAMES"
@@ -152,6 +154,10 @@ class Settings:
     gpus: str = "job"
     scope_resources: frozenset[str] = frozenset({"builder", "tasker", "algorithm", "network", "phase"})
     """Scope levels (and ``phase``) whose spans get resource summaries; ``layer`` is off: layers are many."""
+    progress_after_s: float = 60.0
+    """Scopes open longer than this get ``lezea.progress`` marker spans..."""
+    progress_every_s: float = 60.0
+    """...at this cadence."""
     problems: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -237,6 +243,8 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
         gpus=r.get("gpus", (LEZEA_GPUS,), "job", _gpus),
         scope_resources=r.get("scope_resources", (LEZEA_SCOPE_RESOURCES,),
                               frozenset({"builder", "tasker", "algorithm", "network", "phase"}), _levels),
+        progress_after_s=r.get("progress_after_s", (LEZEA_PROGRESS_AFTER,), 60.0, _positive_float),
+        progress_every_s=r.get("progress_every_s", (LEZEA_PROGRESS_EVERY,), 60.0, _positive_float),
         problems=tuple(r.problems),
         sources=dict(r.sources),
     )
