@@ -11,6 +11,7 @@ import pynvml
 import pytest
 
 from .fake_nvml import FakeGpu, build
+from .test_observers_process import CHILD
 
 GPU0 = "GPU-11111111-2222-3333-4444-555555555555"
 GPU1 = "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -175,17 +176,6 @@ class TestScopeResources:
         assert {g["hw.id"] for g in observed["gpus"]} == {GPU0, GPU1}
 
 
-CHILD = """
-import sys, time
-block = bytearray(int(sys.argv[1]) * 2**20)
-for i in range(0, len(block), 4096):
-    block[i] = 1
-end = time.process_time() + float(sys.argv[2])
-while time.process_time() < end:
-    pass
-print("done", flush=True)
-time.sleep(float(sys.argv[3]))
-"""
 
 
 class TestProcessTree:
