@@ -12,6 +12,7 @@ from typing import Any
 from . import calls, values
 from .audit import read_events
 from .recommendations import recommend
+from .record import Record
 from .safety import guarded
 
 _MB = 2**20
@@ -63,7 +64,12 @@ class SpecCalls:
         if data_split is not None and type(data_split) is not str:
             data_split = values.text(data_split, "data_split", self._warner("log_training_step"))
         stack = self._stack.get()
-        path = stack[-1].path if stack else ()
+        if stack:
+            top = stack[-1]
+            path, trace_id, span_id = top.path, top.trace_id, top.span_id
+        else:
+            path = ()
+            trace_id, span_id = self._root_ids
         previous_step, previous_loss = self._last.get((path, data_split), (None, None))
         if step is not None and previous_step is not None and step <= previous_step:
             self._warnings.warn("log_training_step", "step did not increase",
@@ -74,7 +80,8 @@ class SpecCalls:
         finite_loss = loss is not None and loss - loss == 0  # after a NaN, delta_loss restarts from the last real loss
         self._last[(path, data_split)] = (step if step is not None else previous_step,
                                           loss if finite_loss else previous_loss)
-        self._emit("training_step", step, {"data_split": data_split} if data_split is not None else {}, clean)
+        self._pipeline.submit(Record("training_step", time.time_ns(), step, path, trace_id, span_id,
+                                     {"data_split": data_split} if data_split is not None else {}, clean))
 
     @guarded()
     def log_modification_tree(self, step: int | None = None, modifications: list[Any] | None = None,
