@@ -196,6 +196,7 @@ class ExperimentTracker(SpecCalls):
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name()})
         environment = describe_environment(self.settings.env_allowlist)
         self._emit("environment", None, {**environment, "git": git})
+        self._pipeline.flush()  # the start of a run is on disk at once, whatever happens next
         self._announce()
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self._providers.targets[1:]) or "local mode (no OTLP endpoint configured)"))

@@ -42,7 +42,7 @@ def kill_at_random(tmp_path: Path, seed: int, delay: float | None = None) -> Pat
     with subprocess.Popen([sys.executable, "-c", TRAINING, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                           env=env) as proc:
         run_id = proc.stdout.readline().strip()
-        time.sleep(delay if delay is not None else random.Random(seed).uniform(0.05, 1.2))
+        time.sleep(delay if delay is not None else random.Random(seed).uniform(0.0, 1.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     return tmp_path / run_id

@@ -58,6 +58,12 @@ class Pipeline:
             while queue:
                 self._handle(queue.popleft())
 
+    def flush(self) -> None:
+        """Everything submitted so far reaches the audit file (not yet fsynced)."""
+        self.drain()
+        with self._lock:
+            self.audit.flush()
+
     def _handle(self, record: Record) -> None:
         try:
             self.audit.write(record)

@@ -292,8 +292,7 @@ class SpecCalls:
     @guarded(default=dict)
     def get_experiment_data(self) -> dict[str, Any]:
         """Everything recorded, read back from the audit: full per-step history and every event."""
-        self._pipeline.drain()
-        self._pipeline.audit.flush()
+        self._pipeline.flush()
         problems: list[str] = []
         events = list(read_events(self.audit_path, problems))
         history: dict[str, list[list[Any]]] = {}
