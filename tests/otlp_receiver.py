@@ -73,12 +73,19 @@ class HttpReceiver:
 
     def __init__(self) -> None:
         self.received = Received()
+        self.refuse_with: int | None = None  # e.g. 503, 429, 400: answer every export with that status
         received = self.received
+        receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 signal = self.path.rsplit("/", 1)[-1]
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.refuse_with is not None:
+                    self.send_response(receiver.refuse_with)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if signal not in REQUESTS:
@@ -112,11 +119,15 @@ class GrpcReceiver:
 
     def __init__(self) -> None:
         self.received = Received()
+        self.refuse_with: grpc.StatusCode | None = None  # e.g. UNAVAILABLE, RESOURCE_EXHAUSTED
         received = self.received
+        receiver = self
 
         def servicer(base: type, signal: str) -> Any:
             class Servicer(base):  # type: ignore[misc, valid-type]
                 def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC naming
+                    if receiver.refuse_with is not None:
+                        context.abort(receiver.refuse_with, "refused by the test")
                     received.add(signal, request, dict(context.invocation_metadata()))
                     return REQUESTS[signal][1]()
 

@@ -184,3 +184,36 @@ class TestSpoolAndReplay:
 def summary_start(tracker: ExperimentTracker) -> int:
     first = json.loads(tracker.audit_path.read_text().splitlines()[0])
     return int(first["time_unix_nano"])
+
+
+class TestRefusingCollector:
+    @pytest.mark.parametrize(("protocol", "refusal"), [
+        ("http/protobuf", 503), ("http/protobuf", 429), ("http/protobuf", 400),
+        ("grpc", "UNAVAILABLE"), ("grpc", "RESOURCE_EXHAUSTED"),
+    ])
+    def test_refused_batches_are_spooled_then_replayed(self, monkeypatch, tmp_path, protocol, refusal):
+        """A collector that answers with an error never raises into training; every refused span is
+        spooled and a later replay delivers it."""
+        import grpc
+
+        receiver = HttpReceiver() if protocol == "http/protobuf" else GrpcReceiver()
+        receiver.refuse_with = refusal if protocol == "http/protobuf" else getattr(grpc.StatusCode, refusal)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        try:
+            tracker = ExperimentTracker("refused", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
+                                        quiet=True)
+            tracker.start(prometheus_port=None)
+            for step in range(1, 6):
+                with tracker.span("step"):
+                    tracker.log_training_step(step, {"loss": 1.0 / step})
+            spans = tracker.finalize_experiment()["delivery"]["signals"]["traces"]
+            assert spans["exported"] == 0 and spans["spooled"] == spans["produced"] == 7
+            assert receiver.received.spans() == []
+            receiver.refuse_with = None
+            from lezea_otel._internal.replay import replay
+
+            replay(tracker.run_dir, receiver.endpoint, protocol)
+            assert sorted(s.name for s in receiver.received.spans()) == sorted(
+                ["step"] * 5 + ["experiment", "experiment.started"])
+        finally:
+            receiver.stop()
