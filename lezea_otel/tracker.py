@@ -11,7 +11,6 @@ import contextvars
 import functools
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -197,21 +196,9 @@ class ExperimentTracker(SpecCalls):
         environment = describe_environment(self.settings.env_allowlist)
         self._emit("environment", None, {**environment, "git": git})
         self._pipeline.flush()  # the start of a run is on disk at once, whatever happens next
-        self._announce()
+        self._providers.announce()  # the started span and record are exported at once
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self._providers.targets[1:]) or "local mode (no OTLP endpoint configured)"))
-
-    def _announce(self) -> None:
-        """Export the started span and record now, so a run is visible seconds after it starts."""
-        providers = self._providers
-        if providers is None:
-            return
-
-        def flush() -> None:
-            providers.tracer.force_flush(2000)
-            providers.logger.force_flush(2000)
-
-        threading.Thread(target=flush, name="lezea-otel-announce", daemon=True).start()
 
     def _start_observers(self, constant: dict[str, Any]) -> Observers | None:
         if not self.settings.observers or self._providers is None:

@@ -38,3 +38,28 @@ def lezea_warnings(caplog: pytest.LogCaptureFixture):
         return [r.getMessage() for r in caplog.records if r.name == "lezea_otel" and r.levelno >= logging.WARNING]
 
     return messages
+
+
+@pytest.fixture
+def tracker(capture):
+    """A started tracker wired to ``capture``, finalized after the test."""
+    started = capture.tracker("test", auto_start=True)
+    yield started
+    started.finalize_experiment()
+
+
+@pytest.fixture
+def harness():
+    """Makes ``Observers`` on an in-memory reader (see test_observers_process.Harness); stops them after."""
+    from .test_observers_process import Harness
+
+    made: list[Harness] = []
+
+    def make(**kwargs):
+        made.append(Harness.make(**kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.observers.stop()
+        h.close()

@@ -39,20 +39,6 @@ def install(monkeypatch, devices, **kwargs):
     return module
 
 
-@pytest.fixture
-def harness():
-    made: list[Harness] = []
-
-    def make(**kwargs) -> Harness:
-        made.append(Harness.make(**kwargs))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.observers.stop()
-        h.close()
-
-
 def by_id(h: Harness, name: str) -> dict[str, object]:
     """Points per GPU: a temperature sensor counts for its parent GPU, a MIG instance for itself."""
     return {p.attributes[names.HW_PARENT] if p.attributes.get(names.HW_TYPE) == "temperature"

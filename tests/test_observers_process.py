@@ -81,19 +81,9 @@ class Harness:
         self.provider.shutdown()
 
 
-@pytest.fixture
-def harness(monkeypatch):
+@pytest.fixture(autouse=True)
+def _no_gpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # no GPU part here: see test_observers_gpu.py
-    made: list[Harness] = []
-
-    def make(**kwargs: Any) -> Harness:
-        made.append(Harness.make(**kwargs))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.observers.stop()
-        h.close()
 
 
 @pytest.fixture

@@ -67,16 +67,6 @@ class TestPrecedence:
         assert getattr(tracker.settings, field) == default
         tracker.finalize_experiment()
 
-    def test_lezea_strict_variable(self, capture, monkeypatch):
-        """LEZEA_STRICT=1 makes start() raise on a configuration problem; construction does not."""
-        from lezea_otel import LezeaConfigError
-
-        monkeypatch.setenv("LEZEA_STRICT", "1")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost-without-scheme")
-        tracker = capture.tracker("strict")
-        with pytest.raises(LezeaConfigError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
-            tracker.start(prometheus_port=None)
-
 
 class TestResource:
     def test_identity_attributes(self, capture, monkeypatch):

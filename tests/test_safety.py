@@ -49,13 +49,6 @@ def _no_default_prometheus_port(monkeypatch):
     monkeypatch.setenv("LEZEA_PROMETHEUS_PORT", "0")
 
 
-@pytest.fixture
-def tracker(capture):
-    tracker = capture.tracker("safety", auto_start=True)
-    yield tracker
-    tracker.finalize_experiment()
-
-
 class TestBadMetrics:
     @pytest.mark.parametrize(("metrics", "kept", "problem"), [
         (None, {}, "metrics must be a dict"),

@@ -35,13 +35,6 @@ def rules(tracker: ExperimentTracker) -> dict[str, list[dict]]:
     return out
 
 
-@pytest.fixture
-def tracker(capture):
-    t = capture.tracker("train", auto_start=True)
-    yield t
-    t.finalize_experiment()
-
-
 class TestTrainingGauges:
     def test_each_key_is_a_gauge_with_experiment_id(self, tracker, capture):
         """log_training_step values become lezea.training.<key> gauges labelled with the experiment id."""

@@ -67,6 +67,14 @@ class Providers:
             self.prometheus_server = None
         return not any(worker.is_alive() for worker in workers)
 
+    def announce(self) -> None:
+        """Export what is pending now (in the background), so a run is visible seconds after it starts."""
+        def flush() -> None:
+            self.tracer.force_flush(2000)
+            self.logger.force_flush(2000)
+
+        threading.Thread(target=flush, name="lezea-otel-announce", daemon=True).start()
+
 
 def _quietly(step: Callable[[], Any]) -> None:
     try:
