@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,16 @@ class Received:
                 for sl in rl.scope_logs for record in sl.log_records]
 
 
+def _response(signal: str, rejected: int) -> Any:
+    """OTLP's partial success: the request was taken, ``rejected`` of its items were not."""
+    response = REQUESTS[signal][1]()
+    if rejected:
+        field_name = {"traces": "rejected_spans", "metrics": "rejected_data_points", "logs": "rejected_log_records"}
+        setattr(response.partial_success, field_name[signal], rejected)
+        response.partial_success.error_message = "rejected by the test"
+    return response
+
+
 def _value(value: Any) -> Any:
     kind = value.WhichOneof("value")
     if kind == "array_value":
@@ -71,9 +82,11 @@ def _value(value: Any) -> Any:
 class HttpReceiver:
     """OTLP/HTTP (protobuf) on 127.0.0.1:<free port>, paths /v1/traces, /v1/metrics, /v1/logs."""
 
-    def __init__(self) -> None:
-        self.received = Received()
+    def __init__(self, port: int = 0, received: Received | None = None) -> None:
+        self.received = received or Received()
         self.refuse_with: int | None = None  # e.g. 503, 429, 400: answer every export with that status
+        self.delay_s = 0.0  # a slow collector: answer only after this long
+        self.partial_reject = 0  # answer with a partial success rejecting this many items
         received = self.received
         receiver = self
 
@@ -81,6 +94,7 @@ class HttpReceiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 signal = self.path.rsplit("/", 1)[-1]
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(receiver.delay_s)
                 if receiver.refuse_with is not None:
                     self.send_response(receiver.refuse_with)
                     self.send_header("Content-Length", "0")
@@ -92,9 +106,9 @@ class HttpReceiver:
                     self.send_response(404)
                     self.end_headers()
                     return
-                request_type, response_type = REQUESTS[signal]
+                request_type = REQUESTS[signal][0]
                 received.add(signal, request_type.FromString(body), dict(self.headers))
-                payload = response_type().SerializeToString()
+                payload = _response(signal, receiver.partial_reject).SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(payload)))
@@ -104,7 +118,8 @@ class HttpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self._server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -117,19 +132,22 @@ class HttpReceiver:
 class GrpcReceiver:
     """OTLP/gRPC on 127.0.0.1:<free port>, the three collector services."""
 
-    def __init__(self) -> None:
-        self.received = Received()
+    def __init__(self, port: int = 0, received: Received | None = None) -> None:
+        self.received = received or Received()
         self.refuse_with: grpc.StatusCode | None = None  # e.g. UNAVAILABLE, RESOURCE_EXHAUSTED
+        self.delay_s = 0.0
+        self.partial_reject = 0
         received = self.received
         receiver = self
 
         def servicer(base: type, signal: str) -> Any:
             class Servicer(base):  # type: ignore[misc, valid-type]
                 def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC naming
+                    time.sleep(receiver.delay_s)
                     if receiver.refuse_with is not None:
                         context.abort(receiver.refuse_with, "refused by the test")
                     received.add(signal, request, dict(context.invocation_metadata()))
-                    return REQUESTS[signal][1]()
+                    return _response(signal, receiver.partial_reject)
 
             return Servicer()
 
@@ -140,7 +158,7 @@ class GrpcReceiver:
             servicer(metrics_service_pb2_grpc.MetricsServiceServicer, "metrics"), self._server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
             servicer(logs_service_pb2_grpc.LogsServiceServicer, "logs"), self._server)
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        self.port = port = self._server.add_insecure_port(f"127.0.0.1:{port}")
         self.endpoint = f"http://127.0.0.1:{port}"
         self._server.start()
 

@@ -217,3 +217,142 @@ class TestRefusingCollector:
                 ["step"] * 5 + ["experiment", "experiment.started"])
         finally:
             receiver.stop()
+
+
+def _wait(condition, timeout_s: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _step_spans(tracker: ExperimentTracker, first: int, last: int) -> None:
+    for step in range(first, last + 1):
+        with tracker.span("step", step=step):
+            tracker.log_training_step(step, {"loss": 1.0 / step})
+
+
+@pytest.fixture
+def fast_export(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
+
+
+class TestCollectorOutageMidRun:
+    @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+    def test_killed_then_restarted_collector_gets_the_gap_while_the_run_lives(self, tmp_path, fast_export, protocol):
+        """The collector dies mid-run and comes back: the spool fills during the outage and is
+        resent by itself once the collector is back; every span arrives exactly once, nothing
+        is left for replay, and the report says how many needed the retry."""
+        receiver_type = HttpReceiver if protocol == "http/protobuf" else GrpcReceiver
+        receiver = receiver_type()
+        tracker = ExperimentTracker("restart", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
+                                    quiet=True)
+        tracker.start(prometheus_port=None)
+
+        def delivery() -> dict:
+            return tracker.get_experiment_summary()["delivery"]["signals"]["traces"]
+
+        try:
+            _step_spans(tracker, 1, 5)
+            _wait(lambda: len([s for s in receiver.received.spans() if s.name == "step"]) == 5)
+            receiver.stop()
+            _step_spans(tracker, 6, 10)
+            _wait(lambda: delivery()["spooled"] >= 5)
+            receiver = receiver_type(port=receiver.port, received=receiver.received)
+            _step_spans(tracker, 11, 15)
+            _wait(lambda: delivery()["spooled"] == 0 and delivery()["exported"] >= 16)
+            summary = tracker.finalize_experiment()
+        finally:
+            receiver.stop()
+        spans = summary["delivery"]["signals"]["traces"]
+        assert spans["retried"] >= 5 and spans["spooled"] == spans["dropped"] == 0
+        assert spans["exported"] == spans["produced"]
+        steps = [next(a.value.int_value for a in s.attributes if a.key == "step")
+                 for s in receiver.received.spans() if s.name == "step"]
+        assert sorted(steps) == list(range(1, 16))  # the gap filled, nothing twice
+        from lezea_otel._internal.replay import pending_lines
+
+        assert pending_lines(tracker.run_dir, receiver.endpoint, everything=False) == 0
+
+    def test_slow_collector_never_makes_training_wait_and_finalize_is_bounded(self, monkeypatch, tmp_path,
+                                                                                fast_export):
+        """A collector that answers only after 10 s: calls return at once, finalize returns within
+        LEZEA_SHUTDOWN_TIMEOUT, and what was still on the wire or queued is spooled, not lost."""
+        import time
+
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+        monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "2")
+        slow = HttpReceiver()
+        slow.delay_s = 10.0
+        tracker = ExperimentTracker("slow", runs_dir=tmp_path, endpoint=slow.endpoint, quiet=True)
+        tracker.start(prometheus_port=None)
+        slowest = 0.0
+        for step in range(1, 41):
+            began = time.perf_counter()
+            with tracker.span("step", step=step):
+                tracker.log_training_step(step, {"loss": 1.0 / step})
+            slowest = max(slowest, time.perf_counter() - began)
+            time.sleep(0.01)
+        began = time.monotonic()
+        summary = tracker.finalize_experiment()
+        took = time.monotonic() - began
+        slow.stop()
+        assert slowest < 0.25 and took < 3.0
+        spans = summary["delivery"]["signals"]["traces"]
+        assert spans["produced"] == 42 and spans["dropped"] == 0  # 40 steps, experiment, experiment.started
+        assert spans["exported"] + spans["spooled"] == 42
+        fast = HttpReceiver()
+        try:
+            from lezea_otel._internal.replay import replay
+
+            replay(tracker.run_dir, fast.endpoint)
+        finally:
+            fast.stop()
+        replayed = {span.name for span in fast.received.spans()}
+        assert "experiment" in replayed and "step" in replayed
+
+    @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+    def test_partial_success_neither_raises_nor_resends(self, tmp_path, fast_export, protocol):
+        """OTLP partial success: the collector took the request and rejected some items for good.
+        Resending them cannot help, so they are not spooled; the collector counts them
+        (otelcol_receiver_refused_*), and training is untouched."""
+        receiver = HttpReceiver() if protocol == "http/protobuf" else GrpcReceiver()
+        receiver.partial_reject = 1
+        try:
+            tracker = ExperimentTracker("partial", runs_dir=tmp_path, endpoint=receiver.endpoint,
+                                        protocol=protocol, quiet=True)
+            tracker.start(prometheus_port=None)
+            _step_spans(tracker, 1, 5)
+            summary = tracker.finalize_experiment()
+        finally:
+            receiver.stop()
+        spans = summary["delivery"]["signals"]["traces"]
+        assert spans["exported"] == spans["produced"] == 7 and spans["spooled"] == 0
+        assert len(receiver.received.spans()) == 7
+        assert not (tracker.run_dir / "spool" / "spans.jsonl").exists()
+
+
+def test_a_stuck_exporter_spools_the_overflow_instead_of_dropping(monkeypatch, tmp_path, fast_export):
+    """More spans than the queue holds while the collector hangs: the SDK's batch processor would
+    drop them; here the caller spools the overflow and every span is accounted for."""
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "64")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "32")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "1")
+    hanging = HttpReceiver()
+    hanging.delay_s = 5.0
+    tracker = ExperimentTracker("overflow", runs_dir=tmp_path, endpoint=hanging.endpoint, quiet=True)
+    tracker.start(prometheus_port=None)
+    _step_spans(tracker, 1, 500)
+    summary = tracker.finalize_experiment()
+    hanging.stop()
+    spans = summary["delivery"]["signals"]["traces"]
+    assert spans["produced"] == 502 and spans["dropped"] == 0
+    assert spans["spooled"] + spans["exported"] == 502
+    spooled = [json.loads(line) for line in (tracker.run_dir / "spool" / "spans.jsonl").read_text().splitlines()]
+    assert sum(len(s["spans"]) for line in spooled for r in line["resourceSpans"] for s in r["scopeSpans"]) \
+        == spans["spooled"]

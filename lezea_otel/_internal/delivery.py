@@ -29,11 +29,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
+from .export_queue import LogExportQueue, SpanExportQueue
+from .otlp_json import SIGNAL_FILES
 from .settings import Settings
 from .spool import Spool, SpoolingLogExporter, SpoolingMetricExporter, SpoolingSpanExporter
 
 FILE_FLUSH_MS = 1000
-OTLP_FILES = {"traces": "spans.jsonl", "metrics": "metrics.jsonl", "logs": "logs.jsonl"}
 
 
 @dataclass
@@ -52,20 +53,25 @@ class Providers:
         The three providers stop side by side: a collector that does not answer holds up only its
         own exporter, never the local files (each provider flushes its file exporter first).
         """
-        timeout_ms = int(timeout_s * 1000)
+        deadline = time.monotonic() + timeout_s
+        if self.spool is not None:
+            self.spool.stop(min(1.0, timeout_s / 4))  # what is still spooled waits for replay
+        timeout_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
         steps = (self.tracer.shutdown, self.logger.shutdown, lambda: self.meter.shutdown(timeout_millis=timeout_ms))
         workers = [threading.Thread(target=_quietly, args=(step,), name="lezea-otel-shutdown", daemon=True)
                    for step in steps]
-        deadline = time.monotonic() + timeout_s
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        hanging = any(worker.is_alive() for worker in workers)
+        if hanging and self.spool is not None:
+            self.spool.settle()
         if self.prometheus_server is not None:
             self.prometheus_server.shutdown()
             self.prometheus_server.server_close()
             self.prometheus_server = None
-        return not any(worker.is_alive() for worker in workers)
+        return not hanging
 
     def announce(self) -> None:
         """Export what is pending now (in the background), so a run is visible seconds after it starts."""
@@ -166,13 +172,13 @@ def build_providers(
     if not settings.sdk_disabled:
         otlp_dir.mkdir(parents=True, exist_ok=True)
         span_processors.append(
-            BatchSpanProcessor(FileSpanExporter(otlp_dir / OTLP_FILES["traces"]), schedule_delay_millis=FILE_FLUSH_MS)
+            BatchSpanProcessor(FileSpanExporter(otlp_dir / SIGNAL_FILES["traces"]), schedule_delay_millis=FILE_FLUSH_MS)
         )
         log_processors.append(
-            BatchLogRecordProcessor(FileLogExporter(otlp_dir / OTLP_FILES["logs"]), schedule_delay_millis=FILE_FLUSH_MS)
+            BatchLogRecordProcessor(FileLogExporter(otlp_dir / SIGNAL_FILES["logs"]), schedule_delay_millis=FILE_FLUSH_MS)
         )
         readers.append(PeriodicExportingMetricReader(
-            FileMetricExporter(otlp_dir / OTLP_FILES["metrics"]), export_interval_millis=interval))
+            FileMetricExporter(otlp_dir / SIGNAL_FILES["metrics"]), export_interval_millis=interval))
         targets.append(f"files {otlp_dir}")
         try:
             exporters = _otlp_exporters(settings)
@@ -181,9 +187,9 @@ def build_providers(
             exporters = {}
         spool = Spool(spool_dir) if exporters else None
         if "traces" in exporters:
-            span_processors.append(BatchSpanProcessor(SpoolingSpanExporter(exporters["traces"], spool)))
+            span_processors.append(SpanExportQueue(SpoolingSpanExporter(exporters["traces"], spool)))
         if "logs" in exporters:
-            log_processors.append(BatchLogRecordProcessor(SpoolingLogExporter(exporters["logs"], spool)))
+            log_processors.append(LogExportQueue(SpoolingLogExporter(exporters["logs"], spool)))
         if "metrics" in exporters:
             readers.append(PeriodicExportingMetricReader(SpoolingMetricExporter(exporters["metrics"], spool),
                                                          export_interval_millis=interval))

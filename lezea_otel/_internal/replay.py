@@ -7,7 +7,6 @@ stopped. A corrupt line is skipped, counted and named (file and line number).
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.parse
@@ -18,19 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from .spool import SPOOL_FILES
+from .otlp_json import GRPC_STUBS, SIGNAL_FILES, to_request
 
 STATE_FILE = "replay-state.json"
-_IDS = {"traceId", "spanId", "parentSpanId"}
-_SIGNALS = {
-    "traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2_grpc.TraceServiceStub),
-    "metrics": (metrics_service_pb2.ExportMetricsServiceRequest, metrics_service_pb2_grpc.MetricsServiceStub),
-    "logs": (logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2_grpc.LogsServiceStub),
-}
 
 
 class ReplayError(RuntimeError):
@@ -42,21 +32,6 @@ class ReplayResult:
     sent: dict[str, int] = field(default_factory=dict)
     already_sent: int = 0
     corrupt: list[str] = field(default_factory=list)
-
-
-def _hex_ids_to_base64(value: Any) -> Any:
-    """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64 for bytes."""
-    if isinstance(value, dict):
-        return {k: base64.b64encode(bytes.fromhex(v)).decode() if k in _IDS and isinstance(v, str)
-                else _hex_ids_to_base64(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_hex_ids_to_base64(v) for v in value]
-    return value
-
-
-def to_request(signal: str, line: bytes) -> Any:
-    request_type = _SIGNALS[signal][0]
-    return json_format.ParseDict(_hex_ids_to_base64(json.loads(line)), request_type())
 
 
 class _Sender:
@@ -74,7 +49,7 @@ class _Sender:
                 target = urllib.parse.urlparse(self._endpoint).netloc or self._endpoint
                 self._channel = grpc.insecure_channel(target)
             try:
-                _SIGNALS[signal][1](self._channel).Export(request, timeout=self._timeout)
+                GRPC_STUBS[signal](self._channel).Export(request, timeout=self._timeout)
             except grpc.RpcError as error:
                 raise ReplayError(f"{self._endpoint} refused {signal}: {error.code().name}") from None
             return
@@ -94,7 +69,7 @@ class _Sender:
 
 def sources(run_dir: Path, everything: bool) -> list[tuple[str, Path]]:
     folder = run_dir / ("otlp" if everything else "spool")
-    return [(signal, folder / name) for signal, name in SPOOL_FILES.items() if (folder / name).is_file()]
+    return [(signal, folder / name) for signal, name in SIGNAL_FILES.items() if (folder / name).is_file()]
 
 
 def pending_lines(run_dir: Path, endpoint: str, everything: bool) -> int:

@@ -1,13 +1,19 @@
-"""Nothing is silently lost: OTLP batches the collector did not take are spooled to disk.
+"""Nothing is silently lost: OTLP batches the collector did not take are spooled to disk and retried.
 
 Each OTLP exporter is wrapped: a batch it delivers is counted as exported; a batch it could not
-deliver (down, refusing, timing out) is written to ``runs/<id>/spool/<signal>.jsonl`` in the
-OTLP-JSON-lines format and counted as spooled, ready for ``lezea-otel replay``. The counts make
-the run's delivery report.
+deliver (down, refusing, timing out), and every batch after it until the spool is empty again, is
+appended to ``runs/<id>/spool/<signal>.jsonl`` in the
+OTLP-JSON-lines format and counted as spooled. While the run lives, one background thread resends
+the spool oldest first, with exponential backoff, through the exporter's own connection (so the
+same endpoint, headers, TLS and compression apply); what it delivers leaves the spool file. What is
+still there at finalize waits for ``lezea-otel replay``. The counts make the run's delivery report:
+``produced == exported + spooled + dropped`` at the end, and ``retried`` counts the exported items
+that needed the spool.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,7 +28,11 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-SPOOL_FILES = {"traces": "spans.jsonl", "metrics": "metrics.jsonl", "logs": "logs.jsonl"}
+from .otlp_json import SIGNAL_FILES, item_count, to_request
+
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 10.0
+Resend = Callable[[Any], bool]
 
 
 @dataclass
@@ -31,17 +41,25 @@ class SignalCounts:
 
     produced: int = 0
     exported: int = 0
+    retried: int = 0
     spooled: int = 0
     dropped: int = 0
 
 
 class Spool:
-    """One per run: the spool folder and the per-signal counts."""
+    """One per run: the spool folder, the per-signal counts and the retry thread."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, first_backoff_s: float = FIRST_BACKOFF_S) -> None:
         self.folder = folder
-        self.counts = {signal: SignalCounts() for signal in SPOOL_FILES}
+        self.counts = {signal: SignalCounts() for signal in SIGNAL_FILES}
         self._lock = threading.Lock()
+        self._resend: dict[str, Resend] = {}
+        self._exporters: list[Any] = []
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._first_backoff = first_backoff_s
+        self._thread: threading.Thread | None = None
+        self._owner = os.getpid()
 
     def write(self, signal: str, encoded: dict[str, Any] | None) -> bool:
         if encoded is None:
@@ -50,14 +68,119 @@ class Spool:
         try:
             with self._lock:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                with open(self.folder / SPOOL_FILES[signal], "ab") as handle:
+                with open(self.folder / SIGNAL_FILES[signal], "ab") as handle:
                     handle.write(line)
         except OSError:
             return False
+        self._start_retrying()
         return True
 
     def report(self) -> dict[str, dict[str, int]]:
         return {signal: asdict(counts) for signal, counts in self.counts.items()}
+
+    def register(self, exporter: Any, signal: str, resend: Resend | None) -> None:
+        self._exporters.append(exporter)
+        if resend is not None:
+            self._resend[signal] = resend
+
+    def settle(self) -> None:
+        """Spools the batches still in flight, so the report adds up and a replay can send them."""
+        for exporter in self._exporters:
+            exporter.settle()
+
+    def stop(self, timeout_s: float) -> None:
+        """Stops retrying; a resend in flight gets ``timeout_s`` to finish."""
+        self._stopped.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def _start_retrying(self) -> None:
+        if self._thread is not None or self._stopped.is_set() or not self._resend or os.getpid() != self._owner:
+            return
+        self._thread = threading.Thread(target=self._retry_loop, name="lezea-otel-spool", daemon=True)
+        self._thread.start()
+
+    def _retry_loop(self) -> None:
+        backoff = self._first_backoff
+        while not self._stopped.is_set():
+            self._wake.wait(backoff)
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                complete = self.retry_once()
+            except Exception:  # noqa: BLE001 - the retry thread must outlive any surprise
+                complete = False
+            backoff = self._first_backoff if complete else min(backoff * 2, MAX_BACKOFF_S)
+
+    def retry_once(self) -> bool:
+        """Resends every spooled line, oldest first, until one fails; True when the spool is empty."""
+        complete = True
+        for signal, resend in self._resend.items():
+            if not self._retry_file(signal, resend):
+                complete = False
+        return complete
+
+    def _retry_file(self, signal: str, resend: Resend) -> bool:
+        path = self.folder / SIGNAL_FILES[signal]
+        if not path.is_file():
+            return True
+        with open(path, "rb") as handle:
+            lines = handle.readlines()
+        sent = 0
+        items = 0
+        for line in lines:
+            if self._stopped.is_set() or not line.endswith(b"\n"):
+                break
+            try:
+                request = to_request(signal, line)
+            except ValueError:
+                break  # a corrupt line is replay's to report, with its line number
+            if not _quietly(resend, request):
+                break
+            sent += 1
+            items += item_count(signal, request)
+        if sent:
+            self._drop_first(path, sent)
+            counts = self.counts[signal]
+            counts.exported += items
+            counts.retried += items
+            counts.spooled -= items
+        return sent == len(lines)
+
+    def _drop_first(self, path: Path, sent: int) -> None:
+        """Rewrites the spool without its first ``sent`` lines; batches spooled meanwhile are kept."""
+        with self._lock:
+            with open(path, "rb") as handle:
+                remaining = handle.readlines()[sent:]
+            temporary = path.with_suffix(".tmp")
+            with open(temporary, "wb") as handle:
+                handle.writelines(remaining)
+            temporary.replace(path)
+
+
+def _quietly(resend: Resend, request: Any) -> bool:
+    try:
+        return bool(resend(request))
+    except Exception:  # noqa: BLE001 - down, refusing, timing out: all mean "not yet"
+        return False
+
+
+def resender(exporter: Any, signal: str) -> Resend | None:
+    """Sends a spooled request through the OTLP exporter's own client: its endpoint, headers, TLS,
+    compression and timeout. These are the exporters' internals (no public API takes a request);
+    when they are not there, live retry is off and the spool waits for replay."""
+    client = getattr(exporter, "_client", None)
+    if callable(getattr(client, "export", None)):  # OTLP/HTTP
+        return lambda request: client.export(request.SerializeToString()).success
+    if hasattr(exporter, "_headers") and hasattr(exporter, "_timeout") and hasattr(exporter, "_translate_data"):
+        def send_grpc(request: Any) -> bool:
+            exporter._client.Export(request=request, metadata=exporter._headers,  # noqa: SLF001
+                                    timeout=exporter._timeout)  # noqa: SLF001
+            return True
+        return send_grpc
+    return None
 
 
 class _Spooling:
@@ -66,28 +189,65 @@ class _Spooling:
     def _setup(self, inner: Any, spool: Spool, signal: str, encode: Callable[[Any], Any],
                size: Callable[[Any], int]) -> None:
         self._inner, self._spool, self._signal, self._encode, self._size = inner, spool, signal, encode, size
+        self._flight_lock = threading.Lock()
+        self._in_flight: tuple[Any, int] | None = None
+        self._queues: list[Any] = []
+        self._settled = False
+        spool.register(self, signal, resender(inner, signal))
+
+    def register_queue(self, queue: Any) -> None:
+        self._queues.append(queue)
 
     def _deliver(self, batch: Any, success: Any, **kwargs: Any) -> bool:
-        counts = self._spool.counts[self._signal]
         items = self._size(batch)
+        if self._settled or self._spool.counts[self._signal].spooled:
+            return self.keep_batch(batch)  # an outage: the spool keeps the order, the retry thread probes
+        counts = self._spool.counts[self._signal]
         counts.produced += items
+        with self._flight_lock:
+            self._in_flight = (batch, items)
         try:
             delivered = self._inner.export(batch, **kwargs) == success
         except Exception:  # noqa: BLE001 - an exporter raising is one more way of not delivering
             delivered = False
+        with self._flight_lock:
+            if self._in_flight is None:  # settled at finalize while the collector was still answering
+                return delivered
+            self._in_flight = None
         if delivered:
             counts.exported += items
             return True
+        return self._keep(batch, items)
+
+    def keep_batch(self, batch: Any) -> bool:
+        items = self._size(batch)
+        self._spool.counts[self._signal].produced += items
+        return self._keep(batch, items)
+
+    def _keep(self, batch: Any, items: int) -> bool:
+        counts = self._spool.counts[self._signal]
         try:
             encoded = self._encode(batch).to_dict()
         except Exception:  # noqa: BLE001
             encoded = None
+        counts.spooled += items
         if encoded is not None and self._spool.write(self._signal, encoded):
-            counts.spooled += items
             return True
+        counts.spooled -= items
         counts.dropped += items
         return False
 
+    def settle(self) -> None:
+        """Finalize's bound ran out: spool the batch still on the wire and everything still queued, so
+        a run that exits now loses nothing (a collector that did take the batch sees it twice after a
+        replay: at least once, never lost)."""
+        self._settled = True
+        with self._flight_lock:
+            flight, self._in_flight = self._in_flight, None
+        if flight is not None:
+            self._keep(*flight)
+        for queue in self._queues:
+            queue.settle()
 
 class SpoolingSpanExporter(_Spooling, SpanExporter):
     def __init__(self, inner: SpanExporter, spool: Spool) -> None:
