@@ -13,13 +13,14 @@ import os
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from ._internal import exit_hooks, names, values
-from ._internal.audit import open_audit
+from ._internal.audit import AuditWriter, open_audit
 from ._internal.delivery import Providers, build_providers
 from ._internal.environment import describe_environment, host_name
 from ._internal.logs import LogRecorder
@@ -109,7 +110,8 @@ class ExperimentTracker(SpecCalls):
                  f"got {values.describe(extra_exporters)}; ignored")
             self._extra_exporters = ()
         self.run_dir, audit = open_audit(self.settings.runs_dir, self.experiment_id,
-                                         functools.partial(self._warnings.warn, "ExperimentTracker"))
+                                         functools.partial(self._warnings.warn, "ExperimentTracker"),
+                                         self.settings.audit_fsync)
         self._state = RunState()
         self._pipeline = Pipeline(audit, self._state, bool(async_mode))
         self._stack: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar(
@@ -126,6 +128,8 @@ class ExperimentTracker(SpecCalls):
         self._finalized = False
         self._last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
         self._open: dict[int, _Frame] = {}  # scopes and phases not yet exited, in any thread
+        self._worker_of: Any = None  # in a forked child: the span open in the parent at the fork
+        os.register_at_fork(after_in_child=_ChildHook(self))
         if auto_start:
             self.start()
 
@@ -165,11 +169,17 @@ class ExperimentTracker(SpecCalls):
             self._warnings.warn("start", "configuration problem", problem)
         if prometheus_port == 8000 and self.settings.sources.get("prometheus_port") != "default":
             prometheus_port = self.settings.prometheus_port
-        git = git_facts()
+        worker = self._worker_of is not None
+        if worker:
+            self.run_dir = self.run_dir / "workers" / str(os.getpid())
+            self._pipeline = Pipeline(AuditWriter(self.run_dir / "events.jsonl", self.settings.audit_fsync),
+                                      self._state, False)
+            prometheus_port = None
+        git = {} if worker else git_facts()
         resource = build_resource(
             service_name=self.settings.service_name, experiment_id=self.experiment_id,
             experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
-            version=__version__)
+            version=__version__, parent_pid=os.getppid() if worker else None)
         self._providers = build_providers(
             self.settings, resource, self.run_dir / "otlp", self.run_dir / "spool", self._extra_exporters,
             self._port(prometheus_port), self._warnings.warn)
@@ -179,22 +189,24 @@ class ExperimentTracker(SpecCalls):
         self._logs = LogRecorder(self._providers.logger, __version__, constant)
         self._spans = SpanRecorder(self._providers.tracer, __version__)
         self._pipeline.mapper = SignalMapper(self._metrics, self._logs)
-        self._observers = self._start_observers(constant)
+        self._observers = None if worker else self._start_observers(constant)
         self._progress = ProgressWatch(lambda: list(self._open.values()), self._spans.start, self._spans.end,
                                        lambda: self._state.steps, self.settings.progress_after_s,
                                        self.settings.progress_every_s)
         self._progress.start()
-        self._root = self._spans.start(names.ROOT_SPAN_NAME, {
-            **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)}, None)
+        self._root = self._spans.start(names.WORKER_SPAN_NAME if worker else names.ROOT_SPAN_NAME, {
+            **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)},
+            self._worker_of)
         self._root_ids = ids(self._root)
-        self._spans.end(self._spans.start(names.STARTED_SPAN_NAME, constant, self._root))
-        exit_hooks.register(self, ExperimentTracker._finalize)
+        if not worker:
+            self._spans.end(self._spans.start(names.STARTED_SPAN_NAME, constant, self._root))
+        exit_hooks.register(self, ExperimentTracker._finalize, worker)
         self._emit("experiment_start", None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self._providers.targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name()})
-        environment = describe_environment(self.settings.env_allowlist)
-        self._emit("environment", None, {**environment, "git": git})
+        if not worker:
+            self._emit("environment", None, {**describe_environment(self.settings.env_allowlist), "git": git})
         self._pipeline.flush()  # the start of a run is on disk at once, whatever happens next
         self._providers.announce()  # the started span and record are exported at once
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
@@ -237,8 +249,8 @@ class ExperimentTracker(SpecCalls):
         return self.finalize_experiment()
 
     def _finalize(self, ended_by: str, error: BaseException | None) -> None:
-        if self._finalized:
-            return
+        if self._finalized or (self._worker_of is not None and not self._started):
+            return  # a forked worker that never logged has nothing to end
         if not self._started:
             self._warnings.warn(ended_by, "called before start()", "the run was started and ended now")
             self.start()
@@ -383,7 +395,8 @@ class ExperimentTracker(SpecCalls):
         if self._finalized:
             self._warnings.warn(call, "called after finalize_experiment()", "recorded in the audit only")
         elif not self._started:
-            self._warnings.warn(call, "called before start()", "starting the run now")
+            if self._worker_of is None:
+                self._warnings.warn(call, "called before start()", "starting the run now")
             self.start()
         return not self._pipeline.disabled
 
@@ -401,9 +414,38 @@ class ExperimentTracker(SpecCalls):
     def _emit_at(self, frame: _Frame, kind: str, data: dict[str, Any], time_ns: int) -> None:
         self._pipeline.submit(Record(kind, time_ns, None, frame.path, frame.trace_id, frame.span_id, data))
 
+    def _continue_in_child(self) -> None:
+        """A forked worker (DataLoader, multiprocessing) that logs is a part of the run with its own
+        identity: a new ``service.instance.id`` and ``process.pid``, its own audit and OTLP files
+        under ``workers/<pid>/``, and a ``worker`` span under the scope open at the fork. Nothing is
+        set up until it logs, so silent workers cost nothing; the parent's data is never touched."""
+        if self._providers is not None:
+            self._providers.abandon_in_child()
+        if not self._started or self._finalized:
+            return
+        stack = self._stack.get()
+        self._worker_of = stack[-1].span if stack else self._root
+        self._started = False
+        self._state = RunState()
+        self._stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
+        self._open, self._last = {}, {}
+        self._providers = self._metrics = self._logs = self._observers = self._progress = None
+
     def _warner(self, call: str) -> values.Warn:
         return functools.partial(self._warnings.warn, call)
 
     def _console(self, line: str) -> None:
-        if not self.settings.quiet:
+        if not self.settings.quiet and self._worker_of is None:  # eight DataLoader workers, no sixteen lines
             print(f"lezea_otel: {line}", file=sys.stderr, flush=True)
+
+
+class _ChildHook:
+    """Fork hook holding the tracker weakly, so registering it never keeps a tracker alive."""
+
+    def __init__(self, tracker: ExperimentTracker) -> None:
+        self._tracker = weakref.ref(tracker)
+
+    def __call__(self) -> None:
+        tracker = self._tracker()
+        if tracker is not None:
+            tracker._continue_in_child()

@@ -240,3 +240,38 @@ class TestAsyncMode:
             tracker.log_training_step(step, {"loss": 1.0 / step})
         assert tracker.get_experiment_summary()["steps"]["count"] == 500
         tracker.finalize_experiment()
+
+
+class TestDurability:
+    def test_a_quiet_run_still_has_at_most_a_second_at_risk(self, capture):
+        """One step and then silence (a long eval, a hang): the step reaches the file within about a
+        second, without another call and without finalize."""
+        import time
+
+        tracker = capture.tracker("quiet")
+        tracker.log_training_step(7, {"loss": 0.5})
+        deadline = time.monotonic() + 3.0
+        while '"step":7' not in tracker.audit_path.read_text():
+            assert time.monotonic() < deadline, "the step never reached the audit file"
+            time.sleep(0.1)
+
+    @pytest.mark.parametrize(("policy", "synced_per_step"), [("always", True), ("interval", False)])
+    def test_fsync_policy(self, capture, monkeypatch, policy, synced_per_step):
+        """LEZEA_AUDIT_FSYNC=always puts every record on disk before the call returns; the default
+        fsyncs at most once a second; both fsync at finalize."""
+        import os
+
+        monkeypatch.setenv("LEZEA_AUDIT_FSYNC", policy)
+        synced: list[int] = []
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+        tracker = capture.tracker("fsync")
+        before = len(synced)
+        for step in range(1, 21):
+            tracker.log_training_step(step, {"loss": 1.0 / step})
+            if synced_per_step:
+                assert '"step":%d' % step in tracker.audit_path.read_text()
+        during = len(synced) - before
+        assert during >= 20 if synced_per_step else during <= 2
+        tracker.finalize_experiment()
+        assert len(synced) > before + during  # always at finalize

@@ -85,6 +85,52 @@ class TestFork:
         assert steps == [1, 2, 3, 4]
 
 
+    def test_forked_workers_that_log_get_their_own_identity_in_the_same_trace(self, tmp_path):
+        """multiprocessing workers (fork start method, as DataLoader uses) that log are parts of the
+        run: each has its own audit and OTLP files under workers/<pid>/, a new service.instance.id
+        and its own process.pid, and a `worker` span under the scope open at the fork."""
+        tail = """
+        import multiprocessing
+        def work(index):
+            tracker.log_training_step(100 + index, {"loss": 9.9})
+        with tracker.builder_scope("b1"):
+            workers = [multiprocessing.get_context("fork").Process(target=work, args=(i,)) for i in range(2)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        tracker.finalize_experiment()
+        print(os.getpid(), *[worker.pid for worker in workers])
+        """
+        proc, run_dir = _run(tmp_path, tail)
+        assert proc.returncode == 0, proc.stderr
+        parent_pid, *worker_pids = (int(word) for word in proc.stdout.split()[1:])
+        assert [e["step"] for e in _events(run_dir) if e["kind"] == "training_step"] == [1, 2, 3]
+        builder = next(s for s, _ in _spans(run_dir) if s["name"] == "builder")
+        parent_resource = next(r for s, r in _spans(run_dir) if s["name"] == "experiment")
+        for index, pid in enumerate(worker_pids):
+            worker_dir = run_dir / "workers" / str(pid)
+            assert [e["step"] for e in _events(worker_dir) if e["kind"] == "training_step"] == [100 + index]
+            span, resource = next((s, r) for s, r in _spans(worker_dir) if s["name"] == "worker")
+            assert span["traceId"] == builder["traceId"] and span["parentSpanId"] == builder["spanId"]
+            assert int(resource["process.pid"]) == pid and int(resource["process.parent_pid"]) == parent_pid
+            assert resource["service.instance.id"] != parent_resource["service.instance.id"]
+            assert resource["lezea.experiment.id"] == parent_resource["lezea.experiment.id"]
+
+
+def _spans(run_dir: Path) -> list[tuple[dict, dict]]:
+    """(span, resource attributes) pairs from a run's OTLP-JSON spans file."""
+    def value(v: dict):
+        return next(iter(v.values()))
+    out = []
+    for line in (run_dir / "otlp" / "spans.jsonl").read_text().splitlines():
+        for resource_spans in json.loads(line)["resourceSpans"]:
+            resource = {a["key"]: value(a["value"]) for a in resource_spans["resource"]["attributes"]}
+            for scope_spans in resource_spans["scopeSpans"]:
+                out.extend((span, resource) for span in scope_spans["spans"])
+    return out
+
+
 class TestSigterm:
     def test_sigterm_ends_the_run_as_terminated(self, tmp_path):
         """Preemption: the run ends `terminated`, flushed, and the process still dies of SIGTERM."""

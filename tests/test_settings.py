@@ -146,6 +146,7 @@ class TestInvalidValues:
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "bogus", "protocol", "http/protobuf"),
         ("LEZEA_SHUTDOWN_TIMEOUT", "-1", "shutdown_timeout_s", 5.0),
         ("OTEL_METRIC_EXPORT_INTERVAL", "abc", "metric_export_interval_ms", 15_000.0),
+        ("LEZEA_AUDIT_FSYNC", "sometimes", "audit_fsync", "interval"),
     ])
     def test_invalid_value_is_one_warning_at_start_and_the_default(
             self, capture, monkeypatch, lezea_warnings, variable, value, field, default):

@@ -9,6 +9,7 @@ and read back as floats by :func:`read_events`.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -53,14 +54,24 @@ class _Clock:
 class AuditWriter:
     """Appends records to ``events.jsonl``; the caller serializes access (one pipeline lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fsync: str = "interval") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._fsync = fsync
+        self._dirty = False
         self._file: IO[bytes] | None = open(path, "ab", buffering=1 << 16)  # noqa: SIM115
         self._clock = _Clock()
         self._last_flush = time.monotonic()
         self.seq = 0
         self._ids: tuple[int, int, str | None, str | None] = (0, 0, None, None)
+
+    def detach_after_fork(self) -> None:
+        """In a forked child: the inherited buffer holds the parent's unflushed lines; point the copied
+        descriptor at /dev/null so that no flush from the child ever reaches the parent's file."""
+        if self._file is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._file.fileno())
+            os.close(devnull)
 
     def write(self, record: Record) -> None:
         self.seq += 1
@@ -96,18 +107,30 @@ class AuditWriter:
                 late.write(encoded)
             return
         self._file.write(encoded)
-        now = time.monotonic()
-        if now - self._last_flush >= FLUSH_INTERVAL_S:
-            self._file.flush()
-            self._last_flush = now
+        if self._fsync == "always":
+            self.flush(durable=True)
+            return
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush(durable=self._fsync == "interval")
 
-    def flush(self) -> None:
+    def flush_if_due(self) -> None:
+        """Called once a second by the pipeline, so a quiet run also has at most a second at risk."""
+        if self._dirty and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush(durable=self._fsync == "interval")
+
+    def flush(self, durable: bool = False) -> None:
+        """To the OS (survives kill -9); ``durable`` also fsyncs (survives a power or node loss)."""
         if self._file is not None:
             self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
+        self._dirty = False
+        self._last_flush = time.monotonic()
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.flush()
+            self.flush(durable=True)  # always at finalize, whatever the policy
             self._file.close()
             self._file = None
 
@@ -118,15 +141,16 @@ class AuditWriter:
             pass
 
 
-def open_audit(runs_dir: Path, experiment_id: str, warn: Callable[[str, str], None]) -> tuple[Path, AuditWriter]:
+def open_audit(runs_dir: Path, experiment_id: str, warn: Callable[[str, str], None],
+               fsync: str = "interval") -> tuple[Path, AuditWriter]:
     """The run folder and its audit; a runs folder that cannot be written falls back to a temporary one."""
     run_dir = runs_dir / experiment_id
     try:
-        return run_dir, AuditWriter(run_dir / "events.jsonl")
+        return run_dir, AuditWriter(run_dir / "events.jsonl", fsync)
     except OSError as error:
         fallback = Path(tempfile.gettempdir()) / "lezea-runs" / experiment_id
         warn(f"the runs folder {runs_dir} is not writable", f"{error}; writing the audit to {fallback}")
-        return fallback, AuditWriter(fallback / "events.jsonl")
+        return fallback, AuditWriter(fallback / "events.jsonl", fsync)
 
 
 def _revive(value: Any) -> Any:

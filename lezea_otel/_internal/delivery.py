@@ -46,6 +46,7 @@ class Providers:
     prometheus_port: int | None = None
     targets: list[str] = field(default_factory=list)
     spool: Spool | None = None
+    readers: list[MetricReader] = field(default_factory=list)
 
     def shutdown(self, timeout_s: float) -> bool:
         """Flush and stop everything within ``timeout_s``; False when something was still hanging.
@@ -72,6 +73,14 @@ class Providers:
             self.prometheus_server.server_close()
             self.prometheus_server = None
         return not hanging
+
+    def abandon_in_child(self) -> None:
+        """In a forked child: the SDK restarts each periodic metric reader there, which would export
+        the parent's metrics again under the parent's identity; stop them before they tick."""
+        for reader in self.readers:
+            stop = getattr(reader, "_shutdown_event", None)  # the SDK's own stop signal; no public one
+            if stop is not None:
+                stop.set()
 
     def announce(self) -> None:
         """Export what is pending now (in the background), so a run is visible seconds after it starts."""
@@ -216,7 +225,7 @@ def build_providers(
     for processor in log_processors:
         logger.add_log_record_processor(processor)
     meter = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-    return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets, spool)
+    return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets, spool, readers)
 
 
 def _prometheus(port: int, addr: str, warn: Callable[[str, str, str], None]) -> tuple[Any, Any]:

@@ -24,8 +24,14 @@ _lock = threading.Lock()
 uncaught: BaseException | None = None
 
 
-def register(tracker: Any, finalize: Callable[[Any, str, BaseException | None], None]) -> None:
+def register(tracker: Any, finalize: Callable[[Any, str, BaseException | None], None],
+             forked_worker: bool = False) -> None:
     global _installed
+    if forked_worker:
+        # multiprocessing ends its children with os._exit (no atexit), after running these
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(None, _end_worker, args=(weakref.ref(tracker), finalize), exitpriority=10)
     with _lock:
         _live.add(tracker)
         if _installed:
@@ -49,6 +55,15 @@ def register(tracker: Any, finalize: Callable[[Any, str, BaseException | None], 
 
     atexit.register(at_exit)
     _install_sigterm(finalize)
+
+
+def _end_worker(tracker: weakref.ref[Any], finalize: Callable[[Any, str, BaseException | None], None]) -> None:
+    live = tracker()
+    if live is not None:
+        try:
+            finalize(live, "worker_exit", None)
+        except Exception as error:  # noqa: BLE001
+            report_internal_error("worker exit", error)
 
 
 def _install_sigterm(finalize: Callable[[Any, str, BaseException | None], None]) -> None:

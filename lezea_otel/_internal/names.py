@@ -17,6 +17,7 @@ SERVICE_VERSION: Final = "service.version"
 SERVICE_INSTANCE_ID: Final = "service.instance.id"
 HOST_NAME: Final = "host.name"
 PROCESS_PID: Final = "process.pid"
+PROCESS_PARENT_PID: Final = "process.parent_pid"
 PROCESS_RUNTIME_NAME: Final = "process.runtime.name"
 PROCESS_RUNTIME_VERSION: Final = "process.runtime.version"
 VCS_REVISION: Final = "vcs.ref.head.revision"
@@ -114,6 +115,7 @@ EVENT_COMMENT: Final = "lezea.comment"
 EVENT_CONCLUSION: Final = "lezea.conclusion"
 
 ROOT_SPAN_NAME: Final = "experiment"
+WORKER_SPAN_NAME: Final = "worker"
 
 # --- Observers: hardware and process (semantic conventions where they exist) ---
 HW_ID: Final = "hw.id"

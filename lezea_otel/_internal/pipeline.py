@@ -14,7 +14,7 @@ import time
 import weakref
 from collections import deque
 
-from .audit import AuditWriter
+from .audit import FLUSH_INTERVAL_S, AuditWriter
 from .mapping import SignalMapper
 from .record import Record
 from .run_state import RunState
@@ -39,6 +39,7 @@ class Pipeline:
         if async_mode:
             self._worker = threading.Thread(target=self._run, name="lezea-otel-worker", daemon=True)
             self._worker.start()
+        threading.Thread(target=self._flush_periodically, name="lezea-otel-audit-flush", daemon=True).start()
         os.register_at_fork(after_in_child=_ForkGuard(self))
 
     def submit(self, record: Record) -> None:
@@ -85,6 +86,12 @@ class Pipeline:
             raise error
         report_internal_error(f"{record.kind} ({sink})", error)
 
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            with self._lock:
+                if not self.disabled:
+                    self.audit.flush_if_due()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._queue:
@@ -109,6 +116,10 @@ class Pipeline:
         self.disabled = True
         self._queue = deque()
         self._lock = threading.RLock()
+        try:
+            self.audit.detach_after_fork()
+        except OSError:
+            pass
 
 
 class _ForkGuard:

@@ -58,7 +58,7 @@ def rank_attributes(environ: dict[str, str] | os._Environ[str]) -> dict[str, int
 
 def build_resource(
     *, service_name: str, experiment_id: str, experiment_name: str, purpose: str, tags: list[str],
-    git: dict[str, Any], version: str,
+    git: dict[str, Any], version: str, parent_pid: int | None = None,
 ) -> Resource:
     """``Resource.create`` merges ``OTEL_RESOURCE_ATTRIBUTES``; ours win where both speak."""
     attributes: dict[str, Any] = {
@@ -75,6 +75,8 @@ def build_resource(
         names.EXPERIMENT_TAGS: list(tags),
         **rank_attributes(os.environ),
     }
+    if parent_pid is not None:
+        attributes[names.PROCESS_PARENT_PID] = parent_pid
     if git.get("commit"):
         attributes[names.VCS_REVISION] = git["commit"]
     if git.get("branch"):

@@ -33,6 +33,8 @@ LEZEA_GPUS: Final = "LEZEA_GPUS"
 LEZEA_SCOPE_RESOURCES: Final = "LEZEA_SCOPE_RESOURCES"
 LEZEA_PROGRESS_AFTER: Final = "LEZEA_PROGRESS_AFTER"
 LEZEA_PROGRESS_EVERY: Final = "LEZEA_PROGRESS_EVERY"
+LEZEA_AUDIT_FSYNC: Final = "LEZEA_AUDIT_FSYNC"
+AUDIT_FSYNC_POLICIES: Final = ("interval", "always", "finalize")
 LEZEA_QUIET: Final = "LEZEA_QUIET"
 LEZEA_COST_LIMIT_EUR: Final = "LEZEA_COST_LIMIT_EUR"
 LEZEA_MAX_METRIC_NAMES: Final = "LEZEA_MAX_METRIC_NAMES"
@@ -96,6 +98,13 @@ def _protocol(raw: Any) -> Protocol:
     raise _Invalid("expected 'grpc' or 'http/protobuf'")
 
 
+def _fsync(raw: Any) -> str:
+    text = str(raw).strip().lower()
+    if text not in AUDIT_FSYNC_POLICIES:
+        raise _Invalid("expected one of " + ", ".join(AUDIT_FSYNC_POLICIES))
+    return text
+
+
 def _endpoint(raw: Any) -> str:
     text = str(raw).strip()
     if "://" not in text:
@@ -157,6 +166,7 @@ class Settings:
     progress_after_s: float = 60.0
     """Scopes open longer than this get ``lezea.progress`` marker spans..."""
     progress_every_s: float = 60.0
+    audit_fsync: str = "interval"
     """...at this cadence."""
     problems: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -245,6 +255,7 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
                               frozenset({"builder", "tasker", "algorithm", "network", "phase"}), _levels),
         progress_after_s=r.get("progress_after_s", (LEZEA_PROGRESS_AFTER,), 60.0, _positive_float),
         progress_every_s=r.get("progress_every_s", (LEZEA_PROGRESS_EVERY,), 60.0, _positive_float),
+        audit_fsync=r.get("audit_fsync", (LEZEA_AUDIT_FSYNC,), "interval", _fsync),
         problems=tuple(r.problems),
         sources=dict(r.sources),
     )
