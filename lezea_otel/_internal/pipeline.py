@@ -13,6 +13,8 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from .audit import FLUSH_INTERVAL_S, AuditWriter
 from .mapping import SignalMapper
@@ -32,7 +34,7 @@ class Pipeline:
         self.disabled = False
         self.sink_failures = 0
         self._lock = threading.RLock()
-        self._queue: deque[Record] = deque()
+        self._queue: deque[Record | tuple[Callable[..., Record | None], tuple[Any, ...]]] = deque()
         self._async = async_mode
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -53,11 +55,39 @@ class Pipeline:
         if len(self._queue) > MAX_QUEUE:
             self.drain()
 
+    def submit_later(self, build: Callable[..., Record | None], *args: Any) -> None:
+        """Like :meth:`submit`, but the record is built by ``build(*args)`` on the worker: in async
+        mode the caller pays only for the append; checks and warnings happen in call order there."""
+        if self.disabled:
+            return
+        if not self._async:
+            with self._lock:
+                self._build_and_handle(build, args)
+            return
+        self._queue.append((build, args))
+        if len(self._queue) > MAX_QUEUE:
+            self.drain()
+
     def drain(self) -> None:
         with self._lock:
             queue = self._queue
             while queue:
-                self._handle(queue.popleft())
+                item = queue.popleft()
+                if type(item) is tuple:
+                    self._build_and_handle(*item)
+                else:
+                    self._handle(item)
+
+    def _build_and_handle(self, build: Callable[..., Record | None], args: tuple[Any, ...]) -> None:
+        try:
+            record = build(*args)
+        except Exception as error:  # noqa: BLE001 - a bad call costs its own record, nothing else
+            if raise_internal():
+                raise
+            report_internal_error(getattr(build, "__name__", "record"), error)
+            return
+        if record is not None:
+            self._handle(record)
 
     def flush(self) -> None:
         """Everything submitted so far reaches the audit file (not yet fsynced)."""

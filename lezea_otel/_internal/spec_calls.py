@@ -45,16 +45,31 @@ class SpecCalls:
 
     @guarded()
     def log_training_step(self, step: int, metrics: dict[str, float], data_split: str | None = None) -> None:
-        """One training step's values; ``delta_loss`` is added when ``loss`` is present."""
+        """One training step's values; ``delta_loss`` is added when ``loss`` is present.
+
+        The hot path: the caller only captures the call (a copy of the dict, the scope, the time);
+        checking and bookkeeping happen in :meth:`_training_record`, on the worker in async mode.
+        """
         if (not self._started or self._finalized) and not self._ready("log_training_step"):
             return
+        stack = self._stack.get()
+        if stack:
+            top = stack[-1]
+            path, trace_id, span_id = top.path, top.trace_id, top.span_id
+        else:
+            path = ()
+            trace_id, span_id = self._root_ids
+        self._pipeline.submit_later(self._training_record, step, metrics.copy() if type(metrics) is dict else metrics,
+                                    data_split, path, trace_id, span_id, time.time_ns())
+
+    def _training_record(self, step: Any, metrics: Any, data_split: Any, path: tuple[str, ...], trace_id: int,
+                         span_id: int, time_ns: int) -> Record:
         clean: dict[str, float] | None = None
         if type(metrics) is dict:
-            clean = {}
+            clean = metrics
             for key, value in metrics.items():
-                if type(key) is str and (type(value) is float or type(value) is int) and value - value == 0:
-                    clean[key] = float(value)
-                else:
+                if type(key) is not str or (type(value) is not float and type(value) is not int) \
+                        or value - value != 0:
                     clean = None
                     break
         if clean is None:
@@ -63,13 +78,6 @@ class SpecCalls:
             step = values.step_value(step, "step", self._warner("log_training_step"))
         if data_split is not None and type(data_split) is not str:
             data_split = values.text(data_split, "data_split", self._warner("log_training_step"))
-        stack = self._stack.get()
-        if stack:
-            top = stack[-1]
-            path, trace_id, span_id = top.path, top.trace_id, top.span_id
-        else:
-            path = ()
-            trace_id, span_id = self._root_ids
         previous_step, previous_loss = self._last.get((path, data_split), (None, None))
         if step is not None and previous_step is not None and step <= previous_step:
             self._warnings.warn("log_training_step", "step did not increase",
@@ -80,8 +88,8 @@ class SpecCalls:
         finite_loss = loss is not None and loss - loss == 0  # after a NaN, delta_loss restarts from the last real loss
         self._last[(path, data_split)] = (step if step is not None else previous_step,
                                           loss if finite_loss else previous_loss)
-        self._pipeline.submit(Record("training_step", time.time_ns(), step, path, trace_id, span_id,
-                                     {"data_split": data_split} if data_split is not None else {}, clean))
+        return Record("training_step", time_ns, step, path, trace_id, span_id,
+                      {"data_split": data_split} if data_split is not None else {}, clean)
 
     @guarded()
     def log_modification_tree(self, step: int | None = None, modifications: list[Any] | None = None,
