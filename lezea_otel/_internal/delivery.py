@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class Providers:
     targets: list[str] = field(default_factory=list)
     spool: Spool | None = None
     readers: list[MetricReader] = field(default_factory=list)
+    scrapes: ScrapeClock | None = None
 
     def shutdown(self, timeout_s: float) -> bool:
         """Flush and stop everything within ``timeout_s``; False when something was still hanging.
@@ -55,6 +57,8 @@ class Providers:
         own exporter, never the local files (each provider flushes its file exporter first).
         """
         deadline = time.monotonic() + timeout_s
+        if self.scrapes is not None:
+            self.scrapes.wait_for_next(timeout_s / 2)  # Prometheus sees the final status, not a vanished run
         if self.spool is not None:
             self.spool.stop(min(1.0, timeout_s / 4))  # what is still spooled waits for replay
         timeout_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
@@ -212,9 +216,9 @@ def build_providers(
             log_processors.append(SimpleLogRecordProcessor(exporter))
         elif isinstance(exporter, MetricReader):
             readers.append(exporter)
-    server = None
+    server = scrapes = None
     if prometheus_port and not settings.sdk_disabled:
-        server, prometheus_reader = _prometheus(prometheus_port, settings.prometheus_addr, warn)
+        server, prometheus_reader, scrapes = _prometheus(prometheus_port, settings.prometheus_addr, warn)
         if prometheus_reader is not None:
             readers.append(prometheus_reader)
             targets.append(f"/metrics on {settings.prometheus_addr}:{prometheus_port}")
@@ -225,10 +229,11 @@ def build_providers(
     for processor in log_processors:
         logger.add_log_record_processor(processor)
     meter = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-    return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets, spool, readers)
+    return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets, spool, readers,
+                     scrapes)
 
 
-def _prometheus(port: int, addr: str, warn: Callable[[str, str, str], None]) -> tuple[Any, Any]:
+def _prometheus(port: int, addr: str, warn: Callable[[str, str, str], None]) -> tuple[Any, Any, Any]:
     """The official Prometheus reader on a registry of its own, served on ``addr:port``."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, start_http_server
@@ -239,5 +244,34 @@ def _prometheus(port: int, addr: str, warn: Callable[[str, str, str], None]) -> 
     except OSError as error:
         warn("start", f"the Prometheus port {port} cannot be served",
              f"{error}; the run goes on without /metrics (pass prometheus_port=None to silence this)")
-        return None, None
-    return server, PrometheusMetricReader(registry=registry)
+        return None, None, None
+    scrapes = ScrapeClock()
+    registry.register(scrapes)
+    return server, PrometheusMetricReader(registry=registry), scrapes
+
+
+class ScrapeClock:
+    """A collector that yields nothing and notes when Prometheus scrapes. A pulled run that ends
+    between two scrapes would look like one that died; finalize waits (bounded) for one more."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque(maxlen=2)
+        self._scraped = threading.Condition()
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        with self._scraped:
+            self._times.append(time.monotonic())
+            self._scraped.notify_all()
+        return []
+
+    def wait_for_next(self, limit_s: float) -> bool:
+        """True when a scrape came; no wait at all when nothing scrapes this endpoint regularly."""
+        times = self._times
+        if len(times) < 2:
+            return False
+        since = time.monotonic()
+        with self._scraped:
+            return self._scraped.wait_for(lambda: times[-1] > since, min(limit_s, 1.5 * (times[-1] - times[-2])))

@@ -40,6 +40,13 @@ class _Table:
         return [Observation(value, self.attributes[key]) for key, value in current.items() if value - value == 0]
 
 
+# The SDK's default buckets (0, 5, 10, ... 10000) are for milliseconds; phases are seconds, from a
+# millisecond forward pass to an hour-long evaluation. Score buckets straddle zero: losses can rise.
+PHASE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                   120.0, 300.0, 600.0, 1800.0, 3600.0)
+DATA_SCORE_BUCKETS = (-1.0, -0.1, -0.01, -0.001, 0.0, 0.001, 0.01, 0.1, 1.0)
+
+
 class MetricRecorder:
     def __init__(
         self,
@@ -69,6 +76,10 @@ class MetricRecorder:
         self._meter.create_observable_gauge(
             names.RUN_HEARTBEAT, [self._observe_heartbeat], unit=names.UNIT_SECONDS,
             description="Unix time at each collection while the process lives; a stale value means a dead run")
+        started = [Observation(time.time(), constant_attributes)]
+        self._meter.create_observable_gauge(
+            names.RUN_START_TIME, [lambda _options: started], unit=names.UNIT_SECONDS,
+            description="Unix time the run started: 'started at' and run duration on dashboards")
         self._counters = {
             name: self._meter.create_counter(name, unit=unit, description=description)
             for name, unit, description in (
@@ -82,10 +93,11 @@ class MetricRecorder:
             )
         }
         self._histograms = {
-            name: self._meter.create_histogram(name, unit=unit, description=description)
-            for name, unit, description in (
-                (names.PHASE_DURATION, names.UNIT_SECONDS, "Duration of user phases (tracker.span)"),
-                (names.DATA_SCORE, "", "Loss improvement per scored sample (before - after)"),
+            name: self._meter.create_histogram(name, unit=unit, description=description,
+                                               explicit_bucket_boundaries_advisory=buckets)
+            for name, unit, description, buckets in (
+                (names.PHASE_DURATION, names.UNIT_SECONDS, "Duration of user phases (tracker.span)", PHASE_BUCKETS_S),
+                (names.DATA_SCORE, "", "Loss improvement per scored sample (before - after)", DATA_SCORE_BUCKETS),
             )
         }
 
