@@ -148,6 +148,60 @@ def memory_per_step(runs: Path, steps: int) -> float:
     return growth / steps
 
 
+def delivery_costs(root: Path, steps: int) -> dict[str, float]:
+    """Issue 4's delivery targets: a step with the collector down costs what it costs with it up;
+    finalize is bounded whatever the collector does; how fast the async worker drains."""
+    import socket
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.otlp_receiver import HttpReceiver
+
+    os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1"
+    out: dict[str, float] = {}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    up, slow = HttpReceiver(), HttpReceiver()
+    slow.delay_s = 10.0
+    try:
+        for name, endpoint in (("up", up.endpoint), ("down", closed), ("slow (10 s)", slow.endpoint)):
+            tracker = ExperimentTracker("delivery", runs_dir=root / name, endpoint=endpoint, quiet=True)
+            tracker.start(prometheus_port=None)
+            counter = itertools.count(1)
+
+            def step(i: int, tracker: ExperimentTracker = tracker, counter=counter) -> None:
+                with tracker.span("step"):
+                    tracker.log_training_step(next(counter), {"loss": 1.0 / (i + 1), "acc": 0.5, "lr": 3e-4,
+                                                              "grad_norm": 1.0})
+
+            if name != "slow (10 s)":
+                out[f"step (span + 4 metrics), collector {name}"] = per_call_us(step, steps)["median"]
+            else:
+                for i in range(steps // 10):
+                    step(i)
+            began = time.perf_counter()
+            tracker.finalize_experiment()
+            out[f"finalize, collector {name} (s)"] = time.perf_counter() - began
+    finally:
+        up.stop()
+        slow.stop()
+    tracker = ExperimentTracker("throughput", runs_dir=root / "async", quiet=True, async_mode=True)
+    tracker.start(prometheus_port=None)
+    metrics = {"loss": 0.5, "acc": 0.5, "lr": 3e-4, "grad_norm": 1.0}
+    count = 100_000
+    began = time.perf_counter()
+    for i in range(1, count + 1):
+        tracker.log_training_step(i, metrics)
+    submitted = time.perf_counter()
+    tracker._pipeline.flush()
+    drained = time.perf_counter()
+    out["async: caller submits (steps/s)"] = count / (submitted - began)
+    out["async: worker sustains (steps/s)"] = count / (drained - began)
+    tracker.finalize_experiment()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20_000)
@@ -174,6 +228,7 @@ def main() -> None:
         sync_tracker.finalize_experiment()
         bytes_per_step = memory_per_step(root / "memory", args.steps)
         results.update(observer_costs(root / "observers", args.steps))
+        delivery = delivery_costs(root / "delivery", args.steps // 4)
 
     print(f"{'case':45} {'median µs':>10} {'p90 µs':>8}")
     for name, value in results.items():
@@ -185,6 +240,12 @@ def main() -> None:
     print(f"single-call latency, sync:  p50 {sync_caller['p50']:.2f} µs, p99 {sync_caller['p99']:.2f} µs")
     print(f"single-call latency, async: p50 {caller['p50']:.2f} µs, p99 {caller['p99']:.2f} µs")
     print(f"memory growth per logged step (tracemalloc, {args.steps} steps): {bytes_per_step:.1f} bytes")
+    print()
+    for name, value in delivery.items():
+        print(f"{name:45} {value:10.2f}")
+    down = delivery["step (span + 4 metrics), collector down"]
+    print(f"step with collector down / up: {down / delivery['step (span + 4 metrics), collector up']:.2f}x "
+          "(target within 10%)")
 
 
 if __name__ == "__main__":
