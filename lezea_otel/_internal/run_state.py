@@ -294,8 +294,8 @@ def closing_line(name: str, status: str, duration: float, state: RunState, warni
         parts.append(f"{warnings} warnings")
     if spool is not None:
         parts.append("delivered " + ", ".join(
-            f"{signal} {c.exported}/{c.produced}" + (f" ({c.spooled} spooled)" if c.spooled else "")
-            + (f" ({c.retried} after retry)" if c.retried else "")
-            for signal, c in spool.counts.items()))
+            f"{signal} {c['exported']}/{c['produced']}" + (f" ({c['spooled']} spooled)" if c["spooled"] else "")
+            + (f" ({c['retried']} after retry)" if c["retried"] else "")
+            for signal, c in spool.report().items()))
     parts.append(f"audit {audit_path}")
     return ", ".join(parts)

@@ -53,6 +53,7 @@ class Spool:
         self.folder = folder
         self.counts = {signal: SignalCounts() for signal in SIGNAL_FILES}
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._resend: dict[str, Resend] = {}
         self._exporters: list[Any] = []
         self._wake = threading.Event()
@@ -75,8 +76,16 @@ class Spool:
         self._start_retrying()
         return True
 
+    def count(self, signal: str, **changes: int) -> None:
+        """Export threads, the metric reader and the retry thread all count: one lock keeps sums exact."""
+        with self._count_lock:
+            counts = self.counts[signal]
+            for name, change in changes.items():
+                setattr(counts, name, getattr(counts, name) + change)
+
     def report(self) -> dict[str, dict[str, int]]:
-        return {signal: asdict(counts) for signal, counts in self.counts.items()}
+        with self._count_lock:
+            return {signal: asdict(counts) for signal, counts in self.counts.items()}
 
     def register(self, exporter: Any, signal: str, resend: Resend | None) -> None:
         self._exporters.append(exporter)
@@ -143,10 +152,7 @@ class Spool:
             items += item_count(signal, request)
         if sent:
             self._drop_first(path, sent)
-            counts = self.counts[signal]
-            counts.exported += items
-            counts.retried += items
-            counts.spooled -= items
+            self.count(signal, exported=items, retried=items, spooled=-items)
         return sent == len(lines)
 
     def _drop_first(self, path: Path, sent: int) -> None:
@@ -202,8 +208,7 @@ class _Spooling:
         items = self._size(batch)
         if self._settled or self._spool.counts[self._signal].spooled:
             return self.keep_batch(batch)  # an outage: the spool keeps the order, the retry thread probes
-        counts = self._spool.counts[self._signal]
-        counts.produced += items
+        self._spool.count(self._signal, produced=items)
         with self._flight_lock:
             self._in_flight = (batch, items)
         try:
@@ -215,26 +220,24 @@ class _Spooling:
                 return delivered
             self._in_flight = None
         if delivered:
-            counts.exported += items
+            self._spool.count(self._signal, exported=items)
             return True
         return self._keep(batch, items)
 
     def keep_batch(self, batch: Any) -> bool:
         items = self._size(batch)
-        self._spool.counts[self._signal].produced += items
+        self._spool.count(self._signal, produced=items)
         return self._keep(batch, items)
 
     def _keep(self, batch: Any, items: int) -> bool:
-        counts = self._spool.counts[self._signal]
         try:
             encoded = self._encode(batch).to_dict()
         except Exception:  # noqa: BLE001
             encoded = None
-        counts.spooled += items
+        self._spool.count(self._signal, spooled=items)
         if encoded is not None and self._spool.write(self._signal, encoded):
             return True
-        counts.spooled -= items
-        counts.dropped += items
+        self._spool.count(self._signal, spooled=-items, dropped=items)
         return False
 
     def settle(self) -> None:
