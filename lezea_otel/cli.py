@@ -251,6 +251,10 @@ def replay(run: str, endpoint: str | None, protocol: str | None, everything: boo
     if not target:
         err.print("[red]error:[/red] no endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
         raise SystemExit(2)
+    if loaded.status == "running" and not everything:
+        err.print("[red]error:[/red] the run is still live and its own retry thread owns the spool; "
+                  "replay it after it ends (or send its whole record with --all)")
+        raise SystemExit(1)
     total = pending_lines(loaded.path, target, everything)
     if total == 0:
         console.print(f"Nothing to replay to {target} ({'whole record' if everything else 'spool'} already sent or empty).")

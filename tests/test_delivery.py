@@ -356,3 +356,27 @@ def test_a_stuck_exporter_spools_the_overflow_instead_of_dropping(monkeypatch, t
     spooled = [json.loads(line) for line in (tracker.run_dir / "spool" / "spans.jsonl").read_text().splitlines()]
     assert sum(len(s["spans"]) for line in spooled for r in line["resourceSpans"] for s in r["scopeSpans"]) \
         == spans["spooled"]
+
+
+def test_replay_refuses_a_live_run(monkeypatch, tmp_path, fast_export):
+    """While the run lives its retry thread owns the spool: `replay` says so and sends nothing."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    tracker = ExperimentTracker("live", runs_dir=tmp_path, quiet=True)
+    tracker.start(prometheus_port=None)
+    _step_spans(tracker, 1, 3)
+    _wait(lambda: (tracker.run_dir / "spool" / "spans.jsonl").exists())
+    receiver = HttpReceiver()
+    try:
+        script = Path(sys.executable).parent / "lezea-otel"
+        live = subprocess.run([str(script), "replay", str(tracker.run_dir), "--endpoint", receiver.endpoint],
+                              capture_output=True, text=True, timeout=60)
+        assert live.returncode == 1 and "still live" in live.stderr
+        assert receiver.received.spans() == []
+        tracker.finalize_experiment()
+        ended = subprocess.run([str(script), "replay", str(tracker.run_dir), "--endpoint", receiver.endpoint],
+                               capture_output=True, text=True, timeout=60)
+        assert ended.returncode == 0, ended.stderr
+        assert sorted(s.name for s in receiver.received.spans()) == sorted(
+            ["step"] * 3 + ["experiment", "experiment.started"])
+    finally:
+        receiver.stop()
