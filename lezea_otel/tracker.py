@@ -13,7 +13,6 @@ import os
 import sys
 import time
 import uuid
-import weakref
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
@@ -129,7 +128,7 @@ class ExperimentTracker(SpecCalls):
         self._last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
         self._open: dict[int, _Frame] = {}  # scopes and phases not yet exited, in any thread
         self._worker_of: Any = None  # in a forked child: the span open in the parent at the fork
-        os.register_at_fork(after_in_child=_ChildHook(self))
+        exit_hooks.after_fork_in_child(self, ExperimentTracker._continue_in_child)
         if auto_start:
             self.start()
 
@@ -438,14 +437,3 @@ class ExperimentTracker(SpecCalls):
         if not self.settings.quiet and self._worker_of is None:  # eight DataLoader workers, no sixteen lines
             print(f"lezea_otel: {line}", file=sys.stderr, flush=True)
 
-
-class _ChildHook:
-    """Fork hook holding the tracker weakly, so registering it never keeps a tracker alive."""
-
-    def __init__(self, tracker: ExperimentTracker) -> None:
-        self._tracker = weakref.ref(tracker)
-
-    def __call__(self) -> None:
-        tracker = self._tracker()
-        if tracker is not None:
-            tracker._continue_in_child()

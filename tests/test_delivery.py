@@ -234,6 +234,17 @@ def _step_spans(tracker: ExperimentTracker, first: int, last: int) -> None:
             tracker.log_training_step(step, {"loss": 1.0 / step})
 
 
+def _hanging_collector(monkeypatch, tmp_path, delay_s: float, shutdown_s: float):
+    """A receiver answering only after ``delay_s`` and a started tracker exporting to it."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", str(shutdown_s))
+    receiver = HttpReceiver()
+    receiver.delay_s = delay_s
+    tracker = ExperimentTracker("hanging", runs_dir=tmp_path, endpoint=receiver.endpoint, quiet=True)
+    tracker.start(prometheus_port=None)
+    return receiver, tracker
+
+
 @pytest.fixture
 def fast_export(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
@@ -284,12 +295,7 @@ class TestCollectorOutageMidRun:
         LEZEA_SHUTDOWN_TIMEOUT, and what was still on the wire or queued is spooled, not lost."""
         import time
 
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
-        monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "2")
-        slow = HttpReceiver()
-        slow.delay_s = 10.0
-        tracker = ExperimentTracker("slow", runs_dir=tmp_path, endpoint=slow.endpoint, quiet=True)
-        tracker.start(prometheus_port=None)
+        slow, tracker = _hanging_collector(monkeypatch, tmp_path, delay_s=10.0, shutdown_s=2)
         slowest = 0.0
         for step in range(1, 41):
             began = time.perf_counter()
@@ -341,12 +347,7 @@ def test_a_stuck_exporter_spools_the_overflow_instead_of_dropping(monkeypatch, t
     drop them; here the caller spools the overflow and every span is accounted for."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "64")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "32")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
-    monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "1")
-    hanging = HttpReceiver()
-    hanging.delay_s = 5.0
-    tracker = ExperimentTracker("overflow", runs_dir=tmp_path, endpoint=hanging.endpoint, quiet=True)
-    tracker.start(prometheus_port=None)
+    hanging, tracker = _hanging_collector(monkeypatch, tmp_path, delay_s=5.0, shutdown_s=1)
     _step_spans(tracker, 1, 500)
     summary = tracker.finalize_experiment()
     hanging.stop()

@@ -1,7 +1,8 @@
 """Runs that were never finalized still end properly: at normal exit, or after an uncaught exception.
 
 One ``atexit`` handler and one chained ``sys.excepthook`` for the whole process, installed on the
-first ``start()``; trackers are held weakly.
+first ``start()``; trackers are held weakly. Fork hooks live here too: another point in a process's
+life where a run must be handed over cleanly.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def register(tracker: Any, finalize: Callable[[Any, str, BaseException | None], 
 
     atexit.register(at_exit)
     _install_sigterm(finalize)
+
+
+def after_fork_in_child(owner: Any, method: Callable[[Any], None]) -> None:
+    """Runs ``method(owner)`` in every forked child; ``owner`` is held weakly, so the hook never keeps it alive."""
+    reference = weakref.ref(owner)
+
+    def hook() -> None:
+        live = reference()
+        if live is not None:
+            method(live)
+
+    os.register_at_fork(after_in_child=hook)
 
 
 def _end_worker(tracker: weakref.ref[Any], finalize: Callable[[Any, str, BaseException | None], None]) -> None:

@@ -8,15 +8,14 @@ isolated: a failing signal path never costs an audit line.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .audit import FLUSH_INTERVAL_S, AuditWriter
+from .exit_hooks import after_fork_in_child
 from .mapping import SignalMapper
 from .record import Record
 from .run_state import RunState
@@ -42,7 +41,7 @@ class Pipeline:
             self._worker = threading.Thread(target=self._run, name="lezea-otel-worker", daemon=True)
             self._worker.start()
         threading.Thread(target=self._flush_periodically, name="lezea-otel-audit-flush", daemon=True).start()
-        os.register_at_fork(after_in_child=_ForkGuard(self))
+        after_fork_in_child(self, Pipeline._after_fork_in_child)
 
     def submit(self, record: Record) -> None:
         if self.disabled:
@@ -151,14 +150,3 @@ class Pipeline:
         except OSError:
             pass
 
-
-class _ForkGuard:
-    """Fork hook holding the pipeline weakly, so registering it never keeps a tracker alive."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = weakref.ref(pipeline)
-
-    def __call__(self) -> None:
-        pipeline = self._pipeline()
-        if pipeline is not None:
-            pipeline._after_fork_in_child()
