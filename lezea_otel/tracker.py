@@ -165,7 +165,7 @@ class ExperimentTracker(SpecCalls):
             return
         self._started = True
         for problem in self.settings.problems:
-            self._warnings.warn("start", "configuration problem", problem)
+            self._warnings.warn("start", f"configuration problem: {problem}")  # each one, once
         if prometheus_port == 8000 and self.settings.sources.get("prometheus_port") != "default":
             prometheus_port = self.settings.prometheus_port
         worker = self._worker_of is not None

@@ -157,7 +157,7 @@ def delivery_costs(root: Path, steps: int) -> dict[str, float]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.otlp_receiver import HttpReceiver
 
-    os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1"
+    os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1000"  # milliseconds, as the OTel specification says
     out: dict[str, float] = {}
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -118,7 +118,7 @@ class TestSpoolAndReplay:
         """Collector down for the whole run: batches land in the spool, the report says so, and
         `lezea-otel replay` fills the receiver exactly once."""
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
         monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "10")
         tracker = ExperimentTracker("outage", runs_dir=tmp_path)
         tracker.start(prometheus_port=None)
@@ -198,7 +198,7 @@ class TestRefusingCollector:
 
         receiver = HttpReceiver() if protocol == "http/protobuf" else GrpcReceiver()
         receiver.refuse_with = refusal if protocol == "http/protobuf" else getattr(grpc.StatusCode, refusal)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
         try:
             tracker = ExperimentTracker("refused", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
                                         quiet=True)
@@ -236,7 +236,7 @@ def _step_spans(tracker: ExperimentTracker, first: int, last: int) -> None:
 
 def _hanging_collector(monkeypatch, tmp_path, delay_s: float, shutdown_s: float):
     """A receiver answering only after ``delay_s`` and a started tracker exporting to it."""
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30000")
     monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", str(shutdown_s))
     receiver = HttpReceiver()
     receiver.delay_s = delay_s
@@ -247,7 +247,7 @@ def _hanging_collector(monkeypatch, tmp_path, delay_s: float, shutdown_s: float)
 
 @pytest.fixture
 def fast_export(monkeypatch):
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
 
@@ -381,3 +381,20 @@ def test_replay_refuses_a_live_run(monkeypatch, tmp_path, fast_export):
             ["step"] * 3 + ["experiment", "experiment.started"])
     finally:
         receiver.stop()
+
+
+def test_collector_down_with_default_settings_costs_finalize_about_a_second(monkeypatch, tmp_path):
+    """Defaults (exporter timeout 10 s, LEZEA_SHUTDOWN_TIMEOUT 5 s), collector down from the start:
+    finalize gives up on the export being retried after about a second, not at the bound, and the
+    whole run is in the spool."""
+    import time
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    tracker = ExperimentTracker("down-defaults", runs_dir=tmp_path, quiet=True)
+    tracker.start(prometheus_port=None)
+    _step_spans(tracker, 1, 5)
+    began = time.monotonic()
+    summary = tracker.finalize_experiment()
+    assert time.monotonic() - began < 2.5
+    for signal, counts in summary["delivery"]["signals"].items():
+        assert counts["spooled"] == counts["produced"] > 0 and counts["dropped"] == 0, (signal, counts)

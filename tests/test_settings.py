@@ -346,3 +346,65 @@ class TestResource:
         """Outside a repository there are no vcs.* attributes and no error."""
         resource = resource_of(capture, capture.tracker("no-git", auto_start=True))
         assert not [k for k in resource if k.startswith(("vcs.", "lezea.vcs."))]
+
+
+class TestOtlpVariables:
+    """The standard OTEL_EXPORTER_OTLP_* variables, with the specification's meaning."""
+
+    def test_timeout_is_milliseconds_and_per_signal_wins(self, capture, monkeypatch):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "200")
+        options = capture.tracker("timeouts").settings.otlp_options
+        assert options["traces"]["timeout"] == 0.2 and options["metrics"]["timeout"] == 2.5
+
+    def test_a_timeout_in_milliseconds_bounds_a_slow_export(self, monkeypatch, tmp_path):
+        """OTEL_EXPORTER_OTLP_TIMEOUT=300 gives up on a collector that answers after 3 s within a
+        second (the SDK alone would read 300 as seconds): the batch is spooled, training untouched."""
+        from lezea_otel import ExperimentTracker
+
+        from .otlp_receiver import HttpReceiver
+
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "300")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        receiver = HttpReceiver()
+        receiver.delay_s = 3.0
+        try:
+            tracker = ExperimentTracker("timeout", runs_dir=tmp_path, endpoint=receiver.endpoint, quiet=True)
+            tracker.start(prometheus_port=None)
+            began = time.monotonic()
+            while not tracker.get_experiment_summary()["delivery"]["signals"]["traces"]["spooled"]:
+                assert time.monotonic() - began < 2.5, "the export was not cut at 300 ms"
+                time.sleep(0.05)
+            tracker.finalize_experiment()
+        finally:
+            receiver.stop()
+
+    @pytest.mark.parametrize(("variable", "value"), [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+        ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-5"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "garbage"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zip"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "maybe"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such/ca.pem"),
+    ])
+    def test_invalid_value_is_one_warning_or_raises_in_strict_mode(
+            self, capture, monkeypatch, lezea_warnings, variable, value):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        monkeypatch.setenv(variable, value)
+        tracker = capture.tracker("bad-otlp")
+        with pytest.raises(LezeaConfigError, match=variable):
+            tracker.start(strict=True, prometheus_port=None)
+        tracker.start(prometheus_port=None)
+        mine = [m for m in lezea_warnings() if variable in m]
+        assert len(mine) == 1 and repr(value) in mine[0], lezea_warnings()
+        tracker.log_training_step(1, {"loss": 0.5})
+        assert tracker.finalize_experiment()["steps"]["count"] == 1
+
+    def test_every_configuration_problem_is_reported(self, capture, monkeypatch, lezea_warnings):
+        monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "-1")
+        monkeypatch.setenv("LEZEA_AUDIT_FSYNC", "sometimes")
+        capture.tracker("two-problems").start(prometheus_port=None)
+        messages = lezea_warnings()
+        assert any("LEZEA_SHUTDOWN_TIMEOUT" in m for m in messages)
+        assert any("LEZEA_AUDIT_FSYNC" in m for m in messages)

@@ -36,6 +36,7 @@ from .settings import Settings
 from .spool import Spool, SpoolingLogExporter, SpoolingMetricExporter, SpoolingSpanExporter
 
 FILE_FLUSH_MS = 1000
+STUCK_EXPORT_S = 1.0  # at finalize, an export on the wire longer than this is spooled instead of awaited
 
 
 @dataclass
@@ -67,8 +68,13 @@ class Providers:
                    for step in steps]
         for worker in workers:
             worker.start()
-        for worker in workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            alive = [worker for worker in workers if worker.is_alive()]
+            if not alive:
+                break
+            alive[0].join(0.05)
+            if self.spool is not None:  # a collector that does not answer costs a second, not the bound
+                self.spool.abandon_stuck(min(STUCK_EXPORT_S, timeout_s / 4))
         hanging = any(worker.is_alive() for worker in workers)
         if hanging and self.spool is not None:
             self.spool.settle()
@@ -164,7 +170,8 @@ def _otlp_exporters(settings: Settings) -> dict[str, Any]:
 
     classes = {"traces": OTLPSpanExporter, "metrics": OTLPMetricExporter, "logs": OTLPLogExporter}
     _quiet_exporter_logs()
-    return {signal: classes[signal](**endpoint(signal)) for signal in settings.otlp_signals}
+    return {signal: classes[signal](**endpoint(signal), **settings.otlp_options.get(signal, {}))
+            for signal in settings.otlp_signals}
 
 
 def build_providers(

@@ -21,6 +21,9 @@ from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import SpanProcessor
 
 DEFAULT_DELAY_MS = {"traces": 1000, "logs": 1000}
+# Larger than the SDK's 2048: past it the caller spools a batch itself, and a collector that is down
+# at start keeps the first export retrying for up to OTEL_EXPORTER_OTLP_TIMEOUT (10 s by default).
+DEFAULT_MAX_QUEUE = 16_384
 DELAY_VARIABLES = {"traces": "OTEL_BSP_SCHEDULE_DELAY", "logs": "OTEL_BLRP_SCHEDULE_DELAY"}
 BATCH_VARIABLES = {"traces": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "logs": "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"}
 QUEUE_VARIABLES = {"traces": "OTEL_BSP_MAX_QUEUE_SIZE", "logs": "OTEL_BLRP_MAX_QUEUE_SIZE"}
@@ -53,32 +56,27 @@ class _ExportQueue:
         self._exporter = exporter
         self._delay_s = _positive_int(DELAY_VARIABLES[signal], DEFAULT_DELAY_MS[signal]) / 1000
         self._max_batch = _positive_int(BATCH_VARIABLES[signal], 512)
-        self._max_queue = max(_positive_int(QUEUE_VARIABLES[signal], 2048), self._max_batch)
+        self._max_queue = max(_positive_int(QUEUE_VARIABLES[signal], DEFAULT_MAX_QUEUE), self._max_batch)
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._stopped = False
-        self._thread: threading.Thread | None = None
         self._owner = os.getpid()
         exporter.register_queue(self)
+        self._thread = threading.Thread(target=self._run, name="lezea-otel-export", daemon=True)
+        self._thread.start()
 
     def _add(self, item: Any) -> None:
         if os.getpid() != self._owner:
             return  # a forked child never sends the parent's data
         queue = self._queue
         queue.append(item)
-        if self._thread is None:
-            self._start()
         size = len(queue)
         if size >= self._max_batch:
             self._wake.set()
         if size > self._max_queue:
             self._exporter.keep_batch(self._take())  # the exporter is stuck: spool now rather than grow
-
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lezea-otel-export", daemon=True)
-        self._thread.start()
 
     def _take(self) -> list[Any]:
         batch = []
@@ -108,18 +106,17 @@ class _ExportQueue:
             self._idle.set()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        if self._thread is None:
+        if self._stopped:
             return True
+        self._idle.clear()  # before waking the worker, so its next drain is the one waited for
         self._wake.set()
-        self._idle.clear()
         return self._idle.wait(timeout_millis / 1000)
 
     def shutdown(self) -> None:
         """Exports what is queued; bounded by the caller (finalize), which then calls :meth:`settle`."""
         self._stopped = True
-        if self._thread is not None:
-            self._wake.set()
-            self._thread.join()
+        self._wake.set()
+        self._thread.join()
         self._drain()
         self._exporter.shutdown()
 

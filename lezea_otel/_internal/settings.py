@@ -112,6 +112,45 @@ def _endpoint(raw: Any) -> str:
     return text
 
 
+def _timeout_ms(raw: Any) -> float:
+    """The specification's OTEL_EXPORTER_OTLP_*TIMEOUT is in milliseconds (the Python SDK reads seconds)."""
+    return _positive_float(raw) / 1000
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    text = str(raw)
+    pairs = [pair for pair in text.split(",") if pair.strip()]
+    if any("=" not in pair or not pair.split("=", 1)[0].strip() for pair in pairs):
+        raise _Invalid("expected comma-separated key=value pairs, values URL-encoded")
+    from opentelemetry.util.re import parse_env_headers
+
+    return parse_env_headers(text, liberal=True)
+
+
+def _compression(raw: Any) -> str:
+    text = str(raw).strip().lower()
+    if text not in ("gzip", "none"):
+        raise _Invalid("expected 'gzip' or 'none'")
+    return text
+
+
+def _certificate(raw: Any) -> str:
+    if not Path(str(raw)).is_file():
+        raise _Invalid("no such file")
+    return str(raw)
+
+
+# Checked for every signal sent over OTLP; per-signal variables win over the generic ones. Timeout and
+# headers are handed to the exporters; the others they read themselves, with the same meaning.
+_OTLP_OPTIONS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "timeout": (_timeout_ms, 10.0),
+    "headers": (_headers, {}),
+    "compression": (_compression, "none"),
+    "insecure": (_bool, False),
+    "certificate": (_certificate, None),
+}
+
+
 _LEVELS = {"builder", "tasker", "algorithm", "network", "layer", "phase"}
 
 
@@ -166,8 +205,10 @@ class Settings:
     progress_after_s: float = 60.0
     """Scopes open longer than this get ``lezea.progress`` marker spans..."""
     progress_every_s: float = 60.0
-    audit_fsync: str = "interval"
     """...at this cadence."""
+    audit_fsync: str = "interval"
+    otlp_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per signal: ``timeout`` (seconds) and ``headers`` for the OTLP exporter, from the spec's variables."""
     problems: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -192,7 +233,9 @@ class _Resolver:
             try:
                 value = parse(raw)
             except _Invalid as problem:
-                self.problems.append(f"{source}={raw!r} is invalid ({problem}); using the default {default!r}")
+                message = f"{source}={raw!r} is invalid ({problem}); using the default {default!r}"
+                if message not in self.problems:  # a generic OTLP variable is checked once per signal
+                    self.problems.append(message)
                 break
             self.sources[name] = source
             return value
@@ -219,6 +262,12 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
             )
         if (endpoint or generic_env_endpoint or own) and exporter != "none" and not sdk_disabled:
             otlp_signals.add(signal)
+    otlp_options = {}
+    for signal in sorted(otlp_signals):
+        variables = (f"OTEL_EXPORTER_OTLP_{signal.upper()}_", "OTEL_EXPORTER_OTLP_")
+        values = {option: r.get(f"{signal}_{option}", tuple(v + option.upper() for v in variables), default, parse)
+                  for option, (parse, default) in _OTLP_OPTIONS.items()}
+        otlp_options[signal] = {"timeout": values["timeout"], "headers": values["headers"]}
     cost_limit = r.get("cost_limit_eur", (LEZEA_COST_LIMIT_EUR,), None, _positive_float)
     settings = Settings(
         runs_dir=Path(r.get("runs_dir", (LEZEA_RUNS_DIR,), "runs", str)),
@@ -255,6 +304,7 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
                               frozenset({"builder", "tasker", "algorithm", "network", "phase"}), _levels),
         progress_after_s=r.get("progress_after_s", (LEZEA_PROGRESS_AFTER,), 60.0, _positive_float),
         progress_every_s=r.get("progress_every_s", (LEZEA_PROGRESS_EVERY,), 60.0, _positive_float),
+        otlp_options=otlp_options,
         audit_fsync=r.get("audit_fsync", (LEZEA_AUDIT_FSYNC,), "interval", _fsync),
         problems=tuple(r.problems),
         sources=dict(r.sources),

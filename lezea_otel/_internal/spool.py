@@ -14,7 +14,9 @@ that needed the spool.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,6 +99,10 @@ class Spool:
         for exporter in self._exporters:
             exporter.settle()
 
+    def abandon_stuck(self, older_than_s: float) -> None:
+        for exporter in self._exporters:
+            exporter.abandon_if_stuck(older_than_s)
+
     def stop(self, timeout_s: float) -> None:
         """Stops retrying; a resend in flight gets ``timeout_s`` to finish."""
         self._stopped.set()
@@ -132,37 +138,40 @@ class Spool:
         return complete
 
     def _retry_file(self, signal: str, resend: Resend) -> bool:
+        """Streams the file (a long outage makes a large spool): one failed line ends the pass."""
         path = self.folder / SIGNAL_FILES[signal]
         if not path.is_file():
             return True
+        sent = items = 0
+        complete = True
         with open(path, "rb") as handle:
-            lines = handle.readlines()
-        sent = 0
-        items = 0
-        for line in lines:
-            if self._stopped.is_set() or not line.endswith(b"\n"):
-                break
-            try:
-                request = to_request(signal, line)
-            except ValueError:
-                break  # a corrupt line is replay's to report, with its line number
-            if not _quietly(resend, request):
-                break
-            sent += 1
-            items += item_count(signal, request)
+            for line in handle:
+                if self._stopped.is_set() or not line.endswith(b"\n"):
+                    complete = False
+                    break
+                try:
+                    request = to_request(signal, line)
+                except ValueError:
+                    complete = False
+                    break  # a corrupt line is replay's to report, with its line number
+                if not _quietly(resend, request):
+                    complete = False
+                    break
+                sent += 1
+                items += item_count(signal, request)
         if sent:
             self._drop_first(path, sent)
             self.count(signal, exported=items, retried=items, spooled=-items)
-        return sent == len(lines)
+        return complete
 
     def _drop_first(self, path: Path, sent: int) -> None:
         """Rewrites the spool without its first ``sent`` lines; batches spooled meanwhile are kept."""
         with self._lock:
-            with open(path, "rb") as handle:
-                remaining = handle.readlines()[sent:]
             temporary = path.with_suffix(".tmp")
-            with open(temporary, "wb") as handle:
-                handle.writelines(remaining)
+            with open(path, "rb") as source, open(temporary, "wb") as target:
+                for _ in range(sent):
+                    source.readline()
+                shutil.copyfileobj(source, target)
             temporary.replace(path)
 
 
@@ -182,8 +191,16 @@ def resender(exporter: Any, signal: str) -> Resend | None:
         return lambda request: client.export(request.SerializeToString()).success
     if hasattr(exporter, "_headers") and hasattr(exporter, "_timeout") and hasattr(exporter, "_translate_data"):
         def send_grpc(request: Any) -> bool:
-            exporter._client.Export(request=request, metadata=exporter._headers,  # noqa: SLF001
-                                    timeout=exporter._timeout)  # noqa: SLF001
+            import grpc
+
+            try:
+                exporter._client.Export(request=request, metadata=exporter._headers, timeout=exporter._timeout)
+            except grpc.RpcError as error:
+                reconnect = getattr(exporter, "_initialize_channel_and_stub", None)
+                if error.code() == grpc.StatusCode.UNAVAILABLE and reconnect is not None:
+                    exporter._channel.close()
+                    reconnect()  # as the exporter itself does: a fresh channel skips gRPC's long reconnect backoff
+                return False
             return True
         return send_grpc
     return None
@@ -196,9 +213,10 @@ class _Spooling:
                size: Callable[[Any], int]) -> None:
         self._inner, self._spool, self._signal, self._encode, self._size = inner, spool, signal, encode, size
         self._flight_lock = threading.Lock()
-        self._in_flight: tuple[Any, int] | None = None
+        self._in_flight: tuple[Any, int, float] | None = None  # batch, items, since
         self._queues: list[Any] = []
         self._settled = False
+        self._inner_shut = False
         spool.register(self, signal, resender(inner, signal))
 
     def register_queue(self, queue: Any) -> None:
@@ -210,7 +228,7 @@ class _Spooling:
             return self.keep_batch(batch)  # an outage: the spool keeps the order, the retry thread probes
         self._spool.count(self._signal, produced=items)
         with self._flight_lock:
-            self._in_flight = (batch, items)
+            self._in_flight = (batch, items, time.monotonic())
         try:
             delivered = self._inner.export(batch, **kwargs) == success
         except Exception:  # noqa: BLE001 - an exporter raising is one more way of not delivering
@@ -248,9 +266,34 @@ class _Spooling:
         with self._flight_lock:
             flight, self._in_flight = self._in_flight, None
         if flight is not None:
-            self._keep(*flight)
+            self._keep(*flight[:2])
         for queue in self._queues:
             queue.settle()
+
+    def abandon_if_stuck(self, older_than_s: float) -> None:
+        """At finalize: an export on the wire for longer than ``older_than_s`` (a dead collector being
+        retried, or one answering in seconds) is given up. Its batch and every later one are spooled,
+        and the exporter is shut down so that its retry loop stops waiting."""
+        flight = self._in_flight
+        if flight is None or time.monotonic() - flight[2] < older_than_s:
+            return
+        self._settled = True
+        with self._flight_lock:
+            flight, self._in_flight = self._in_flight, None
+        if flight is not None:
+            self._keep(*flight[:2])
+        threading.Thread(target=self._shutdown_inner, name="lezea-otel-abandon", daemon=True).start()
+
+    def _shutdown_inner(self, **kwargs: Any) -> None:
+        with self._flight_lock:
+            if self._inner_shut:
+                return
+            self._inner_shut = True
+        try:
+            self._inner.shutdown(**kwargs)
+        except Exception:  # noqa: BLE001 - a failing shutdown must not stop the others
+            return
+
 
 class SpoolingSpanExporter(_Spooling, SpanExporter):
     def __init__(self, inner: SpanExporter, spool: Spool) -> None:
@@ -261,7 +304,7 @@ class SpoolingSpanExporter(_Spooling, SpanExporter):
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
-        self._inner.shutdown()
+        self._shutdown_inner()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._inner.force_flush(timeout_millis)
@@ -276,7 +319,7 @@ class SpoolingLogExporter(_Spooling, LogRecordExporter):
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
     def shutdown(self) -> None:
-        self._inner.shutdown()
+        self._shutdown_inner()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._inner.force_flush(timeout_millis)
@@ -293,7 +336,7 @@ class SpoolingMetricExporter(_Spooling, MetricExporter):
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._inner.shutdown(timeout_millis=timeout_millis)
+        self._shutdown_inner(timeout_millis=timeout_millis)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self._inner.force_flush(timeout_millis)
