@@ -436,4 +436,3 @@ class ExperimentTracker(SpecCalls):
     def _console(self, line: str) -> None:
         if not self.settings.quiet and self._worker_of is None:  # eight DataLoader workers, no sixteen lines
             print(f"lezea_otel: {line}", file=sys.stderr, flush=True)
-

@@ -149,4 +149,3 @@ class Pipeline:
             self.audit.detach_after_fork()
         except OSError:
             pass
-
