@@ -192,10 +192,12 @@ def build_providers(
     if not settings.sdk_disabled:
         otlp_dir.mkdir(parents=True, exist_ok=True)
         span_processors.append(
-            BatchSpanProcessor(FileSpanExporter(otlp_dir / SIGNAL_FILES["traces"]), schedule_delay_millis=FILE_FLUSH_MS)
+            BatchSpanProcessor(FileSpanExporter(otlp_dir / SIGNAL_FILES["traces"]),
+                               schedule_delay_millis=FILE_FLUSH_MS)
         )
         log_processors.append(
-            BatchLogRecordProcessor(FileLogExporter(otlp_dir / SIGNAL_FILES["logs"]), schedule_delay_millis=FILE_FLUSH_MS)
+            BatchLogRecordProcessor(FileLogExporter(otlp_dir / SIGNAL_FILES["logs"]),
+                                    schedule_delay_millis=FILE_FLUSH_MS)
         )
         readers.append(PeriodicExportingMetricReader(
             FileMetricExporter(otlp_dir / SIGNAL_FILES["metrics"]), export_interval_millis=interval))
@@ -275,10 +277,16 @@ class ScrapeClock:
         return []
 
     def wait_for_next(self, limit_s: float) -> bool:
-        """True when a scrape came; no wait at all when nothing scrapes this endpoint regularly."""
+        """True when a scrape came. No wait when nothing scrapes this endpoint regularly, or when the
+        next scrape is not due within ``limit_s`` (a 60 s scrape interval must not hold finalize)."""
         times = self._times
         if len(times) < 2:
             return False
+        interval = times[-1] - times[-2]
         since = time.monotonic()
+        due_in = times[-1] + interval - since
+        if due_in > limit_s:
+            return False
         with self._scraped:
-            return self._scraped.wait_for(lambda: times[-1] > since, min(limit_s, 1.5 * (times[-1] - times[-2])))
+            wait_s = min(limit_s, max(due_in, 0.0) + interval / 2)
+            return self._scraped.wait_for(lambda: times[-1] > since, wait_s)

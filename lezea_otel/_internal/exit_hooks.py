@@ -59,7 +59,7 @@ def register(tracker: Any, finalize: Callable[[Any, str, BaseException | None], 
 
 
 def after_fork_in_child(owner: Any, method: Callable[[Any], None]) -> None:
-    """Runs ``method(owner)`` in every forked child; ``owner`` is held weakly, so the hook never keeps it alive."""
+    """Runs ``method(owner)`` in every forked child; ``owner`` is held weakly (the hook never keeps it alive)."""
     reference = weakref.ref(owner)
 
     def hook() -> None:

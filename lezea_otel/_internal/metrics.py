@@ -96,8 +96,10 @@ class MetricRecorder:
             name: self._meter.create_histogram(name, unit=unit, description=description,
                                                explicit_bucket_boundaries_advisory=buckets)
             for name, unit, description, buckets in (
-                (names.PHASE_DURATION, names.UNIT_SECONDS, "Duration of user phases (tracker.span)", PHASE_BUCKETS_S),
-                (names.DATA_SCORE, "", "Loss improvement per scored sample (before - after)", DATA_SCORE_BUCKETS),
+                (names.PHASE_DURATION, names.UNIT_SECONDS, "Duration of user phases (tracker.span)",
+                 PHASE_BUCKETS_S),
+                (names.DATA_SCORE, "", "Loss improvement per scored sample (before - after)",
+                 DATA_SCORE_BUCKETS),
             )
         }
 

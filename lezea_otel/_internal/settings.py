@@ -265,7 +265,8 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
     otlp_options = {}
     for signal in sorted(otlp_signals):
         variables = (f"OTEL_EXPORTER_OTLP_{signal.upper()}_", "OTEL_EXPORTER_OTLP_")
-        values = {option: r.get(f"{signal}_{option}", tuple(v + option.upper() for v in variables), default, parse)
+        values = {option: r.get(f"{signal}_{option}", tuple(v + option.upper() for v in variables), default,
+                                parse)
                   for option, (parse, default) in _OTLP_OPTIONS.items()}
         otlp_options[signal] = {"timeout": values["timeout"], "headers": values["headers"]}
     cost_limit = r.get("cost_limit_eur", (LEZEA_COST_LIMIT_EUR,), None, _positive_float)

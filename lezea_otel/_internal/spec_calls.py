@@ -59,8 +59,9 @@ class SpecCalls:
         else:
             path = ()
             trace_id, span_id = self._root_ids
-        self._pipeline.submit_later(self._training_record, step, metrics.copy() if type(metrics) is dict else metrics,
-                                    data_split, path, trace_id, span_id, time.time_ns())
+        captured = metrics.copy() if type(metrics) is dict else metrics  # the caller may reuse its dict
+        self._pipeline.submit_later(self._training_record, step, captured, data_split, path, trace_id, span_id,
+                                    time.time_ns())
 
     def _training_record(self, step: Any, metrics: Any, data_split: Any, path: tuple[str, ...], trace_id: int,
                          span_id: int, time_ns: int) -> Record:

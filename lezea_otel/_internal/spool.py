@@ -199,7 +199,7 @@ def resender(exporter: Any, signal: str) -> Resend | None:
                 reconnect = getattr(exporter, "_initialize_channel_and_stub", None)
                 if error.code() == grpc.StatusCode.UNAVAILABLE and reconnect is not None:
                     exporter._channel.close()
-                    reconnect()  # as the exporter itself does: a fresh channel skips gRPC's long reconnect backoff
+                    reconnect()  # as the exporter does: a fresh channel skips gRPC's long reconnect backoff
                 return False
             return True
         return send_grpc
