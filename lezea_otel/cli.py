@@ -262,7 +262,8 @@ def replay(run: str, endpoint: str | None, protocol: str | None, everything: boo
     try:
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task(f"replaying to {target}", total=total)
-            result = send(loaded.path, target, settings.protocol, everything, progress=lambda n: bar.advance(task, n))
+            result = send(loaded.path, target, settings.protocol, everything, progress=lambda n: bar.advance(task, n),
+                          headers={signal: options["headers"] for signal, options in settings.otlp_options.items()})
     except ReplayError as error:
         err.print(f"[red]error:[/red] {error}; what was sent is recorded, run replay again to resume")
         raise SystemExit(1) from None

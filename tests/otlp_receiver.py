@@ -62,6 +62,10 @@ class Received:
                 for sl in rl.scope_logs for record in sl.log_records]
 
 
+def _has_span(request: Any, name: str) -> bool:
+    return any(span.name == name for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans)
+
+
 def _response(signal: str, rejected: int) -> Any:
     """OTLP's partial success: the request was taken, ``rejected`` of its items were not."""
     response = REQUESTS[signal][1]()
@@ -87,6 +91,7 @@ class HttpReceiver:
         self.refuse_with: int | None = None  # e.g. 503, 429, 400: answer every export with that status
         self.delay_s = 0.0  # a slow collector: answer only after this long
         self.partial_reject = 0  # answer with a partial success rejecting this many items
+        self.poison: str | None = None  # refuse for good (HTTP 400) any request with a span of this name
         received = self.received
         receiver = self
 
@@ -95,19 +100,22 @@ class HttpReceiver:
                 signal = self.path.rsplit("/", 1)[-1]
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 time.sleep(receiver.delay_s)
-                if receiver.refuse_with is not None:
-                    self.send_response(receiver.refuse_with)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if signal not in REQUESTS:
                     self.send_response(404)
                     self.end_headers()
                     return
-                request_type = REQUESTS[signal][0]
-                received.add(signal, request_type.FromString(body), dict(self.headers))
+                request = REQUESTS[signal][0].FromString(body)
+                refusal = receiver.refuse_with
+                if refusal is None and receiver.poison and signal == "traces" and _has_span(request, receiver.poison):
+                    refusal = 400
+                if refusal is not None:
+                    self.send_response(refusal)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                received.add(signal, request, dict(self.headers))
                 payload = _response(signal, receiver.partial_reject).SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -137,6 +145,7 @@ class GrpcReceiver:
         self.refuse_with: grpc.StatusCode | None = None  # e.g. UNAVAILABLE, RESOURCE_EXHAUSTED
         self.delay_s = 0.0
         self.partial_reject = 0
+        self.poison: str | None = None  # refuse for good (INVALID_ARGUMENT) a request with a span of this name
         received = self.received
         receiver = self
 
@@ -146,6 +155,8 @@ class GrpcReceiver:
                     time.sleep(receiver.delay_s)
                     if receiver.refuse_with is not None:
                         context.abort(receiver.refuse_with, "refused by the test")
+                    if receiver.poison and signal == "traces" and _has_span(request, receiver.poison):
+                        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "poisoned by the test")
                     received.add(signal, request, dict(context.invocation_metadata()))
                     return _response(signal, receiver.partial_reject)
 

@@ -116,8 +116,9 @@ class TestCollectorDown:
 class TestSpoolAndReplay:
     def test_outage_is_spooled_reported_and_replayed_exactly_once(self, monkeypatch, tmp_path):
         """Collector down for the whole run: batches land in the spool, the report says so, and
-        `lezea-otel replay` fills the receiver exactly once."""
+        `lezea-otel replay` fills the receiver exactly once, with the configured headers."""
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20replay-token")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
         monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "10")
         tracker = ExperimentTracker("outage", runs_dir=tmp_path)
@@ -156,6 +157,8 @@ class TestSpoolAndReplay:
         assert root.start_time_unix_nano <= summary_start(tracker)
         assert any(r.body.string_value == "written during the outage" for r in got.log_records())
         assert got.metric_points("lezea.training.loss")
+        assert all({k.lower(): v for k, v in h.items()}.get("authorization") == "Bearer replay-token"
+                   for h in got.headers)
 
     def test_replay_reports_unreachable_endpoint_and_corrupt_lines(self, tmp_path):
         """An unreachable endpoint is a clear error (exit 1); a corrupt line is skipped and named."""
@@ -398,3 +401,49 @@ def test_collector_down_with_default_settings_costs_finalize_about_a_second(monk
     assert time.monotonic() - began < 2.5
     for signal, counts in summary["delivery"]["signals"].items():
         assert counts["spooled"] == counts["produced"] > 0 and counts["dropped"] == 0, (signal, counts)
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_batch_refused_for_good_is_set_aside_and_the_rest_goes_on(tmp_path, fast_export, protocol):
+    """After an outage the collector refuses one batch for good (HTTP 400 / INVALID_ARGUMENT): the
+    live retry sets it aside in spool/rejected/ and delivers the batches behind it; a replay to a
+    collector that takes it delivers it later."""
+    import grpc
+
+    receiver = HttpReceiver() if protocol == "http/protobuf" else GrpcReceiver()
+    receiver.refuse_with = 503 if protocol == "http/protobuf" else grpc.StatusCode.UNAVAILABLE
+    tracker = ExperimentTracker("poison", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
+                                quiet=True)
+    tracker.start(prometheus_port=None)
+
+    def delivery() -> dict:
+        return tracker.get_experiment_summary()["delivery"]["signals"]["traces"]
+
+    try:
+        _step_spans(tracker, 1, 3)
+        _wait(lambda: delivery()["spooled"] >= 4)
+        with tracker.span("poison"):
+            pass
+        _wait(lambda: delivery()["spooled"] >= 5)
+        _step_spans(tracker, 4, 6)
+        _wait(lambda: delivery()["spooled"] >= 8)
+        receiver.poison, receiver.refuse_with = "poison", None
+        _wait(lambda: delivery()["spooled"] == delivery()["rejected"] == 1)
+        summary = tracker.finalize_experiment()
+    finally:
+        receiver.stop()
+    spans = summary["delivery"]["signals"]["traces"]
+    assert spans["rejected"] == spans["spooled"] == 1 and spans["dropped"] == 0
+    assert spans["exported"] + spans["spooled"] == spans["produced"]
+    names = [span.name for span in receiver.received.spans()]
+    assert names.count("step") == 6 and "poison" not in names
+    aside = (tracker.run_dir / "spool" / "rejected" / "spans.jsonl").read_text()
+    assert '"poison"' in aside and '"step"' not in aside
+    accepting = HttpReceiver()
+    try:
+        from lezea_otel._internal.replay import replay
+
+        replay(tracker.run_dir, accepting.endpoint)
+    finally:
+        accepting.stop()
+    assert "poison" in [span.name for span in accepting.received.spans()]

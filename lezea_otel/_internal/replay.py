@@ -11,14 +11,14 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 
-from .otlp_json import GRPC_STUBS, SIGNAL_FILES, to_request
+from .otlp_json import GRPC_STUBS, REJECTED_FOLDER, SIGNAL_FILES, to_request
 
 STATE_FILE = "replay-state.json"
 
@@ -35,10 +35,12 @@ class ReplayResult:
 
 
 class _Sender:
-    def __init__(self, endpoint: str, protocol: str, timeout_s: float) -> None:
+    def __init__(self, endpoint: str, protocol: str, timeout_s: float,
+                 headers: Mapping[str, Mapping[str, str]]) -> None:
         self._endpoint = endpoint.rstrip("/")
         self._protocol = protocol
         self._timeout = timeout_s
+        self._headers = headers
         self._channel: Any = None
 
     def send(self, signal: str, request: Any) -> None:
@@ -49,12 +51,14 @@ class _Sender:
                 target = urllib.parse.urlparse(self._endpoint).netloc or self._endpoint
                 self._channel = grpc.insecure_channel(target)
             try:
-                GRPC_STUBS[signal](self._channel).Export(request, timeout=self._timeout)
+                metadata = [(key.lower(), value) for key, value in self._headers.get(signal, {}).items()]
+                GRPC_STUBS[signal](self._channel).Export(request, timeout=self._timeout, metadata=metadata)
             except grpc.RpcError as error:
                 raise ReplayError(f"{self._endpoint} refused {signal}: {error.code().name}") from None
             return
         http = urllib.request.Request(f"{self._endpoint}/v1/{signal}", data=request.SerializeToString(),
-                                      headers={"Content-Type": "application/x-protobuf"}, method="POST")
+                                      headers={**self._headers.get(signal, {}),
+                                               "Content-Type": "application/x-protobuf"}, method="POST")
         try:
             urllib.request.urlopen(http, timeout=self._timeout).read()
         except urllib.error.HTTPError as error:
@@ -68,8 +72,11 @@ class _Sender:
 
 
 def sources(run_dir: Path, everything: bool) -> list[tuple[str, Path]]:
-    folder = run_dir / ("otlp" if everything else "spool")
-    return [(signal, folder / name) for signal, name in SIGNAL_FILES.items() if (folder / name).is_file()]
+    """The whole record (``otlp/``), or what is undelivered: the spool and what the run's collector
+    refused for good (``spool/rejected/``: a replay to another or a repaired collector may take it)."""
+    folders = [run_dir / "otlp"] if everything else [run_dir / "spool", run_dir / "spool" / REJECTED_FOLDER]
+    return [(signal, folder / name) for folder in folders for signal, name in SIGNAL_FILES.items()
+            if (folder / name).is_file()]
 
 
 def pending_lines(run_dir: Path, endpoint: str, everything: bool) -> int:
@@ -81,10 +88,12 @@ def pending_lines(run_dir: Path, endpoint: str, everything: bool) -> int:
 
 
 def replay(run_dir: Path, endpoint: str, protocol: str = "http/protobuf", everything: bool = False,
-           timeout_s: float = 10.0, progress: Callable[[int], None] | None = None) -> ReplayResult:
+           timeout_s: float = 10.0, progress: Callable[[int], None] | None = None,
+           headers: Mapping[str, Mapping[str, str]] | None = None) -> ReplayResult:
+    """``headers``: per signal, as ``OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS`` give them (auth, tenant)."""
     state = _load_state(run_dir)
     result = ReplayResult()
-    sender = _Sender(endpoint, protocol, timeout_s)
+    sender = _Sender(endpoint, protocol, timeout_s, headers or {})
     try:
         for signal, path in sources(run_dir, everything):
             key = _key(run_dir, path, endpoint)
@@ -101,7 +110,10 @@ def replay(run_dir: Path, endpoint: str, protocol: str = "http/protobuf", everyt
                             result.corrupt.append(f"{path}: line {number} is not a valid OTLP-JSON {signal} line")
                             request = None
                         if request is not None:
-                            sender.send(signal, request)
+                            try:
+                                sender.send(signal, request)
+                            except ReplayError as error:
+                                raise ReplayError(f"{error} ({path}: line {number})") from None
                             result.sent[signal] = result.sent.get(signal, 0) + 1
                     state[key] = number
                     _save_state(run_dir, state)

@@ -233,7 +233,8 @@ class _Resolver:
             try:
                 value = parse(raw)
             except _Invalid as problem:
-                message = f"{source}={raw!r} is invalid ({problem}); using the default {default!r}"
+                shown = "(value hidden: headers carry credentials)" if source.endswith("HEADERS") else repr(raw)
+                message = f"{source}={shown} is invalid ({problem}); using the default {default!r}"
                 if message not in self.problems:  # a generic OTLP variable is checked once per signal
                     self.problems.append(message)
                 break

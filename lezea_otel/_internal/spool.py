@@ -30,11 +30,17 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .otlp_json import SIGNAL_FILES, item_count, to_request
+from .otlp_json import REJECTED_FOLDER, SIGNAL_FILES, item_count, to_request
 
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0
-Resend = Callable[[Any], bool]
+REJECTED = "rejected"
+"""A resend's answer when the collector refuses the request for good (HTTP 4xx but 408/429, or a
+non-retryable gRPC status): trying again cannot help, and the batches behind it must not wait."""
+Resend = Callable[[Any], "bool | str"]
+# The OTLP specification's retryable gRPC codes; any other refusal is final.
+_RETRYABLE_GRPC = {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS",
+                   "RESOURCE_EXHAUSTED"}
 
 
 @dataclass
@@ -45,6 +51,7 @@ class SignalCounts:
     exported: int = 0
     retried: int = 0
     spooled: int = 0
+    rejected: int = 0
     dropped: int = 0
 
 
@@ -84,6 +91,11 @@ class Spool:
             counts = self.counts[signal]
             for name, change in changes.items():
                 setattr(counts, name, getattr(counts, name) + change)
+
+    def backlog(self, signal: str) -> bool:
+        """Batches wait in the spool (those set aside as refused for good do not count)."""
+        counts = self.counts[signal]
+        return counts.spooled > counts.rejected
 
     def report(self) -> dict[str, dict[str, int]]:
         with self._count_lock:
@@ -138,11 +150,14 @@ class Spool:
         return complete
 
     def _retry_file(self, signal: str, resend: Resend) -> bool:
-        """Streams the file (a long outage makes a large spool): one failed line ends the pass."""
+        """Streams the file (a long outage makes a large spool); a line that is not taken yet ends the
+        pass, a line refused for good is set aside in ``rejected/`` so the ones behind it go on."""
         path = self.folder / SIGNAL_FILES[signal]
         if not path.is_file():
             return True
-        sent = items = 0
+        done = delivered = 0
+        rejected: list[bytes] = []
+        rejected_items = 0
         complete = True
         with open(path, "rb") as handle:
             for line in handle:
@@ -154,31 +169,42 @@ class Spool:
                 except ValueError:
                     complete = False
                     break  # a corrupt line is replay's to report, with its line number
-                if not _quietly(resend, request):
+                answer = _quietly(resend, request)
+                if answer is False:
                     complete = False
                     break
-                sent += 1
-                items += item_count(signal, request)
-        if sent:
-            self._drop_first(path, sent)
-            self.count(signal, exported=items, retried=items, spooled=-items)
+                done += 1
+                if answer == REJECTED:
+                    rejected.append(line)
+                    rejected_items += item_count(signal, request)
+                else:
+                    delivered += item_count(signal, request)
+        if done:
+            self._drop_first(path, done, rejected)
+            self.count(signal, exported=delivered, retried=delivered, spooled=-delivered, rejected=rejected_items)
         return complete
 
-    def _drop_first(self, path: Path, sent: int) -> None:
-        """Rewrites the spool without its first ``sent`` lines; batches spooled meanwhile are kept."""
+    def _drop_first(self, path: Path, done: int, rejected: list[bytes]) -> None:
+        """Rewrites the spool without its first ``done`` lines (batches spooled meanwhile are kept);
+        the refused ones move to ``rejected/``, still undelivered, for replay and for reading."""
         with self._lock:
+            if rejected:
+                aside = self.folder / REJECTED_FOLDER
+                aside.mkdir(exist_ok=True)
+                with open(aside / path.name, "ab") as target:
+                    target.writelines(rejected)
             temporary = path.with_suffix(".tmp")
             with open(path, "rb") as source, open(temporary, "wb") as target:
-                for _ in range(sent):
+                for _ in range(done):
                     source.readline()
                 shutil.copyfileobj(source, target)
             temporary.replace(path)
 
 
-def _quietly(resend: Resend, request: Any) -> bool:
+def _quietly(resend: Resend, request: Any) -> bool | str:
     try:
-        return bool(resend(request))
-    except Exception:  # noqa: BLE001 - down, refusing, timing out: all mean "not yet"
+        return resend(request)
+    except Exception:  # noqa: BLE001 - down, timing out: all mean "not yet"
         return False
 
 
@@ -188,14 +214,22 @@ def resender(exporter: Any, signal: str) -> Resend | None:
     when they are not there, live retry is off and the spool waits for replay."""
     client = getattr(exporter, "_client", None)
     if callable(getattr(client, "export", None)):  # OTLP/HTTP
-        return lambda request: client.export(request.SerializeToString()).success
+        def send_http(request: Any) -> bool | str:
+            result = client.export(request.SerializeToString())
+            if result.success:
+                return True
+            code = result.status_code
+            return REJECTED if code is not None and 400 <= code < 500 and code not in (408, 429) else False
+        return send_http
     if hasattr(exporter, "_headers") and hasattr(exporter, "_timeout") and hasattr(exporter, "_translate_data"):
-        def send_grpc(request: Any) -> bool:
+        def send_grpc(request: Any) -> bool | str:
             import grpc
 
             try:
                 exporter._client.Export(request=request, metadata=exporter._headers, timeout=exporter._timeout)
             except grpc.RpcError as error:
+                if error.code().name not in _RETRYABLE_GRPC:
+                    return REJECTED
                 reconnect = getattr(exporter, "_initialize_channel_and_stub", None)
                 if error.code() == grpc.StatusCode.UNAVAILABLE and reconnect is not None:
                     exporter._channel.close()
@@ -224,7 +258,7 @@ class _Spooling:
 
     def _deliver(self, batch: Any, success: Any, **kwargs: Any) -> bool:
         items = self._size(batch)
-        if self._settled or self._spool.counts[self._signal].spooled:
+        if self._settled or self._spool.backlog(self._signal):
             return self.keep_batch(batch)  # an outage: the spool keeps the order, the retry thread probes
         self._spool.count(self._signal, produced=items)
         with self._flight_lock:
