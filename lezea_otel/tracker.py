@@ -14,7 +14,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
 from ._internal.run_state import RunState, closing_line
 from ._internal.safety import SELF, Warnings, guarded, logger, raise_internal
-from ._internal.scopes import TracedBlock
+from ._internal.scope_calls import Frame, NetworkType, ScopeCalls
 from ._internal.settings import Settings, resolve_settings
 from ._internal.spans import SpanRecorder, ids
 from ._internal.spec_calls import SpecCalls
@@ -42,28 +41,7 @@ from .version import __version__
 __all__ = ["ExperimentTracker", "NetworkType"]
 
 
-class NetworkType(str, Enum):
-    """Which population a network belongs to."""
-
-    TASKER = "tasker"
-    BUILDER = "builder"
-    HYBRID = "hybrid"
-
-
-class _Frame:
-    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources", "ended",
-                 "steps_at_enter")
-
-    def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str) -> None:
-        self.path, self.span, self.start_ns, self.level, self.ident = path, span, start_ns, level, ident
-        self.trace_id, self.span_id = ids(span)
-        self.token: contextvars.Token[tuple[_Frame, ...]] | None = None
-        self.resources: int | None = None
-        self.ended = False
-        self.steps_at_enter = 0
-
-
-class ExperimentTracker(SpecCalls):
+class ExperimentTracker(ScopeCalls, SpecCalls):
     """One experiment run: a root span, its scopes and phases, metrics, events, and a local audit.
 
     Example:
@@ -113,7 +91,7 @@ class ExperimentTracker(SpecCalls):
                                          self.settings.audit_fsync)
         self._state = RunState()
         self._pipeline = Pipeline(audit, self._state, bool(async_mode))
-        self._stack: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar(
+        self._stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
             f"lezea_scope_{self.experiment_id}", default=())
         self._spans = SpanRecorder(None, __version__)
         self._providers: Providers | None = None
@@ -126,7 +104,7 @@ class ExperimentTracker(SpecCalls):
         self._started = False
         self._finalized = False
         self._last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
-        self._open: dict[int, _Frame] = {}  # scopes and phases not yet exited, in any thread
+        self._open: dict[int, Frame] = {}  # scopes and phases not yet exited, in any thread
         self._worker_of: Any = None  # in a forked child: the span open in the parent at the fork
         exit_hooks.after_fork_in_child(self, ExperimentTracker._continue_in_child)
         if auto_start:
@@ -281,112 +259,6 @@ class ExperimentTracker(SpecCalls):
         self._console(closing_line(self.experiment_name, status, duration, self._state, self._warnings.count,
                                    self._providers.spool if self._providers else None, self.audit_path))
 
-    # --- scopes and phases ---------------------------------------------------------------------
-
-    @guarded(default=TracedBlock.noop)
-    def builder_scope(self, builder_id: Any) -> TracedBlock:
-        """Records inside get the ``builder:<id>/`` prefix and a child span."""
-        return self._scope("builder", builder_id)
-
-    @guarded(default=TracedBlock.noop)
-    def tasker_scope(self, tasker_id: Any) -> TracedBlock:
-        return self._scope("tasker", tasker_id)
-
-    @guarded(default=TracedBlock.noop)
-    def algorithm_scope(self, algorithm_id: Any) -> TracedBlock:
-        return self._scope("algorithm", algorithm_id)
-
-    @guarded(default=TracedBlock.noop)
-    def network_scope(self, network_id: Any, network_type: NetworkType | str | None = None) -> TracedBlock:
-        extra = {}
-        if network_type is not None:
-            try:
-                extra[names.NETWORK_TYPE] = NetworkType(network_type).value
-            except ValueError:
-                self._warnings.warn("network_scope", "network_type is not a NetworkType",
-                                    f"got {values.describe(network_type)}; recorded as text")
-                extra[names.NETWORK_TYPE] = str(network_type)
-        return self._scope("network", network_id, extra)
-
-    @guarded(default=TracedBlock.noop)
-    def layer_scope(self, layer_id: Any) -> TracedBlock:
-        return self._scope("layer", layer_id)
-
-    @guarded(default=TracedBlock.noop)
-    def span(self, name: str, **attributes: Any) -> TracedBlock:
-        """Time any stretch of training as a child span, as ``with`` block or decorator.
-
-        Each phase name gets a duration histogram (``lezea.phase.duration``) whose exemplars
-        link to the span.
-        """
-        warn = functools.partial(self._warnings.warn, "span")
-        label = values.text(name, "name", warn) or "phase"
-        return TracedBlock(self, None, label, values.flat_attributes(values.plain(attributes, "attributes", warn)))
-
-    def _scope(self, level: str, ident: Any, extra: dict[str, Any] | None = None) -> TracedBlock:
-        warn = functools.partial(self._warnings.warn, f"{level}_scope")
-        text = ident if isinstance(ident, str) else values.text(ident, f"{level}_id", warn)
-        return TracedBlock(self, level, text if text is not None else "none", extra or {})
-
-    def _enter_block(self, level: str | None, ident: str, attributes: dict[str, Any]) -> _Frame:
-        call = f"{level}_scope" if level else "span"
-        self._ready(call)
-        stack = self._stack.get()
-        parent = stack[-1] if stack else None
-        path = parent.path if parent else ()
-        if level is not None:
-            path = (*path, f"{level}:{ident}")
-            span_name = level
-            attrs = {names.SCOPE_LEVEL: level, names.SCOPE_ID: ident, names.SCOPE_PATH: "/".join(path)}
-        else:
-            span_name = ident
-            attrs = {names.PHASE_NAME: ident, **({names.SCOPE_PATH: "/".join(path)} if path else {})}
-        attrs[names.EXPERIMENT_ID] = self.experiment_id
-        start_ns = time.time_ns()
-        span = self._spans.start(span_name, {**attrs, **attributes}, parent.span if parent else self._root, start_ns)
-        frame = _Frame(path, span, start_ns, level, ident)
-        if self._observers is not None and (level or "phase") in self.settings.scope_resources:
-            frame.resources = self._observers.scope_enter()
-        frame.steps_at_enter = self._state.steps
-        frame.token = self._stack.set((*stack, frame))
-        self._open[id(frame)] = frame
-        if level is not None:
-            self._emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, start_ns)
-        return frame
-
-    def _exit_block(self, frame: _Frame, error: BaseException | None, truncated_by: str | None = None) -> None:
-        self._open.pop(id(frame), None)
-        if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
-            try:
-                self._stack.reset(frame.token)  # type: ignore[arg-type]
-            except ValueError:
-                pass
-            return
-        frame.ended = True
-        end_ns = time.time_ns()
-        resources = self._observers.scope_exit(frame.resources) if self._observers and frame.resources is not None \
-            else {}
-        if truncated_by is not None:
-            frame.span.add_event(names.EVENT_TRUNCATED, {"reason": truncated_by})
-            resources = {**resources, names.SPAN_TRUNCATED: True}
-        self._spans.end(frame.span, error, end_ns, resources)
-        if truncated_by is None:
-            try:
-                self._stack.reset(frame.token)  # type: ignore[arg-type]
-            except ValueError:  # exited in another context (e.g. a generator): drop this frame only
-                self._stack.set(tuple(f for f in self._stack.get() if f is not frame))
-        data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
-        if error is not None:
-            data["error"] = f"{type(error).__name__}: {error}"
-        if truncated_by is not None:
-            data["truncated"] = truncated_by
-        if resources:
-            data["resources"] = {k: v for k, v in resources.items() if k != names.SPAN_TRUNCATED}
-        if frame.level is not None:
-            self._emit_at(frame, "scope_end", {"level": frame.level, "id": frame.ident, **data}, end_ns)
-        else:
-            self._emit_at(frame, "phase", {"name": frame.ident, **data}, end_ns)
-
     # --- records -------------------------------------------------------------------------------
 
     def _ready(self, call: str) -> bool:
@@ -410,7 +282,7 @@ class ExperimentTracker(SpecCalls):
             record = Record(kind, time.time_ns(), step, (), trace_id, span_id, data, metric_values)
         self._pipeline.submit(record)
 
-    def _emit_at(self, frame: _Frame, kind: str, data: dict[str, Any], time_ns: int) -> None:
+    def _emit_at(self, frame: Frame, kind: str, data: dict[str, Any], time_ns: int) -> None:
         self._pipeline.submit(Record(kind, time_ns, None, frame.path, frame.trace_id, frame.span_id, data))
 
     def _continue_in_child(self) -> None:
