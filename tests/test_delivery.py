@@ -231,6 +231,16 @@ def _wait(condition, timeout_s: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+def _started(name: str, tmp_path, receiver, protocol: str = "http/protobuf") -> ExperimentTracker:
+    tracker = ExperimentTracker(name, runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol, quiet=True)
+    return tracker.start(prometheus_port=None)
+
+
+def _traces(tracker: ExperimentTracker) -> dict:
+    """The delivery report's span counts, mid-run or at the end."""
+    return tracker.get_experiment_summary()["delivery"]["signals"]["traces"]
+
+
 def _step_spans(tracker: ExperimentTracker, first: int, last: int) -> None:
     for step in range(first, last + 1):
         with tracker.span("step", step=step):
@@ -263,22 +273,16 @@ class TestCollectorOutageMidRun:
         is left for replay, and the report says how many needed the retry."""
         receiver_type = HttpReceiver if protocol == "http/protobuf" else GrpcReceiver
         receiver = receiver_type()
-        tracker = ExperimentTracker("restart", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
-                                    quiet=True)
-        tracker.start(prometheus_port=None)
-
-        def delivery() -> dict:
-            return tracker.get_experiment_summary()["delivery"]["signals"]["traces"]
-
+        tracker = _started("restart", tmp_path, receiver, protocol)
         try:
             _step_spans(tracker, 1, 5)
             _wait(lambda: len([s for s in receiver.received.spans() if s.name == "step"]) == 5)
             receiver.stop()
             _step_spans(tracker, 6, 10)
-            _wait(lambda: delivery()["spooled"] >= 5)
+            _wait(lambda: _traces(tracker)["spooled"] >= 5)
             receiver = receiver_type(port=receiver.port, received=receiver.received)
             _step_spans(tracker, 11, 15)
-            _wait(lambda: delivery()["spooled"] == 0 and delivery()["exported"] >= 16)
+            _wait(lambda: _traces(tracker)["spooled"] == 0 and _traces(tracker)["exported"] >= 16)
             summary = tracker.finalize_experiment()
         finally:
             receiver.stop()
@@ -412,23 +416,17 @@ def test_a_batch_refused_for_good_is_set_aside_and_the_rest_goes_on(tmp_path, fa
 
     receiver = HttpReceiver() if protocol == "http/protobuf" else GrpcReceiver()
     receiver.refuse_with = 503 if protocol == "http/protobuf" else grpc.StatusCode.UNAVAILABLE
-    tracker = ExperimentTracker("poison", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
-                                quiet=True)
-    tracker.start(prometheus_port=None)
-
-    def delivery() -> dict:
-        return tracker.get_experiment_summary()["delivery"]["signals"]["traces"]
-
+    tracker = _started("poison", tmp_path, receiver, protocol)
     try:
         _step_spans(tracker, 1, 3)
-        _wait(lambda: delivery()["spooled"] >= 4)
+        _wait(lambda: _traces(tracker)["spooled"] >= 4)
         with tracker.span("poison"):
             pass
-        _wait(lambda: delivery()["spooled"] >= 5)
+        _wait(lambda: _traces(tracker)["spooled"] >= 5)
         _step_spans(tracker, 4, 6)
-        _wait(lambda: delivery()["spooled"] >= 8)
+        _wait(lambda: _traces(tracker)["spooled"] >= 8)
         receiver.poison, receiver.refuse_with = "poison", None
-        _wait(lambda: delivery()["spooled"] == delivery()["rejected"] == 1)
+        _wait(lambda: _traces(tracker)["spooled"] == _traces(tracker)["rejected"] == 1)
         summary = tracker.finalize_experiment()
     finally:
         receiver.stop()
