@@ -68,8 +68,8 @@ class _ExportQueue:
         self._thread.start()
 
     def _add(self, item: Any) -> None:
-        if os.getpid() != self._owner:
-            return  # a forked child never sends the parent's data
+        if self._stopped or os.getpid() != self._owner:
+            return  # after finalize only the audit records; a forked child never sends the parent's data
         queue = self._queue
         queue.append(item)
         size = len(queue)
