@@ -99,9 +99,7 @@ class TestCollectorDown:
         monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "1.5")
         tracker = ExperimentTracker("down", runs_dir=tmp_path)
         tracker.start(prometheus_port=None)
-        for step in range(1, 51):
-            with tracker.span("step"):
-                tracker.log_training_step(step, {"loss": 1.0 / step})
+        _step_spans(tracker, 1, 50)
         started = time.monotonic()
         summary = tracker.finalize_experiment()
         assert time.monotonic() - started < 3.0
@@ -123,9 +121,7 @@ class TestSpoolAndReplay:
         monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "10")
         tracker = ExperimentTracker("outage", runs_dir=tmp_path)
         tracker.start(prometheus_port=None)
-        for step in range(1, 11):
-            with tracker.span("step"):
-                tracker.log_training_step(step, {"loss": 1.0 / step})
+        _step_spans(tracker, 1, 10)
         tracker.log_comment("written during the outage")
         summary = tracker.finalize_experiment()
         delivery = summary["delivery"]

@@ -33,7 +33,7 @@ class Pipeline:
         self.disabled = False
         self.sink_failures = 0
         self._lock = threading.RLock()
-        self._queue: deque[Record | tuple[Callable[..., Record | None], tuple[Any, ...]]] = deque()
+        self._queue: deque[Record | tuple[str, Callable[..., Record | None], tuple[Any, ...]]] = deque()
         self._async = async_mode
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -54,16 +54,16 @@ class Pipeline:
         if len(self._queue) > MAX_QUEUE:
             self.drain()
 
-    def submit_later(self, build: Callable[..., Record | None], *args: Any) -> None:
+    def submit_later(self, call: str, build: Callable[..., Record | None], *args: Any) -> None:
         """Like :meth:`submit`, but the record is built by ``build(*args)`` on the worker: in async
         mode the caller pays only for the append; checks and warnings happen in call order there."""
         if self.disabled:
             return
         if not self._async:
             with self._lock:
-                self._build_and_handle(build, args)
+                self._build_and_handle(call, build, args)
             return
-        self._queue.append((build, args))
+        self._queue.append((call, build, args))
         if len(self._queue) > MAX_QUEUE:
             self.drain()
 
@@ -77,13 +77,13 @@ class Pipeline:
                 else:
                     self._handle(item)
 
-    def _build_and_handle(self, build: Callable[..., Record | None], args: tuple[Any, ...]) -> None:
+    def _build_and_handle(self, call: str, build: Callable[..., Record | None], args: tuple[Any, ...]) -> None:
         try:
             record = build(*args)
         except Exception as error:  # noqa: BLE001 - a bad call costs its own record, nothing else
             if raise_internal():
                 raise
-            report_internal_error(getattr(build, "__name__", "record"), error)
+            report_internal_error(call, error)
             return
         if record is not None:
             self._handle(record)

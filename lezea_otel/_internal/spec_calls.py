@@ -60,8 +60,8 @@ class SpecCalls:
             path = ()
             trace_id, span_id = self._root_ids
         captured = metrics.copy() if type(metrics) is dict else metrics  # the caller may reuse its dict
-        self._pipeline.submit_later(self._training_record, step, captured, data_split, path, trace_id, span_id,
-                                    time.time_ns())
+        self._pipeline.submit_later("log_training_step", self._training_record, step, captured, data_split,
+                                    path, trace_id, span_id, time.time_ns())
 
     def _training_record(self, step: Any, metrics: Any, data_split: Any, path: tuple[str, ...], trace_id: int,
                          span_id: int, time_ns: int) -> Record:

@@ -318,6 +318,12 @@ class _Spooling:
             self._keep(*flight[:2])
         threading.Thread(target=self._shutdown_inner, name="lezea-otel-abandon", daemon=True).start()
 
+    def shutdown(self) -> None:  # spans and logs; the metric exporter takes a timeout
+        self._shutdown_inner()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
     def _shutdown_inner(self, **kwargs: Any) -> None:
         with self._flight_lock:
             if self._inner_shut:
@@ -337,12 +343,6 @@ class SpoolingSpanExporter(_Spooling, SpanExporter):
         ok = self._deliver(spans, SpanExportResult.SUCCESS)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
-    def shutdown(self) -> None:
-        self._shutdown_inner()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
 
 class SpoolingLogExporter(_Spooling, LogRecordExporter):
     def __init__(self, inner: LogRecordExporter, spool: Spool) -> None:
@@ -351,12 +351,6 @@ class SpoolingLogExporter(_Spooling, LogRecordExporter):
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
         ok = self._deliver(batch, LogRecordExportResult.SUCCESS)
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self._shutdown_inner()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
 
 
 class SpoolingMetricExporter(_Spooling, MetricExporter):
