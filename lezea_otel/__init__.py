@@ -1,7 +1,13 @@
 """lezea_otel: the LeZeA experiment-tracker API, recorded as OpenTelemetry spans, metrics and logs."""
 
-from .exceptions import LezeaConfigError
-from .tracker import ExperimentTracker, NetworkType
-from .version import __version__
+from ._internal.settings import guard_sdk_environment as _guard_sdk_environment
+
+# Before anything imports the OTel SDK: it reads some variables at import time and raises on bad ones
+# (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=abc). Unusable values are corrected first and reported at start().
+_guard_sdk_environment()
+
+from .exceptions import LezeaConfigError  # noqa: E402
+from .tracker import ExperimentTracker, NetworkType  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = ["__version__", "ExperimentTracker", "LezeaConfigError", "NetworkType"]

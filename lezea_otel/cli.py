@@ -282,13 +282,12 @@ def doctor(port: int | None) -> None:
     """Check this node's setup: settings and their sources, OTLP endpoint, NVML/GPUs, /metrics port, runs folder."""
     settings = resolve_settings({})
     failures = 0
-    table = Table(title="Resolved settings")
+    table = Table(title="Resolved settings (README's configuration table; OTel SDK variables when set)")
     table.add_column("setting")
     table.add_column("value", overflow="fold")
     table.add_column("from")
-    for name in ("runs_dir", "service_name", "protocol", "endpoint", "metric_export_interval_ms", "shutdown_timeout_s",
-                 "prometheus_port", "prometheus_addr", "strict", "quiet"):
-        table.add_row(name, str(getattr(settings, name)), settings.sources.get(name, "default"))
+    for row in settings.rows():
+        table.add_row(*row)
     table.add_row("otlp signals", ", ".join(sorted(settings.otlp_signals)) or "none (local mode)", "")
     console.print(table)
     for problem in settings.problems:
@@ -309,9 +308,7 @@ def _check_endpoint(settings: Any) -> int:
     if not settings.otlp_signals:
         console.print("[green]ok[/green]   OTLP: local mode (no endpoint configured), nothing to reach")
         return 0
-    endpoint = settings.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or next(
-        os.environ[f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT"] for s in ("traces", "metrics", "logs")
-        if os.environ.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT"))
+    endpoint = settings.endpoint or settings.otel_endpoint or next(iter(settings.otlp_endpoints.values()))
     url = urllib.parse.urlparse(endpoint)
     host, port = url.hostname or "localhost", url.port or (4317 if settings.protocol == "grpc" else 4318)
     try:

@@ -8,12 +8,14 @@ warning on the ``lezea_otel`` logger and the valid part is still recorded.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import os
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,19 @@ from ._internal.progress import ProgressWatch
 from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
 from ._internal.run_state import RunState, closing_line
-from ._internal.safety import SELF, Warnings, guarded, logger, raise_internal
+from ._internal.safety import (
+    SELF,
+    Warnings,
+    encodable_text,
+    error_text,
+    flag,
+    guarded,
+    guarded_constructor,
+    logger,
+    raise_internal,
+    report_internal_error,
+    shielded,
+)
 from ._internal.scope_calls import Frame, NetworkType, ScopeCalls
 from ._internal.settings import Settings, resolve_settings
 from ._internal.spans import SpanRecorder, ids
@@ -39,6 +53,33 @@ from .exceptions import LezeaConfigError
 from .version import __version__
 
 __all__ = ["ExperimentTracker", "NetworkType"]
+
+
+def _utf8(text: str, what: str, warn: values.Warn) -> str:
+    """Names go into the OTel resource of every export: one lone surrogate there would stop them all."""
+    clean = encodable_text(text)
+    if clean is not text:
+        warn(f"{what} is not valid UTF-8 (lone surrogates)", "they were replaced with U+FFFD")
+    return clean
+
+
+def _name(value: Any, what: str, warn: values.Warn, fallback: str, optional: bool = False) -> str:
+    """A name-like constructor argument; one whose ``__str__`` raises costs itself, not the tracker."""
+    text = shielded(lambda: values.text(value, what, warn, optional=optional) or fallback, fallback, warn, what)
+    return _utf8(text, what, warn)
+
+
+def _tags(raw: Any, warn: values.Warn) -> list[str]:
+    """Tags as text; tags that cannot be read at all (values.tags raised) are dropped, with a warning."""
+    return [_utf8(tag, "tags", warn) for tag in shielded(lambda: values.tags(raw, warn), [], warn, "tags")]
+
+
+def _settings(options: dict[str, Any], warn: values.Warn) -> Settings:
+    """Settings from the keyword options (``resolve_settings`` never raises: bad options become problems)."""
+    settings = resolve_settings(options)
+    service_name = _utf8(settings.service_name, "service_name", warn)
+    return settings if service_name is settings.service_name else dataclasses.replace(settings,
+                                                                                    service_name=service_name)
 
 
 class ExperimentTracker(ScopeCalls, SpecCalls):
@@ -54,6 +95,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
     Keyword-only arguments override ``LEZEA_*`` and ``OTEL_*`` variables (see README).
     """
 
+    @guarded_constructor(fill={"experiment_name": "unnamed"}, passthrough=(LezeaConfigError,))
     def __init__(
         self,
         experiment_name: str,
@@ -73,24 +115,29 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         self._warnings = Warnings()
         self.experiment_id = str(uuid.uuid4())
         warn = functools.partial(self._warnings.warn, "ExperimentTracker")
-        self.experiment_name = values.text(experiment_name, "experiment_name", warn) or "unnamed"
-        self.purpose = values.text(purpose, "purpose", warn, optional=True) or ""
-        self.tags = values.tags(tags, warn)
-        self.settings: Settings = resolve_settings({
+        # Nothing here may raise: each argument that cannot be used costs itself, with one warning.
+        self.experiment_name = _name(experiment_name, "experiment_name", warn, "unnamed")
+        self.purpose = _name(purpose, "purpose", warn, "", optional=True)
+        self.tags = _tags(tags, warn)
+        self.settings: Settings = _settings({
             "runs_dir": runs_dir, "service_name": service_name, "endpoint": endpoint, "protocol": protocol,
             "quiet": quiet, "cost_limit_eur": cost_limit_eur,
-        })
+        }, warn)
         try:
             self._extra_exporters = tuple(extra_exporters)
-        except TypeError:
-            warn("extra_exporters must be a sequence of exporters or readers",
-                 f"got {values.describe(extra_exporters)}; ignored")
+        except Exception as error:  # noqa: BLE001 - not iterable, or a generator that fails
+            warn("extra_exporters must be a sequence of exporters or readers", f"{error_text(error)}; ignored")
             self._extra_exporters = ()
-        self.run_dir, audit = open_audit(self.settings.runs_dir, self.experiment_id,
-                                         functools.partial(self._warnings.warn, "ExperimentTracker"),
-                                         self.settings.audit_fsync)
-        self._state = RunState()
-        self._pipeline = Pipeline(audit, self._state, bool(async_mode))
+        try:
+            self.run_dir, audit = open_audit(self.settings.runs_dir, self.experiment_id, warn,
+                                             self.settings.audit_fsync)
+        except (OSError, ValueError) as error:  # a NUL byte in the path, a name the OS refuses outright
+            fallback = Path("runs") if self.settings.runs_dir != Path("runs") else Path(tempfile.gettempdir())
+            warn("runs_dir cannot be used", f"{error_text(error)}; writing the run under {fallback.absolute()}")
+            self.settings = dataclasses.replace(self.settings, runs_dir=fallback)
+            self.run_dir, audit = open_audit(fallback, self.experiment_id, warn, self.settings.audit_fsync)
+        self._state = RunState(self.settings.max_metric_names, warn=self._warnings.warn)
+        self._pipeline = Pipeline(audit, self._state, flag(async_mode, "async_mode", warn))
         self._stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
             f"lezea_scope_{self.experiment_id}", default=())
         self._spans = SpanRecorder(None, __version__)
@@ -107,7 +154,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         self._open: dict[int, Frame] = {}  # scopes and phases not yet exited, in any thread
         self._worker_of: Any = None  # in a forked child: the span open in the parent at the fork
         exit_hooks.after_fork_in_child(self, ExperimentTracker._continue_in_child)
-        if auto_start:
+        if flag(auto_start, "auto_start", warn):
             self.start()
 
     @property
@@ -156,7 +203,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         resource = build_resource(
             service_name=self.settings.service_name, experiment_id=self.experiment_id,
             experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
-            version=__version__, parent_pid=os.getppid() if worker else None)
+            version=__version__, parent_pid=os.getppid() if worker else None, ranks=self.settings.ranks)
         self._providers = build_providers(
             self.settings, resource, self.run_dir / "otlp", self.run_dir / "spool", self._extra_exporters,
             self._port(prometheus_port), self._warnings.warn)
@@ -181,7 +228,8 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         self._emit("experiment_start", None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self._providers.targets,
-            "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name()})
+            "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
+            "max_metric_names": self.settings.max_metric_names})
         if not worker:
             self._emit("environment", None, {**describe_environment(self.settings.env_allowlist), "git": git})
         self._pipeline.flush()  # the start of a run is on disk at once, whatever happens next
@@ -215,9 +263,16 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
     def finalize_experiment(self) -> dict[str, Any] | None:
         """End the run: flush everything (bounded by ``LEZEA_SHUTDOWN_TIMEOUT``), return the summary.
 
-        Idempotent; ``end()`` is the same call.
+        Idempotent, and safe from any thread (from several at once) and from a signal handler: the
+        run ends exactly once. A handler that interrupted one of this package's own calls ends the
+        run as that call returns, never in the middle of it, and gets the summary so far.
+        ``end()`` is the same call.
         """
-        self._finalize("finalize_experiment", None)
+        interrupted = exit_hooks.nested_call(sys._getframe())
+        if interrupted is None:
+            self._finalize("finalize_experiment", None)  # waits for an ending under way in another thread
+        elif not self._finalized:
+            exit_hooks.defer(interrupted, functools.partial(self._finalize, "finalize_experiment", None))
         return self.get_experiment_summary()
 
     @guarded()
@@ -226,38 +281,63 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         return self.finalize_experiment()
 
     def _finalize(self, ended_by: str, error: BaseException | None) -> None:
-        if self._finalized or (self._worker_of is not None and not self._started):
-            return  # a forked worker that never logged has nothing to end
-        if not self._started:
-            self._warnings.warn(ended_by, "called before start()", "the run was started and ended now")
-            self.start()
-        self._finalized = True
-        exit_hooks.unregister(self)
-        status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
-        if self._progress is not None:
-            self._progress.stop()
-        for frame in sorted(self._open.values(), key=lambda f: f.start_ns, reverse=True):
-            self._exit_block(frame, error, truncated_by=ended_by)  # innermost first, marked truncated
-        if self._observers is not None:
-            self._observers.stop()
-            self._emit("resource_totals", None, {"observed": self._observers.totals(),
-                                                 "components": self._state.resource_totals()})
-        now = time.time_ns()
-        duration = (now - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
-        self._emit("experiment_end", None, {
-            "status": status, "ended_by": ended_by, "duration_s": duration,
-            "error": f"{type(error).__name__}: {error}" if error is not None else None,
-            "warnings": self._warnings.count})
-        if self._root is not None:
-            self._spans.end(self._root, error, attributes={names.RUN_STATUS: status, names.RUN_ENDED_BY: ended_by})
-        timeout = self.settings.shutdown_timeout_s
-        self._pipeline.close(timeout)
-        self._pipeline.mapper = None  # late calls reach the audit and the summary, not shut-down providers
+        """End the run once, whoever comes first (a thread, an exit hook, a signal); the others wait
+        for that ending. Each step is isolated: one that fails (our bug, raised at the end under
+        ``LEZEA_RAISE_INTERNAL=1``) costs neither the end record nor the steps after it."""
+        failures: list[Exception] = []
+
+        def attempt(step: Callable[..., Any], *args: Any) -> None:
+            try:
+                step(*args)
+            except Exception as failure:  # noqa: BLE001 - the run must end whatever one step does
+                failures.append(failure)
+
+        with exit_hooks.ending_lock(self):
+            if self._finalized or (self._worker_of is not None and not self._started):
+                return  # ended already, or a forked worker that never logged: nothing to end
+            if not self._started:
+                self._warnings.warn(ended_by, "called before start()", "the run was started and ended now")
+                self.start()
+            self._finalized = True
+            exit_hooks.unregister(self)
+            status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
+            if self._progress is not None:
+                attempt(self._progress.stop)
+            for frame in sorted(self._open.values(), key=lambda f: f.start_ns, reverse=True):
+                attempt(self._exit_block, frame, error, ended_by)  # innermost first, marked truncated
+            observers = self._observers
+            if observers is not None:
+                attempt(observers.stop)
+                attempt(lambda: self._emit("resource_totals", None, {
+                    "observed": observers.totals(), "components": self._state.resource_totals()}))
+            duration = (time.time_ns() - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
+            attempt(self._emit, "experiment_end", None, {
+                "status": status, "ended_by": ended_by, "duration_s": duration,
+                "error": error_text(error) if error is not None else None, "warnings": self._warnings.count})
+            if self._root is not None:
+                attempt(self._spans.end, self._root, error, None, {names.RUN_STATUS: status,
+                                                                   names.RUN_ENDED_BY: ended_by})
+            timeout = self.settings.shutdown_timeout_s
+            attempt(self._pipeline.close, timeout)
+            self._pipeline.mapper = None  # late calls reach the audit and the summary, not shut-down providers
+            lost = self._pipeline.audit.loss()
+            if lost:
+                self._warnings.warn(ended_by, "the audit could not be written in full", lost)
+            if self._providers is not None:
+                attempt(self._shut_down_providers, timeout)
+            attempt(lambda: self._console(closing_line(
+                self.experiment_name, status, duration, self._state, self._warnings.count,
+                self._providers.spool if self._providers else None, self.audit_path)))
+        if failures:
+            if raise_internal():
+                raise failures[0]
+            report_internal_error(ended_by, failures[0])
+
+    def _shut_down_providers(self, timeout: float) -> None:
         if self._providers is not None and not self._providers.shutdown(timeout):
             logger.warning("finalize: telemetry export did not finish within %.1f s (LEZEA_SHUTDOWN_TIMEOUT); "
-                           "the audit %s is complete", timeout, self.audit_path)
-        self._console(closing_line(self.experiment_name, status, duration, self._state, self._warnings.count,
-                                   self._providers.spool if self._providers else None, self.audit_path))
+                           "the audit %s %s", timeout, self.audit_path,
+                           "holds the rest" if self._pipeline.audit.loss() else "is complete")
 
     # --- records -------------------------------------------------------------------------------
 
@@ -290,6 +370,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         identity: a new ``service.instance.id`` and ``process.pid``, its own audit and OTLP files
         under ``workers/<pid>/``, and a ``worker`` span under the scope open at the fork. Nothing is
         set up until it logs, so silent workers cost nothing; the parent's data is never touched."""
+        exit_hooks.forget_ending_lock(self)
         if self._providers is not None:
             self._providers.abandon_in_child()
         if not self._started or self._finalized:
@@ -297,7 +378,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         stack = self._stack.get()
         self._worker_of = stack[-1].span if stack else self._root
         self._started = False
-        self._state = RunState()
+        self._state = RunState(self.settings.max_metric_names, warn=self._warnings.warn)
         self._stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
         self._open, self._last = {}, {}
         self._providers = self._metrics = self._logs = self._observers = self._progress = None

@@ -441,3 +441,56 @@ def test_a_batch_refused_for_good_is_set_aside_and_the_rest_goes_on(tmp_path, fa
     finally:
         accepting.stop()
     assert "poison" in [span.name for span in accepting.received.spans()]
+
+
+def _spans_in_file(path: Path, name: str) -> int:
+    return sum(1 for line in path.read_text().splitlines() for r in json.loads(line)["resourceSpans"]
+               for s in r["scopeSpans"] for span in s["spans"] if span["name"] == name)
+
+
+class TestLocalFilesNeverDrop:
+    @pytest.mark.parametrize("collector", [False, True], ids=["local", "otlp"])
+    def test_every_phase_of_a_fast_async_run_is_in_spans_jsonl(self, monkeypatch, tmp_path, collector):
+        """Phases ending faster than a file is written, with a queue far smaller than the run: the SDK's
+        batch processor dropped over half of them ("Queue full, dropping Span"); now the caller writes
+        the overflow itself, so every phase is in otlp/spans.jsonl and the delivery report adds up."""
+        monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "256")
+        monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64")
+        receiver = HttpReceiver() if collector else None
+        try:
+            tracker = ExperimentTracker("fast", runs_dir=tmp_path, async_mode=True, quiet=True,
+                                        endpoint=receiver.endpoint if receiver else None)
+            tracker.start(prometheus_port=None)
+            for _ in range(3000):
+                with tracker.span("phase"):
+                    pass
+            summary = tracker.finalize_experiment()
+        finally:
+            if receiver is not None:
+                receiver.stop()
+        assert summary["phases"]["phase"]["count"] == 3000
+        assert _spans_in_file(tracker.run_dir / "otlp" / "spans.jsonl", "phase") == 3000
+        assert _spans_in_file(tracker.run_dir / "otlp" / "spans.jsonl", "experiment") == 1
+        if collector:
+            spans = summary["delivery"]["signals"]["traces"]
+            assert spans["produced"] == 3002 and spans["dropped"] == 0
+            assert spans["exported"] + spans["spooled"] == spans["produced"]
+            assert len(receiver.received.spans()) == spans["exported"]
+
+    def test_a_file_that_cannot_be_written_is_counted_and_warned_once(self, tmp_path, lezea_warnings):
+        """A disk that refuses the local OTLP file loses those items there (the audit has them): they
+        are counted as dropped, produced == written + dropped, and one warning says so."""
+        from lezea_otel._internal.otlp_json import FileWriter, LocalFiles
+        from lezea_otel._internal.safety import Warnings
+
+        class FullDisk:
+            def export(self, batch):
+                raise OSError(28, "No space left on device")
+
+        warnings = Warnings()
+        files = LocalFiles(tmp_path / "otlp", warnings.warn)
+        writer = FileWriter(files, "traces", FullDisk())
+        assert writer.export(["a", "b"]) is False and writer.keep_batch(["c"]) is False
+        assert files.report()["traces"] == {"produced": 3, "written": 0, "dropped": 3}
+        messages = lezea_warnings()
+        assert len(messages) == 1 and "spans.jsonl could not be written" in messages[0]

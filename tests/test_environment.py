@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,14 @@ SECRETS = (GITHUB_TOKEN, AWS_SECRET, CLI_API_KEY, CLI_PASSWORD, HYPER_SECRET, GI
 @pytest.fixture(autouse=True)
 def _no_default_prometheus_port(monkeypatch):
     monkeypatch.setenv("LEZEA_PROMETHEUS_PORT", "0")
+
+
+def installed(package: str) -> bool:
+    try:
+        metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def environment_event(tracker: ExperimentTracker) -> dict[str, Any]:
@@ -71,7 +80,8 @@ class TestEnvironmentEvent:
         assert env["memory_bytes"] == psutil.virtual_memory().total
         assert env["packages"]["lezea_otel"] == lezea_otel.__version__
         assert env["packages"]["opentelemetry-sdk"]
-        assert "torch" not in env["packages"]  # not installed here: absent, not an error
+        for name in ("torch", "jax", "tensorflow"):  # recorded exactly when installed; absent is not an error
+            assert (name in env["packages"]) == installed(name), name
         assert isinstance(env["gpus"], list)
 
     def test_environment_is_a_log_event_too(self, capture):
@@ -181,3 +191,80 @@ class TestSecretsNeverLeak:
         logs = repr([dict(r.log_record.attributes) for r in capture.logs()])
         assert HYPER_SECRET not in audit + logs and CLI_PASSWORD not in audit + logs
         assert '"epoch":1' in audit and '"rows":10' in audit
+
+
+def root_resource(capture: Capture, tracker: ExperimentTracker) -> dict[str, Any]:
+    tracker.finalize_experiment()
+    (root,) = capture.spans("experiment")
+    return dict(root.resource.attributes)
+
+
+class TestDistributedLaunch:
+    """RANK, LOCAL_RANK and WORLD_SIZE as a launcher sets them, and as a broken one might."""
+
+    def test_ranks_reach_the_resource(self, capture, monkeypatch):
+        for variable, value in (("RANK", "3"), ("LOCAL_RANK", "1"), ("WORLD_SIZE", "8")):
+            monkeypatch.setenv(variable, value)
+        resource = root_resource(capture, capture.tracker("ranked", auto_start=True))
+        assert (resource["dl.rank"], resource["dl.local_rank"], resource["dl.world_size"]) == (3, 1, 8)
+
+    @pytest.mark.parametrize(("environ", "variable", "kept"), [
+        ({"RANK": "abc"}, "RANK", {}),
+        ({"RANK": "-1", "WORLD_SIZE": "4"}, "RANK", {"dl.world_size": 4}),
+        ({"RANK": "5", "WORLD_SIZE": "4"}, "RANK", {"dl.world_size": 4}),
+        ({"LOCAL_RANK": "2", "WORLD_SIZE": "0"}, "WORLD_SIZE", {"dl.local_rank": 2}),
+    ])
+    def test_an_impossible_rank_is_one_warning_and_not_recorded(self, capture, monkeypatch, lezea_warnings,
+                                                                 environ, variable, kept):
+        """A rank that is not a whole number below the world size: one warning naming it, no attribute."""
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        tracker = capture.tracker("broken-launch")
+        tracker.start(prometheus_port=None)
+        (message,) = lezea_warnings()
+        assert message.startswith(f"start: configuration problem: {variable}={environ[variable]!r}")
+        resource = root_resource(capture, tracker)
+        assert {k: v for k, v in resource.items() if k.startswith("dl.")} == kept
+
+    def test_a_malformed_traceparent_is_one_warning(self, capture, monkeypatch, lezea_warnings):
+        monkeypatch.setenv("TRACEPARENT", "00-not-a-trace-01")
+        tracker = capture.tracker("ci-job")
+        tracker.start(prometheus_port=None)
+        (message,) = lezea_warnings()
+        assert "TRACEPARENT='00-not-a-trace-01'" in message and "W3C" in message
+        assert tracker.settings.traceparent is None
+        tracker.finalize_experiment()
+
+    def test_a_constructor_argument_with_a_nul_byte_is_one_warning(self, tmp_path, monkeypatch,
+                                                                    lezea_warnings):
+        """runs_dir containing NUL cannot be a folder: warned at start(), the run goes to ./runs."""
+        monkeypatch.chdir(tmp_path)
+        tracker = ExperimentTracker("nul", runs_dir="runs\x00x", quiet=True)
+        tracker.start(prometheus_port=None)
+        assert any("argument runs_dir=" in m and "NUL" in m for m in lezea_warnings())
+        tracker.finalize_experiment()
+        assert tracker.audit_path.resolve().is_relative_to((tmp_path / "runs").resolve())
+
+
+class TestNonUtf8Variables:
+    def test_variables_read_from_non_utf8_bytes_still_go_out(self, monkeypatch, tmp_path, lezea_warnings):
+        """A service name and resource attributes set from Latin-1 bytes: one warning each, the bad
+        bytes replaced, and every span still reaches the collector (none kills an export)."""
+        from .otlp_receiver import HttpReceiver
+
+        monkeypatch.setenv("LEZEA_SERVICE_NAME", os.fsdecode(b"caf\xe9"))
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", os.fsdecode(b"site=k\xf6ln"))
+        receiver = HttpReceiver()
+        try:
+            tracker = ExperimentTracker("latin1", runs_dir=tmp_path, endpoint=receiver.endpoint, quiet=True)
+            tracker.start(prometheus_port=None)
+            tracker.log_training_step(1, {"loss": 0.5})
+            tracker.finalize_experiment()
+        finally:
+            receiver.stop()
+        messages = lezea_warnings()
+        assert len(messages) == 2 and all("is not valid UTF-8" in m for m in messages), messages
+        resources = receiver.received.resources("traces")
+        assert resources
+        assert all(r["service.name"] == "caf\ufffd" and r["site"] == "k\ufffdln" for r in resources)
+        assert "experiment" in {span.name for span in receiver.received.spans()}

@@ -24,7 +24,7 @@ def _run(tmp_path: Path, tail: str) -> tuple[subprocess.CompletedProcess[str], P
     env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
     env["LEZEA_PROMETHEUS_PORT"] = "0"
     proc = subprocess.run([sys.executable, "-c", SCRIPT + textwrap.dedent(tail), str(tmp_path)],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
     run_dir = tmp_path / proc.stdout.split()[0]
     return proc, run_dir
 
@@ -151,7 +151,31 @@ class TestSigterm:
                  "sys.exit(3)))\n"
         env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
         proc = subprocess.run([sys.executable, "-c", script + SCRIPT + textwrap.dedent(tail), str(tmp_path)],
-                              capture_output=True, text=True, timeout=60, env={**env, "LEZEA_PROMETHEUS_PORT": "0"})
+                              capture_output=True, text=True, timeout=60, env={**env, "LEZEA_PROMETHEUS_PORT": "0"},
+                              check=False)
         assert proc.returncode == 3 and "user handler" in proc.stdout
         run_dir = tmp_path / proc.stdout.split()[0]
         assert _events(run_dir)[-1]["data"]["status"] == "terminated"
+
+    def test_a_first_start_on_another_thread_does_not_leave_sigterm_unhandled(self, tmp_path):
+        """Signal handlers can only be set from the main thread: when the first run starts on another
+        thread, the next start on the main thread sets them, and SIGTERM then ends both runs."""
+        script = """
+import sys, threading
+from lezea_otel import ExperimentTracker
+first = []
+starter = threading.Thread(target=lambda: first.append(
+    ExperimentTracker("in-a-thread", runs_dir=sys.argv[1], quiet=True, auto_start=True)))
+starter.start()
+starter.join()
+""" + SCRIPT + textwrap.dedent("""
+        import os, signal, time
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        """)
+        env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
+        proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                              timeout=60, env={**env, "LEZEA_PROMETHEUS_PORT": "0"}, check=False)
+        assert proc.returncode == -15, proc.stderr
+        ends = [_events(run_dir)[-1]["data"] for run_dir in tmp_path.iterdir()]
+        assert len(ends) == 2 and all(end["status"] == "terminated" for end in ends)

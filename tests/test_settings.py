@@ -412,3 +412,118 @@ class TestOtlpVariables:
         messages = lezea_warnings()
         assert any("LEZEA_SHUTDOWN_TIMEOUT" in m for m in messages)
         assert any("LEZEA_AUDIT_FSYNC" in m for m in messages)
+
+
+class TestDeclaredTable:
+    """Settings, README's configuration table and `lezea-otel doctor` all come from one declared table."""
+
+    def test_readme_table_is_the_declared_table(self):
+        """README's table is what `python -m lezea_otel._internal.parameters` prints: they cannot drift."""
+        from lezea_otel._internal.parameters import markdown_table
+
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+        marker = "`python -m lezea_otel._internal.parameters`; tests/test_settings.py checks they agree -->\n"
+        assert marker in readme
+        shown = readme.split(marker, 1)[1].split("\n\n", 1)[0] + "\n"
+        assert shown == markdown_table(), "README is stale: paste `python -m lezea_otel._internal.parameters`"
+
+    def test_every_setting_comes_from_the_table(self):
+        """Each Settings field is a declared parameter or derived from them; with nothing set, each
+        holds its parameter's declared default (the only place a default is written)."""
+        from dataclasses import fields
+
+        from lezea_otel._internal.parameters import PARAMETERS
+        from lezea_otel._internal.settings import Settings, resolve_settings
+
+        declared = {p.name: p for p in PARAMETERS if not p.per_signal}
+        derived = {"otlp_signals", "otlp_endpoints", "otlp_options", "signal_values", "sdk", "exporter_fixes",
+                   "problems", "sources"}
+        assert {f.name for f in fields(Settings)} - derived <= set(declared)
+        settings = resolve_settings({}, {})
+        assert settings.problems == ()
+        for name in {f.name for f in fields(Settings)} - derived:
+            assert getattr(settings, name) == declared[name].setting(declared[name].default), name
+        assert set(settings.sdk) == {n for n in declared if n not in {f.name for f in fields(Settings)}
+                                     and not declared[n].with_otlp}
+
+    def test_doctor_lists_values_and_sources_from_the_table(self, tmp_path):
+        """`doctor` shows each setting's variables, value and where it came from, an SDK variable once set."""
+        from click.testing import CliRunner
+
+        from lezea_otel.cli import main
+
+        env = {"LEZEA_RUNS_DIR": str(tmp_path / "r"), "LEZEA_OBSERVE_INTERVAL": "2.5",
+               "OTEL_SPAN_EVENT_COUNT_LIMIT": "64", "LEZEA_PROMETHEUS_PORT": None}
+        result = CliRunner().invoke(main, ["doctor", "--port", "0"], env=env)
+        assert result.exit_code == 0, result.output
+        rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+                for line in result.output.splitlines() if line.count("│") >= 4}
+        assert rows["LEZEA_OBSERVE_INTERVAL"] == ["2.5", "LEZEA_OBSERVE_INTERVAL"]
+        assert rows["LEZEA_SHUTDOWN_TIMEOUT"] == ["5.0", "default"]
+        assert rows["OTEL_SPAN_EVENT_COUNT_LIMIT"] == ["64", "OTEL_SPAN_EVENT_COUNT_LIMIT"]
+        assert "OTEL_SPAN_LINK_COUNT_LIMIT" not in rows  # SDK variables at their defaults stay out of the way
+
+    def test_doctor_fails_on_an_out_of_range_value(self, tmp_path):
+        from click.testing import CliRunner
+
+        from lezea_otel.cli import main
+
+        env = {"LEZEA_RUNS_DIR": str(tmp_path / "r"), "LEZEA_PROGRESS_EVERY": "1e-9"}
+        result = CliRunner().invoke(main, ["doctor", "--port", "0"], env=env)
+        assert result.exit_code == 1
+        assert "LEZEA_PROGRESS_EVERY='1e-9' is out of range" in result.output
+        assert "using 0.05" in result.output
+
+
+class TestSdkVariables:
+    """Variables the OTel SDK reads itself are checked like ours, and never reach it unusable."""
+
+    def test_an_sdk_limit_that_would_raise_is_one_warning_and_spans_still_record(
+            self, capture, monkeypatch, lezea_warnings):
+        """OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=abc (the SDK raises on it) warns once; the default 128 is used."""
+        monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "abc")
+        tracker = capture.tracker("limits")
+        tracker.start(prometheus_port=None)
+        (message,) = lezea_warnings()
+        assert "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT='abc'" in message and "using the default 128" in message
+        with tracker.builder_scope("1"):
+            tracker.log_training_step(1, {"loss": 0.5})
+        tracker.finalize_experiment()
+        assert capture.spans("experiment") and os.environ["OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"] == "128"
+        with pytest.raises(LezeaConfigError, match="OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"):
+            capture.tracker("strict-limits").start(strict=True, prometheus_port=None)  # still reported, once
+
+    def test_a_valid_sdk_limit_is_honoured(self, capture, monkeypatch):
+        """OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=2 reaches the SDK unchanged: spans keep two attributes."""
+        monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "2")
+        tracker = capture.tracker("two", auto_start=True)
+        tracker.finalize_experiment()
+        (root,) = capture.spans("experiment")
+        assert len(root.attributes) == 2
+
+    def test_invalid_resource_attributes_keep_the_valid_pairs(self, capture, monkeypatch, lezea_warnings):
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=ml,broken")
+        tracker = capture.tracker("attrs")
+        tracker.start(prometheus_port=None)
+        (message,) = lezea_warnings()
+        assert "OTEL_RESOURCE_ATTRIBUTES='team=ml,broken'" in message
+        assert resource_of(capture, tracker)["team"] == "ml"
+
+    def test_an_invalid_exporter_option_is_hidden_from_the_exporters(self, monkeypatch, tmp_path,
+                                                                      lezea_warnings):
+        """OTEL_EXPORTER_OTLP_TRACES_COMPRESSION=zip: one warning, and the traces still reach the collector
+        (the exporter read the generic variable instead, as the warning says)."""
+        receiver = HttpReceiver()
+        try:
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zip")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+            tracker = ExperimentTracker("zip", runs_dir=tmp_path, endpoint=receiver.endpoint, quiet=True)
+            tracker.start(prometheus_port=None)
+            tracker.finalize_experiment()
+        finally:
+            receiver.stop()
+        (message,) = lezea_warnings()
+        assert "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION='zip'" in message
+        assert "using OTEL_EXPORTER_OTLP_COMPRESSION instead" in message
+        assert "experiment" in {span.name for span in receiver.received.spans()}
+        assert os.environ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"] == "zip"  # hidden only while built

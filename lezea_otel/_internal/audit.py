@@ -1,38 +1,76 @@
 """``runs/<id>/events.jsonl``: the run's source of truth, one JSON object per tracker call.
 
-Lines are encoded with orjson and written buffered; the buffer is flushed at least once a
-second, and always at finalize, so a crash loses at most the last second. Non-finite floats,
-which JSON cannot hold, are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
-and read back as floats by :func:`read_events`.
+Lines are encoded with orjson and written buffered, in whole lines only (a full disk costs the
+lines it refused, counted, never a torn line: see ``audit_file``); the buffer is flushed at least
+once a second, and always at finalize, so a crash loses at most the last second. Non-finite floats,
+which JSON cannot hold, are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
+the line lists where they are (``"nonfinite": [["metrics", "loss"]]``) and :func:`read_events`
+turns exactly those back into floats, so a user's text "NaN" stays text. A value no line can
+hold (shaping let it through) is made plain and the line written anyway: never lost, counted.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
+from . import values
+from .audit_file import LineFile
 from .record import Record
+from .safety import logger
 
 FLUSH_INTERVAL_S = 1.0
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _finite_safe(value: Any) -> Any:
+def _marked(value: Any) -> bool:
+    """Whether ``value`` holds a non-finite float or a text that reads like one (checked before copying)."""
+    kind = type(value)
+    if kind is float:
+        return value - value != 0
+    if kind is str:
+        return value in _NONFINITE
+    if kind is int or kind is bool or value is None:
+        return False
+    if kind is dict:
+        return any(map(_marked, value.values()))
+    if kind is list or kind is tuple:
+        return any(map(_marked, value))
+    return True  # a subclass or an odd object: the full pass looks at it
+
+
+def _finite_safe(value: Any, found: list[Any], path: list[Any]) -> Any:
+    """A copy with non-finite floats as text, the path of each appended to ``found``; a text that reads
+    like one (a user's "NaN") appends ``None``, so its line is marked and that text stays text."""
     if isinstance(value, float):
-        if value != value or value in (math.inf, -math.inf):
-            return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        if value - value == 0:
+            return value if type(value) is float else float.__float__(value)  # np.float64 is a float
+        found.append(list(path))
+        return values.format_float(value)
+    if isinstance(value, str):
+        if value in _NONFINITE:
+            found.append(None)
         return value
     if isinstance(value, dict):
-        return {k: _finite_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_safe(v) for v in value]
+        out = {}
+        for key, item in value.items():
+            path.append(key if isinstance(key, str) else str(key))
+            out[key] = _finite_safe(item, found, path)
+            path.pop()
+        return out
+    if isinstance(value, (list, tuple)):
+        items = []
+        for index, item in enumerate(value):
+            path.append(index)
+            items.append(_finite_safe(item, found, path))
+            path.pop()
+        return items
     return value
 
 
@@ -54,37 +92,48 @@ class _Clock:
 class AuditWriter:
     """Appends records to ``events.jsonl``; the caller serializes access (one pipeline lock)."""
 
+    repaired = 0
+    """Lines whose record held a value no JSON line can (shaping let it through): written made plain."""
+    report: Callable[[str, str], None] | None = None
+    """``warn(problem, detail)`` for a repaired line; without one, the first repair is logged."""
+
     def __init__(self, path: Path, fsync: str = "interval") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fsync = fsync
-        self._dirty = False
-        self._file: IO[bytes] | None = open(path, "ab", buffering=1 << 16)  # noqa: SIM115
+        self._file = LineFile(path)  # whole lines only, reentrancy-safe; losses counted (see audit_file)
         self._clock = _Clock()
         self._last_flush = time.monotonic()
         self.seq = 0
         self._ids: tuple[int, int, str | None, str | None] = (0, 0, None, None)
 
     def detach_after_fork(self) -> None:
-        """In a forked child: the inherited buffer holds the parent's unflushed lines; point the copied
-        descriptor at /dev/null so that no flush from the child ever reaches the parent's file."""
-        if self._file is not None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._file.fileno())
-            os.close(devnull)
+        """In a forked child: the queued lines and the file are the parent's; nothing from the child reaches them."""
+        self._file.detach_after_fork()
 
     def write(self, record: Record) -> None:
         self.seq += 1
-        data = record.data
+        try:
+            encoded = self._encode(record)
+        except Exception as error:  # noqa: BLE001 - the last line of defence: repaired, never lost
+            encoded = self._repair(record, error)
+        if self._file.append(encoded):  # (after close, a late call's line is written at once)
+            self._file.flush()  # a full buffer goes to the OS, as a buffered file would
+        if self._fsync == "always":
+            self.flush(durable=True)
+        elif time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush(durable=self._fsync == "interval")
+
+    def _encode(self, record: Record) -> bytes:
+        found: list[Any] = []
+        data = _finite_safe(record.data, found, []) if record.data and _marked(record.data) else record.data
         metrics = record.values
         if metrics is not None:
             if record.scope:
                 metrics = {record.scoped(k): v for k, v in metrics.items()}
             if sum(metrics.values()) - sum(metrics.values()) != 0:  # some value is NaN or infinite
-                metrics = _finite_safe(metrics)
+                metrics = _finite_safe(metrics, found, ["metrics"])
             data = {"metrics": metrics, **data}
-        elif data:
-            data = _finite_safe(data)
         ids = self._ids
         if ids[0] != record.trace_id or ids[1] != record.span_id:
             ids = self._ids = (record.trace_id, record.span_id,
@@ -101,43 +150,61 @@ class AuditWriter:
             "span_id": ids[3],
             "data": data,
         }
-        encoded = orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
-        if self._file is None:  # after close: late calls still reach the audit
-            with open(self.path, "ab") as late:
-                late.write(encoded)
-            return
-        self._file.write(encoded)
-        if self._fsync == "always":
-            self.flush(durable=True)
-            return
-        self._dirty = True
-        if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
-            self.flush(durable=self._fsync == "interval")
+        if found:
+            line["nonfinite"] = [path for path in found if path is not None]
+        return orjson.dumps(line, default=values.json_default,
+                            option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+    def _repair(self, record: Record, error: Exception) -> bytes:
+        """Make the record plain in place (the run state and the signals then see what the audit got)."""
+        self.repaired += 1
+        record.kind = values.as_text(record.kind, "kind", values.ignore)[:64]
+        detail = f"{values.error_text(error)}; written with its values made plain (text where needed)"
+        if self.report is not None:
+            self.report(f"a {record.kind} record held a value no JSON line can hold", detail)
+        elif self.repaired == 1:
+            logger.warning("audit: a %s record held a value no JSON line can hold: %s", record.kind, detail)
+        record.data = values.sanitise(record.data) if isinstance(record.data, dict) else {}
+        if record.values is not None:
+            numbers = ((values.text_key(k, "metrics", values.ignore), values.as_number(v))
+                       for k, v in values.items_of(record.values, "metrics", values.ignore))
+            record.values = {k: v for k, v in numbers if values.is_number(v)}
+        record.step = values.step_value(record.step, "step", values.ignore)
+        record.scope = tuple(values.as_text(part, "scope", values.ignore)
+                             for part in values.iterate(record.scope, "scope", values.ignore))
+        for name in ("time_ns", "trace_id", "span_id"):
+            if type(getattr(record, name)) is not int:
+                setattr(record, name, time.time_ns() if name == "time_ns" else 0)
+        try:
+            return self._encode(record)
+        except Exception as second:  # noqa: BLE001 - even so: a line that says what was lost
+            record.data = {"unwritable": values.error_text(second)}
+            record.values = None
+            return self._encode(record)
 
     def flush_if_due(self) -> None:
         """Called once a second by the pipeline, so a quiet run also has at most a second at risk."""
-        if self._dirty and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+        if self._file.pending and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush(durable=self._fsync == "interval")
 
     def flush(self, durable: bool = False) -> None:
         """To the OS (survives kill -9); ``durable`` also fsyncs (survives a power or node loss)."""
-        if self._file is not None:
-            self._file.flush()
-            if durable:
-                os.fsync(self._file.fileno())
-        self._dirty = False
+        self._file.flush(durable)
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if self._file is not None:
-            self.flush(durable=True)  # always at finalize, whatever the policy
-            self._file.close()
-            self._file = None
+        """Flushed and fsynced, whatever the policy; later lines are still appended, one at a time."""
+        self._file.close()
+
+    def loss(self) -> str:
+        """The lines the disk refused (full, quota, I/O error), for one warning; empty when none."""
+        return self._file.loss()
 
     def __del__(self) -> None:  # a tracker dropped without finalize still leaves a complete audit
         try:
-            self.close()
-        except Exception:  # noqa: BLE001
+            if "_file" in vars(self):  # not when the file could not even be opened
+                self.close()
+        except Exception:  # noqa: BLE001, S110 - at garbage collection there is no one to tell
             pass
 
 
@@ -146,11 +213,26 @@ def open_audit(runs_dir: Path, experiment_id: str, warn: Callable[[str, str], No
     """The run folder and its audit; a runs folder that cannot be written falls back to a temporary one."""
     run_dir = runs_dir / experiment_id
     try:
-        return run_dir, AuditWriter(run_dir / "events.jsonl", fsync)
+        writer = AuditWriter(run_dir / "events.jsonl", fsync)
     except OSError as error:
         fallback = Path(tempfile.gettempdir()) / "lezea-runs" / experiment_id
         warn(f"the runs folder {runs_dir} is not writable", f"{error}; writing the audit to {fallback}")
-        return fallback, AuditWriter(fallback / "events.jsonl", fsync)
+        run_dir, writer = fallback, AuditWriter(fallback / "events.jsonl", fsync)
+    writer.report = warn
+    return run_dir, writer
+
+
+_TEXT_FIELDS = frozenset((
+    "text", "name", "purpose", "tags", "agent_id", "role", "data_split", "component_id", "component_type", "path",
+    "version_tag", "algorithm_type", "start_network_id", "initialization_scheme", "status", "ended_by", "error",
+    "sample_id", "experiment_id", "host", "service_name", "run_dir"))
+"""Fields of ``data`` that every writer filled with text: never revived, even in a line without ``nonfinite``."""
+
+
+def _revive_old(data: dict[str, Any]) -> dict[str, Any]:
+    """A line written before the ``nonfinite`` list: "NaN"/"Infinity"/"-Infinity" text is a float, but in
+    the fields that always held text."""
+    return {k: v if k in _TEXT_FIELDS else _revive(v) for k, v in data.items()}
 
 
 def _revive(value: Any) -> Any:
@@ -161,6 +243,26 @@ def _revive(value: Any) -> Any:
     if isinstance(value, list):
         return [_revive(v) for v in value]
     return value
+
+
+def _revive_at(data: Any, path: Any) -> None:
+    """Turn the text at ``path`` (keys and list indices under ``data``) back into its float."""
+    if not isinstance(path, list) or not path:
+        return
+    container = data
+    for step in path[:-1]:
+        container = _child(container, step)
+    last = path[-1]
+    if isinstance(_child(container, last), str):
+        container[last] = _NONFINITE.get(container[last], container[last])
+
+
+def _child(container: Any, step: Any) -> Any:
+    if isinstance(container, dict) and isinstance(step, str):
+        return container.get(step)
+    if isinstance(container, list) and type(step) is int and -len(container) <= step < len(container):
+        return container[step]
+    return None
 
 
 def read_events(path: Path, problems: list[str] | None = None) -> Iterator[dict[str, Any]]:
@@ -175,6 +277,15 @@ def read_events(path: Path, problems: list[str] | None = None) -> Iterator[dict[
                 if problems is not None:
                     problems.append(f"{path}: line {number} is not valid JSON (torn or corrupt); skipped")
                 continue
+            if not isinstance(event, dict):
+                if problems is not None:
+                    problems.append(f"{path}: line {number} is not a JSON object; skipped")
+                continue
             if isinstance(event.get("data"), dict):
-                event["data"] = _revive(event["data"])
+                marks = event.get("nonfinite")
+                if isinstance(marks, list):
+                    for mark in marks:
+                        _revive_at(event["data"], mark)
+                elif "nonfinite" not in event:
+                    event["data"] = _revive_old(event["data"])
             yield event

@@ -21,37 +21,53 @@ def config(warn: Warn, tasker_population_size: Any, builder_population_size: Any
     data: dict[str, Any] = {}
     for name, raw in (("tasker_population_size", tasker_population_size),
                       ("builder_population_size", builder_population_size)):
-        if raw is None:
-            continue
-        number = values.number(raw, name, warn)
-        if number is not None:
-            data[name] = int(number) if number.is_integer() else number
+        if raw is not None:
+            size = population(warn, name, raw)
+            if size is not None:
+                data[name] = size
     for name, raw in (("algorithm_type", algorithm_type), ("start_network_id", start_network_id),
                       ("initialization_scheme", initialization_scheme)):
-        text = values.text(raw, name, warn, optional=True)
+        text = values.label(raw, name, warn, optional=True)
         if text is not None:
             data[name] = text
     for name, raw in (("hyperparameters", hyperparameters), ("seeds", seeds)):
         if raw is None:
             continue
-        if not isinstance(raw, dict):
+        if not values.is_mapping(raw):
             warn(f"{name} must be a dict", f"got {values.describe(raw)}; ignored")
             continue
         data[name] = values.scrub(values.plain(raw, name, warn))
     return data
 
 
+def population(warn: Warn, name: str, raw: Any) -> int | float | None:
+    """A population size: a whole number >= 0; anything else is kept as given, with a warning."""
+    number: int | float | None = values.number(raw, name, warn)
+    if number is None or number - number != 0:
+        return number  # values.number has said so
+    exact = values.scalar(raw)
+    if type(exact) is int and values.INT64_MIN <= exact <= values.INT64_MAX:
+        number = exact  # exact past 2**53 too
+    elif number.is_integer() and abs(number) < 2**63:
+        number = int(number)
+    if not float(number).is_integer():
+        warn(f"{name} is not a whole number", f"got {values.describe(raw)}; recorded as given")
+    elif number < 0:
+        warn(f"{name} is negative", f"got {values.describe(raw)}; recorded as given")
+    return number
+
+
 def statistics(warn: Warn, stats: Any, what: str = "statistics") -> dict[str, Any]:
     """Numbers are kept as floats (they become metrics); other values are kept as data only."""
     if stats is None:
         return {}
-    if not isinstance(stats, dict):
+    if not values.is_mapping(stats):
         warn(f"{what} must be a dict", f"got {values.describe(stats)}; ignored")
         return {}
     out: dict[str, Any] = {}
-    for key, value in stats.items():
+    for key, value in values.items_of(stats, what, warn):
         key = values.text_key(key, what, warn)
-        number = values.as_number(value)
+        number = values.to_float(value, f"{what}: value for {key!r}", warn)
         out[key] = number if values.is_number(number) else values.plain(value, what, warn)
     return out
 
@@ -59,12 +75,12 @@ def statistics(warn: Warn, stats: Any, what: str = "statistics") -> dict[str, An
 def modifications(warn: Warn, items: Any) -> list[Any]:
     if items is None:
         return []
-    if isinstance(items, dict):
+    if values.is_mapping(items):
         items = [items]
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+    if values.is_a(items, (str, bytes, bytearray)) or not values.iterable(items):
         warn("modifications must be a list", f"got {values.describe(items)}; ignored")
         return []
-    return values.plain(list(items), "modifications", warn)
+    return values.plain(list(values.iterate(items, "modifications", warn)), "modifications", warn)
 
 
 def split(warn: Warn, name: str, ids: Any) -> dict[str, Any] | None:
@@ -76,59 +92,77 @@ def split(warn: Warn, name: str, ids: Any) -> dict[str, Any] | None:
 
 
 def data_score(warn: Warn, sample_id: Any, before_loss: Any, after_loss: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {"sample_id": values.plain(sample_id, "sample_id", warn)}
+    data: dict[str, Any] = {"sample_id": values.identifier(sample_id, "sample_id", warn)}
     before = values.number(before_loss, "before_loss", warn) if before_loss is not None else None
     after = values.number(after_loss, "after_loss", warn) if after_loss is not None else None
     data.update(before_loss=before, after_loss=after)
     if before is not None and after is not None:
-        data["score"] = before - after
+        data["score"] = score = before - after
+        if score < 0:  # the SDK's histogram takes no negative value, and would drop it with no word of ours
+            warn("score (before_loss - after_loss) is negative",
+                 f"got {score:.6g}: the sample made the loss worse; kept in the audit, not in the "
+                 "lezea.data.score histogram (histograms take no negative values)")
     return data
 
 
+RESOURCE_FIELDS = ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")
+
+
 def resource(warn: Warn, component_id: Any, component_type: Any, cpu_percent: Any, gpu_percent: Any,
-             memory_mb: Any, io_operations: Any) -> dict[str, Any]:
+             memory_mb: Any, io_operations: Any,
+             given: tuple[str, str, str, str] = ("cpu_percent", "gpu_util_percent", "memory_mb", "io_operations"),
+             ) -> dict[str, Any]:
+    """``given`` names the parameters as the call spells them (``log_resource(cpu=...)`` says ``cpu``)."""
     data: dict[str, Any] = {
-        "component_id": values.text(component_id, "component_id", warn) or "unknown",
-        "component_type": values.text(component_type, "component_type", warn, optional=True),
+        "component_id": values.label(component_id, "component_id", warn) or "unknown",
+        "component_type": values.label(component_type, "component_type", warn, optional=True),
     }
-    for name, raw in (("cpu_percent", cpu_percent), ("gpu_percent", gpu_percent), ("memory_mb", memory_mb),
-                      ("io_operations", io_operations)):
+    for field, name, raw in zip(RESOURCE_FIELDS, given, (cpu_percent, gpu_percent, memory_mb, io_operations)):
         if raw is not None:
-            number = values.number(raw, name, warn)
-            if number is not None and number < 0:
-                warn(f"{name} is negative", f"got {number}; ignored")
-                number = None
-            data[name] = number
+            data[field] = values.number(raw, name, warn, finite_nonnegative=True)
     return data
 
 
 def checkpoint(warn: Warn, path: Any, hash_max_bytes: int, metadata: Any) -> dict[str, Any]:
-    text = values.text(path, "path", warn) or ""
+    raw = _os_path(path)
+    text = values.text(raw, "checkpoint_path", warn) or ""
     data: dict[str, Any] = {"path": text, "exists": False, "size_bytes": None, "sha256": None}
+    where = raw if values.is_a(raw, str) else text  # the file system takes the name as the OS gave it
     try:
-        stat = os.stat(text)
+        stat = os.stat(where)
     except (OSError, ValueError):
         warn("checkpoint file not found", f"{text!r}; recorded without size or hash")
     else:
         data.update(exists=True, size_bytes=stat.st_size)
-        if os.path.isfile(text) and stat.st_size <= hash_max_bytes:
-            data["sha256"] = _sha256(text)
+        if os.path.isfile(where) and stat.st_size <= hash_max_bytes:
+            data["sha256"] = _sha256(where)
     if metadata is not None:
         data["metadata"] = values.scrub(values.plain(metadata, "metadata", warn))
     return data
 
 
 def dataset(warn: Warn, name: Any, version_tag: Any, dataset_path: Any, metadata: Any) -> dict[str, Any]:
+    raw = _os_path(dataset_path)
     data: dict[str, Any] = {
-        "name": values.text(name, "dataset_name", warn) or "unknown",
-        "version_tag": values.text(version_tag, "version_tag", warn, optional=True),
-        "path": values.text(dataset_path, "dataset_path", warn, optional=True),
+        "name": values.label(name, "dataset_name", warn) or "unknown",
+        "version_tag": values.label(version_tag, "version_tag", warn, optional=True),
+        "path": values.text(raw, "dataset_path", warn, optional=True),
     }
-    if data["path"] and os.path.exists(data["path"]):
+    if data["path"] and os.path.exists(raw if values.is_a(raw, str) else data["path"]):
         data["exists"] = True
     if metadata is not None:
         data["metadata"] = values.scrub(values.plain(metadata, "metadata", warn))
     return data
+
+
+def _os_path(path: Any) -> Any:
+    """A ``pathlib.Path`` or bytes name as the ``str`` the OS uses; anything else unchanged."""
+    try:
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        return os.fsdecode(path) if isinstance(path, bytes) else path
+    except Exception:  # noqa: BLE001 - a __fspath__ that raises: values.text describes it
+        return path
 
 
 def rewards(warn: Warn, rewards_by_agent: Any, what: str) -> dict[str, float]:

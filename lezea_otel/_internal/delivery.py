@@ -16,26 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.exporter.otlp.json.file import FileMetricExporter, FileSpanExporter
-from opentelemetry.exporter.otlp.json.file._log_exporter import FileLogExporter
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    SimpleLogRecordProcessor,
-)
+from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 
 from .export_queue import LogExportQueue, SpanExportQueue
-from .otlp_json import SIGNAL_FILES
-from .settings import Settings
+from .otlp_json import LocalFiles
+from .settings import Settings, exporter_environment
 from .spool import Spool, SpoolingLogExporter, SpoolingMetricExporter, SpoolingSpanExporter
 
-FILE_FLUSH_MS = 1000
 STUCK_EXPORT_S = 1.0  # at finalize, an export on the wire longer than this is spooled instead of awaited
 
 
@@ -50,6 +43,7 @@ class Providers:
     spool: Spool | None = None
     readers: list[MetricReader] = field(default_factory=list)
     scrapes: ScrapeClock | None = None
+    files: LocalFiles | None = None  # what reached the local otlp/ files (produced == written + dropped)
 
     def shutdown(self, timeout_s: float) -> bool:
         """Flush and stop everything within ``timeout_s``; False when something was still hanging.
@@ -184,6 +178,7 @@ def build_providers(
     warn: Callable[[str, str, str], None],
 ) -> Providers:
     spool: Spool | None = None
+    files: LocalFiles | None = None
     span_processors: list[Any] = []
     log_processors: list[Any] = []
     readers: list[MetricReader] = []
@@ -191,27 +186,25 @@ def build_providers(
     interval = settings.metric_export_interval_ms
     if not settings.sdk_disabled:
         otlp_dir.mkdir(parents=True, exist_ok=True)
-        span_processors.append(
-            BatchSpanProcessor(FileSpanExporter(otlp_dir / SIGNAL_FILES["traces"]),
-                               schedule_delay_millis=FILE_FLUSH_MS)
-        )
-        log_processors.append(
-            BatchLogRecordProcessor(FileLogExporter(otlp_dir / SIGNAL_FILES["logs"]),
-                                    schedule_delay_millis=FILE_FLUSH_MS)
-        )
-        readers.append(PeriodicExportingMetricReader(
-            FileMetricExporter(otlp_dir / SIGNAL_FILES["metrics"]), export_interval_millis=interval))
+        files = LocalFiles(otlp_dir, warn)  # the export queue, not the SDK's batch processor: never drops
+        span_processors.append(SpanExportQueue(files.span_writer(), settings.export_queue("traces")))
+        log_processors.append(LogExportQueue(files.log_writer(), settings.export_queue("logs")))
+        readers.append(PeriodicExportingMetricReader(files.metric_exporter(),
+                                                     export_interval_millis=interval))
         targets.append(f"files {otlp_dir}")
         try:
-            exporters = _otlp_exporters(settings)
+            with exporter_environment(settings):  # they read OTEL_EXPORTER_OTLP_*: never an unusable one
+                exporters = _otlp_exporters(settings)
         except Exception as error:  # noqa: BLE001 - a bad certificate path, a missing extra
             warn("start", "OTLP exporters could not be created", f"{type(error).__name__}: {error}; local only")
             exporters = {}
         spool = Spool(spool_dir) if exporters else None
         if "traces" in exporters:
-            span_processors.append(SpanExportQueue(SpoolingSpanExporter(exporters["traces"], spool)))
+            span_processors.append(SpanExportQueue(SpoolingSpanExporter(exporters["traces"], spool),
+                                                   settings.export_queue("traces")))
         if "logs" in exporters:
-            log_processors.append(LogExportQueue(SpoolingLogExporter(exporters["logs"], spool)))
+            log_processors.append(LogExportQueue(SpoolingLogExporter(exporters["logs"], spool),
+                                                 settings.export_queue("logs")))
         if "metrics" in exporters:
             readers.append(PeriodicExportingMetricReader(SpoolingMetricExporter(exporters["metrics"], spool),
                                                          export_interval_millis=interval))
@@ -239,7 +232,7 @@ def build_providers(
         logger.add_log_record_processor(processor)
     meter = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     return Providers(tracer, meter, logger, server, prometheus_port if server else None, targets, spool, readers,
-                     scrapes)
+                     scrapes, files)
 
 
 def _prometheus(port: int, addr: str, warn: Callable[[str, str, str], None]) -> tuple[Any, Any, Any]:

@@ -7,6 +7,7 @@ token-shaped strings are redacted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -101,10 +102,8 @@ def gpus() -> list[dict[str, Any]]:
     except Exception:  # noqa: BLE001
         return []
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _text(value: Any) -> str:
@@ -123,8 +122,8 @@ def describe_environment(extra_allowed: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                    "executable": sys.executable},
-        "platform": {"system": platform.system(), "release": platform.release(), "machine": platform.machine(),
-                     "host": host_name()},
+        "platform": {"system": platform.system(), "release": platform.release(),
+                     "machine": platform.machine(), "host": host_name()},
         "cpu": {"logical": psutil.cpu_count(logical=True), "physical": psutil.cpu_count(logical=False),
                 "available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None},
         "memory_bytes": psutil.virtual_memory().total,

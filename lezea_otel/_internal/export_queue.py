@@ -14,27 +14,22 @@ import copy
 import os
 import threading
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import SpanProcessor
 
-DEFAULT_DELAY_MS = {"traces": 1000, "logs": 1000}
-# Larger than the SDK's 2048: past it the caller spools a batch itself, and a collector that is down
-# at start keeps the first export retrying for up to OTEL_EXPORTER_OTLP_TIMEOUT (10 s by default).
-DEFAULT_MAX_QUEUE = 16_384
-DELAY_VARIABLES = {"traces": "OTEL_BSP_SCHEDULE_DELAY", "logs": "OTEL_BLRP_SCHEDULE_DELAY"}
-BATCH_VARIABLES = {"traces": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "logs": "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"}
-QUEUE_VARIABLES = {"traces": "OTEL_BSP_MAX_QUEUE_SIZE", "logs": "OTEL_BLRP_MAX_QUEUE_SIZE"}
+from .parameters import BY_NAME
+
+_PREFIX = {"traces": "bsp", "logs": "blrp"}
+OPTIONS = ("schedule_delay_ms", "max_queue_size", "max_export_batch_size")
 
 
-def _positive_int(variable: str, default: int) -> int:
-    try:
-        value = int(os.environ.get(variable, default))
-    except ValueError:
-        return default
-    return value if value > 0 else default
+def default_options(signal: str) -> dict[str, int]:
+    """The declared defaults of ``OTEL_BSP_*`` (traces) or ``OTEL_BLRP_*`` (logs)."""
+    return {option: BY_NAME[f"{_PREFIX[signal]}_{option}"].default for option in OPTIONS}
 
 
 def _readable_log(log_record: Any) -> Any:
@@ -51,12 +46,15 @@ def _readable_log(log_record: Any) -> Any:
 class _ExportQueue:
     signal = ""
 
-    def __init__(self, exporter: Any) -> None:
-        signal = self.signal
+    def __init__(self, exporter: Any, options: Mapping[str, int] | None = None) -> None:
+        """``options``: ``Settings.export_queue(signal)``, already checked and bounded; the declared
+        defaults without. (The queue bound is larger than the SDK's 2048: past it the caller spools a
+        batch itself, and a collector down at start holds the first export for up to its timeout.)"""
+        chosen = {**default_options(self.signal), **(options or {})}
         self._exporter = exporter
-        self._delay_s = _positive_int(DELAY_VARIABLES[signal], DEFAULT_DELAY_MS[signal]) / 1000
-        self._max_batch = _positive_int(BATCH_VARIABLES[signal], 512)
-        self._max_queue = max(_positive_int(QUEUE_VARIABLES[signal], DEFAULT_MAX_QUEUE), self._max_batch)
+        self._delay_s = chosen["schedule_delay_ms"] / 1000
+        self._max_batch = chosen["max_export_batch_size"]
+        self._max_queue = max(chosen["max_queue_size"], self._max_batch)
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._idle = threading.Event()

@@ -13,8 +13,14 @@ from . import names, values
 from .logs import LogRecorder
 from .metrics import MetricRecorder
 from .record import Record
+from .safety import encodable_number
 
 _MB = 2**20
+
+
+def _float(value: Any) -> float:
+    """``float()`` that cannot overflow: an int past float's range (a step of 10**400) is +-max float."""
+    return float(encodable_number(value))
 
 
 class SignalMapper:
@@ -45,7 +51,7 @@ class SignalMapper:
 
     def _on_training_step(self, record: Record) -> None:
         if record.step is not None:
-            self._metrics.step = float(record.step)
+            self._metrics.step = _float(record.step)
         self._metrics.step_time_s = record.time_ns / 1e9
         if record.values:
             self._metrics.set_training(record.values, record.scope, record.data.get("data_split"))
@@ -107,7 +113,7 @@ class SignalMapper:
 
     def _on_data_splits(self, record: Record) -> None:
         for split, entry in record.data.items():
-            self._metrics.set_gauge(names.DATA_SPLIT_SIZE, float(entry["count"]), {names.SPLIT_NAME: split})
+            self._metrics.set_gauge(names.DATA_SPLIT_SIZE, _float(entry["count"]), {names.SPLIT_NAME: split})
         self._event(record, names.EVENT_DATA_SPLITS, "data splits",
                     {f"lezea.data.{split}.{field}": entry[field]
                      for split, entry in record.data.items() for field in ("count", "sha256")})
@@ -121,14 +127,14 @@ class SignalMapper:
 
     def _on_data_score(self, record: Record) -> None:
         score = record.data.get("score")
-        if isinstance(score, float):
+        if isinstance(score, float) and score >= 0:  # a histogram takes no negatives (the audit keeps them)
             self._metrics.record(names.DATA_SCORE, score, {}, scope=record.scope)
         self._event(record, names.EVENT_DATA_SCORE, f"sample {record.data['sample_id']} scored",
                     values.flat_attributes({"lezea.data": record.data}))
 
     def _on_delta_loss(self, record: Record) -> None:
         if record.data.get("epoch") is not None:
-            self._metrics.set_gauge(names.EPOCH, float(record.data["epoch"]), {}, scope=record.scope)
+            self._metrics.set_gauge(names.EPOCH, _float(record.data["epoch"]), {}, scope=record.scope)
         for key, name in (("loss", names.EPOCH_LOSS), ("delta_loss", names.EPOCH_DELTA_LOSS)):
             if isinstance(record.data.get(key), float):
                 self._metrics.set_gauge(name, record.data[key], {}, scope=record.scope)

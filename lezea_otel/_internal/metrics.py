@@ -4,6 +4,11 @@ A training step only writes floats into a dict; the SDK reads the table when its
 (every export interval, or a Prometheus scrape). Prometheus sees the same sampled values a
 synchronous gauge would give, and the full per-step history lives in the audit. Synchronous
 instruments are kept for rare events where every one matters (phase durations, checkpoints).
+
+A collection may land at any moment of a write, on another thread: a series' attributes are always
+published before its value, so a reader that sees the value finds its attributes. Everything handed
+to the SDK is encodable (ints within int64, valid UTF-8 text): one integer >= 2**63 would otherwise
+fail every later export of the metrics batch that holds it.
 """
 
 from __future__ import annotations
@@ -18,16 +23,20 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 
 from . import names
+from .safety import encodable_attributes, encodable_number
 
 MAX_SERIES_PER_NAME = 1000
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
 _OVERFLOW_KEY = ("__overflow__",)
+_MAX_CACHED = 4 * MAX_SERIES_PER_NAME
+"""Scope/split attribute sets (and keys past the name cap) remembered; past it they are computed per call."""
 
 
 class _Table:
-    """Latest value per attribute set for one observable gauge."""
+    """Latest value per attribute set for one observable gauge. Writers publish ``attributes[key]``
+    before ``values[key]``, so a key in ``values`` always has its attributes."""
 
-    __slots__ = ("values", "attributes")
+    __slots__ = ("attributes", "values")
 
     def __init__(self) -> None:
         self.values: dict[Any, float] = {}
@@ -37,7 +46,8 @@ class _Table:
         current = self.values.copy()  # one C-level copy: safe against writers on other threads
         # The SDK drops non-finite observations (with a log line per collection); they are
         # counted in lezea.training.nonfinite instead, and kept in the audit.
-        return [Observation(value, self.attributes[key]) for key, value in current.items() if value - value == 0]
+        return [Observation(value if type(value) is float else encodable_number(value), self.attributes[key])
+                for key, value in current.items() if value - value == 0]
 
 
 # The SDK's default buckets (0, 5, 10, ... 10000) are for milliseconds; phases are seconds, from a
@@ -57,7 +67,7 @@ class MetricRecorder:
         warn: Callable[[str, str, str], None],
     ) -> None:
         self._meter: Meter = provider.get_meter(names.INSTRUMENTATION_NAME, version)
-        self._constant = constant_attributes
+        self._constant = constant_attributes = encodable_attributes(constant_attributes)
         self._max_names = max_names
         self._warn = warn
         self._lock = threading.Lock()
@@ -116,8 +126,11 @@ class MetricRecorder:
 
     def set_training(self, values: dict[str, float], scope: tuple[str, ...], split: str | None) -> None:
         attr_key = (scope, split)
-        if attr_key not in self._training_attrs:
-            self._training_attrs[attr_key] = self._with_scope(scope, split)
+        attrs = self._training_attrs.get(attr_key)
+        if attrs is None:
+            attrs = self._with_scope(scope, split)
+            if len(self._training_attrs) < _MAX_CACHED:  # past it, series fold anyway: nothing more is kept
+                self._training_attrs[attr_key] = attrs
         tables = self._training
         for key, value in values.items():
             table = tables.get(key)
@@ -125,9 +138,9 @@ class MetricRecorder:
                 table = self._new_training_table(key)
             series = table.values
             if attr_key in series or len(series) < MAX_SERIES_PER_NAME:
+                if attr_key not in table.attributes:  # attributes first: a collection may land in between
+                    table.attributes[attr_key] = attrs
                 series[attr_key] = value
-                if attr_key not in table.attributes:
-                    table.attributes[attr_key] = self._training_attrs[attr_key]
             else:
                 self._overflow(table, key, value)
         self.values_recorded += len(values)
@@ -135,7 +148,7 @@ class MetricRecorder:
         if total - total != 0:  # some value is NaN or infinite: rare, so checked only then
             for key, value in values.items():
                 if value - value != 0:
-                    self.add(names.TRAINING_NONFINITE, 1, {**self._training_attrs[attr_key], names.METRIC_KEY: key})
+                    self.add(names.TRAINING_NONFINITE, 1, {**attrs, names.METRIC_KEY: key})
 
     def _new_training_table(self, key: str) -> _Table:
         with self._lock:
@@ -149,6 +162,8 @@ class MetricRecorder:
                     f"{key!r} and later keys go to {names.TRAINING_OVERFLOW} (LEZEA_MAX_METRIC_NAMES)",
                 )
                 table = self._gauges.get(names.TRAINING_OVERFLOW) or self._new_gauge(names.TRAINING_OVERFLOW, "")
+                if len(self._training) >= self._max_names + _MAX_CACHED:
+                    return table  # keys past the cap cost nothing more than a lookup
             else:
                 table = _Table()
                 self._meter.create_observable_gauge(
@@ -160,8 +175,8 @@ class MetricRecorder:
     def _overflow(self, table: _Table, key: str, value: float) -> None:
         self._warn("log_training_step", f"more than {MAX_SERIES_PER_NAME} scope/split combinations for one key",
                    f"{key!r}: later ones are folded into one series marked {names.OVERFLOW}")
-        table.values[_OVERFLOW_KEY] = value
         table.attributes[_OVERFLOW_KEY] = {**self._constant, names.OVERFLOW: True}
+        table.values[_OVERFLOW_KEY] = value
 
     def _with_scope(self, scope: tuple[str, ...], split: str | None) -> dict[str, Any]:
         attributes = dict(self._constant)
@@ -169,7 +184,7 @@ class MetricRecorder:
             attributes[names.SCOPE_PATH] = "/".join(scope)
         if split is not None:
             attributes[names.DATA_SPLIT] = split
-        return attributes
+        return encodable_attributes(attributes)
 
     # --- rare values --------------------------------------------------------------------------
 
@@ -179,7 +194,7 @@ class MetricRecorder:
         if table is None:
             with self._lock:
                 table = self._gauges.get(name) or self._new_gauge(name, unit)
-        full = {**self._with_scope(scope, None), **attributes}
+        full = {**self._with_scope(scope, None), **encodable_attributes(attributes)}
         key = tuple(sorted(full.items(), key=lambda item: item[0]))
         key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in key)
         if key not in table.values and len(table.values) >= MAX_SERIES_PER_NAME:
@@ -196,13 +211,14 @@ class MetricRecorder:
         return table
 
     def add(self, name: str, amount: float, attributes: dict[str, Any] | None = None) -> None:
-        self._counters[name].add(amount, {**self._constant, **(attributes or {})})
+        self._counters[name].add(encodable_number(amount), {**self._constant, **encodable_attributes(attributes)})
         self.values_recorded += 1
 
     def record(self, name: str, amount: float, attributes: dict[str, Any], context: Any = None,
                scope: tuple[str, ...] = ()) -> None:
         """A histogram value; recorded inside its span's context so the exemplar links the trace."""
-        self._histograms[name].record(amount, {**self._with_scope(scope, None), **attributes}, context=context)
+        self._histograms[name].record(encodable_number(amount), {**self._with_scope(scope, None),
+                                                                 **encodable_attributes(attributes)}, context=context)
         self.values_recorded += 1
 
 

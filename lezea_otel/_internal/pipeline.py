@@ -4,6 +4,10 @@ Synchronous by default. In async mode the caller only appends to a deque (far ch
 ``queue.Queue.put``) and one daemon worker drains it in batches, in call order; when the deque is
 full the caller drains it itself under the same lock (backpressure, never loss). Each sink is
 isolated: a failing signal path never costs an audit line.
+
+Reentrant on its own thread: a record submitted while that thread is already handling one (from a
+signal handler that interrupted it, or a callback inside a sink) is queued, and the interrupted
+handling writes it next, so no sink is ever entered half-way through another record.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Pipeline:
         self.disabled = False
         self.sink_failures = 0
         self._lock = threading.RLock()
+        self._busy = False  # handling under way on the thread that holds the lock
         self._queue: deque[Record | tuple[str, Callable[..., Record | None], tuple[Any, ...]]] = deque()
         self._async = async_mode
         self._stop = threading.Event()
@@ -47,11 +52,11 @@ class Pipeline:
         if self.disabled:
             return
         if not self._async:
-            with self._lock:
-                self._handle(record)
+            self._queue.append(record)
+            self.drain()
             return
         self._queue.append(record)
-        if len(self._queue) > MAX_QUEUE:
+        if len(self._queue) > MAX_QUEUE or not self._async:  # full, or closed since the check above
             self.drain()
 
     def submit_later(self, call: str, build: Callable[..., Record | None], *args: Any) -> None:
@@ -59,28 +64,32 @@ class Pipeline:
         mode the caller pays only for the append; checks and warnings happen in call order there."""
         if self.disabled:
             return
-        if not self._async:
-            with self._lock:
-                self._build_and_handle(call, build, args)
-            return
         self._queue.append((call, build, args))
-        if len(self._queue) > MAX_QUEUE:
+        if not self._async or len(self._queue) > MAX_QUEUE:  # sync, full, or closed since the check above
             self.drain()
 
     def drain(self) -> None:
+        """Handles everything queued, in order. Re-entered on the thread already draining, it
+        returns at once: the drain under way handles what was queued meanwhile."""
         with self._lock:
-            queue = self._queue
-            while queue:
-                item = queue.popleft()
-                if type(item) is tuple:
-                    self._build_and_handle(*item)
-                else:
-                    self._handle(item)
+            if self._busy:
+                return
+            self._busy = True
+            try:
+                queue = self._queue
+                while queue:
+                    item = queue.popleft()
+                    if isinstance(item, tuple):
+                        self._build_and_handle(*item)
+                    else:
+                        self._handle(item)
+            finally:
+                self._busy = False
 
     def _build_and_handle(self, call: str, build: Callable[..., Record | None], args: tuple[Any, ...]) -> None:
         try:
             record = build(*args)
-        except Exception as error:  # noqa: BLE001 - a bad call costs its own record, nothing else
+        except Exception as error:  # a bad call costs its own record, nothing else
             if raise_internal():
                 raise
             report_internal_error(call, error)

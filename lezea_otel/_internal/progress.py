@@ -42,11 +42,15 @@ class ProgressWatch:
         while not self._stop.wait(min(self._every_ns, self._after_ns) / 1e9 / 2):
             try:
                 self.check(time.time_ns())
-            except Exception:  # noqa: BLE001 - progress is a nicety, never a reason to stop
+            except Exception:  # noqa: BLE001, S112 - progress is a nicety, never a reason to stop
                 continue
 
     def check(self, now_ns: int) -> None:
-        for frame in self._open_frames():
+        frames = self._open_frames()
+        if len(self._last_marker) > len(frames):  # scopes that ended since: forget them (ids are reused)
+            open_ids = {id(frame) for frame in frames}
+            self._last_marker = {k: v for k, v in self._last_marker.items() if k in open_ids}
+        for frame in frames:
             elapsed = now_ns - frame.start_ns
             last = self._last_marker.get(id(frame), frame.start_ns)
             if frame.ended or elapsed < self._after_ns or now_ns - last < self._every_ns:

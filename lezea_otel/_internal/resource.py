@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import platform
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
 from . import names, values
 from .environment import host_name
+from .settings import current_ranks
 
 
 def git_facts(path: str | None = None) -> dict[str, Any]:
@@ -46,21 +48,20 @@ def git_facts(path: str | None = None) -> dict[str, Any]:
     return facts
 
 
-def rank_attributes(environ: dict[str, str] | os._Environ[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for var, key in (("RANK", names.DL_RANK), ("LOCAL_RANK", names.DL_LOCAL_RANK),
-                     ("WORLD_SIZE", names.DL_WORLD_SIZE)):
-        raw = environ.get(var, "").strip()
-        if raw.isdigit():
-            out[key] = int(raw)
-    return out
+def rank_attributes(ranks: Mapping[str, int | None]) -> dict[str, int]:
+    """``dl.*`` attributes from the checked ``rank``/``local_rank``/``world_size`` settings (RANK,
+    LOCAL_RANK, WORLD_SIZE: non-negative integers, ranks below the world size; others are dropped)."""
+    keys = {"rank": names.DL_RANK, "local_rank": names.DL_LOCAL_RANK, "world_size": names.DL_WORLD_SIZE}
+    return {keys[name]: value for name, value in ranks.items() if name in keys and value is not None}
 
 
 def build_resource(
     *, service_name: str, experiment_id: str, experiment_name: str, purpose: str, tags: list[str],
     git: dict[str, Any], version: str, parent_pid: int | None = None,
+    ranks: Mapping[str, int | None] | None = None,
 ) -> Resource:
-    """``Resource.create`` merges ``OTEL_RESOURCE_ATTRIBUTES``; ours win where both speak."""
+    """``Resource.create`` merges ``OTEL_RESOURCE_ATTRIBUTES`` (checked and corrected by the settings
+    before the SDK reads it); ours win where both speak. ``ranks``: ``Settings.ranks``."""
     attributes: dict[str, Any] = {
         names.SERVICE_NAME: service_name,
         names.SERVICE_VERSION: version,
@@ -73,7 +74,7 @@ def build_resource(
         names.EXPERIMENT_NAME: experiment_name,
         names.EXPERIMENT_PURPOSE: purpose,
         names.EXPERIMENT_TAGS: list(tags),
-        **rank_attributes(os.environ),
+        **rank_attributes(ranks if ranks is not None else current_ranks()),
     }
     if parent_pid is not None:
         attributes[names.PROCESS_PARENT_PID] = parent_pid

@@ -1,19 +1,29 @@
 """The run as the tracker saw it: small aggregates built from records, for summaries.
 
 Memory stays O(keys), not O(steps): per-step history is in the audit, and
-``get_experiment_data()`` reads it back from there.
+``get_experiment_data()`` reads it back from there. The keys are bounded by the same caps as
+``/metrics``: metric keys past ``LEZEA_MAX_METRIC_NAMES``, scope/split combinations past 1000 per
+key, and scopes, phases, agents and components past 1000 are folded into one ``(other)`` entry
+per table, counted in ``summary["folded"]`` and warned about once; the audit still has them all.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .record import Record
 
 LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll", "regret", "wer", "cer")
 RECENT = 50
+MAX_METRIC_NAMES = 256  # the default of LEZEA_MAX_METRIC_NAMES (settings.py), as /metrics caps keys
+MAX_ENTRIES = 1000  # as MAX_SERIES_PER_NAME in metrics.py: per key, and scopes, phases, agents, components
+OTHER = "(other)"
+"""The entry of each summary table that holds everything past its cap."""
+FOLDED = ("metrics", "scopes", "phases", "rewards", "resources")
+Warn = Callable[[str, str, str], None]
 
 
 def metric_name(record: Record, key: str, split: str | None) -> str:
@@ -83,9 +93,18 @@ def _n(value: float) -> float | None:
 
 
 class RunState:
-    def __init__(self) -> None:
+    """``warn`` (the tracker's one-warning-per-problem reporter) hears of the first fold per table;
+    rebuilt from an audit (the CLI) a run folds silently, with the same counts."""
+
+    def __init__(self, max_metric_names: int = MAX_METRIC_NAMES, warn: Warn | None = None,
+                 max_entries: int = MAX_ENTRIES) -> None:
         self.counts: dict[str, int] = {}
         self.metrics: dict[str, MetricStats] = {}
+        self.max_metric_names = max(1, max_metric_names)
+        self.max_entries = max(1, max_entries)
+        self.folded = dict.fromkeys(FOLDED, 0)  # values or records folded into (other), per table
+        self._warn = warn
+        self._series: dict[str, int] = {}  # admitted metric key -> its scope/split combinations
         self._metrics_by_scope: dict[tuple[tuple[str, ...], str | None], dict[str, MetricStats]] = {}
         self.steps = 0
         self.first_step: int | None = None
@@ -129,16 +148,59 @@ class RunState:
         split = record.data.get("data_split")
         by_key = self._metrics_by_scope.get((record.scope, split))
         if by_key is None:
-            by_key = self._metrics_by_scope[(record.scope, split)] = {}
+            by_key = {}  # past the cap a combination is looked up by name on every step (the slow path)
+            if len(self._metrics_by_scope) < self.max_entries:
+                self._metrics_by_scope[(record.scope, split)] = by_key
         for key, value in (record.values or {}).items():
             stats = by_key.get(key)
             if stats is None:
-                name = metric_name(record, key, split)
-                stats = by_key[key] = self.metrics.setdefault(name, MetricStats(name))
+                stats = self._metric(record, key, split, by_key)
             stats.add(value, step)
+
+    def _metric(self, record: Record, key: str, split: str | None,
+                by_key: dict[str, MetricStats]) -> MetricStats:
+        """The statistics of a key in one scope/split, admitting it while the caps allow; past them the
+        value goes to the ``(other)`` entry and nothing about the key is kept."""
+        series = self._series.get(key)
+        if series is None and len(self._series) >= self.max_metric_names:  # /metrics folds it too, and warns
+            return self._other(self.metrics, "metrics", "", key, lambda: MetricStats(OTHER))
+        name = metric_name(record, key, split)
+        stats = self.metrics.get(name)
+        if stats is None:
+            if series is not None and series >= self.max_entries:
+                return self._other(self.metrics, "metrics", "", name, lambda: MetricStats(OTHER))
+            self._series[key] = (series or 0) + 1
+            stats = self.metrics[name] = MetricStats(name)
+        by_key[key] = stats
+        return stats
+
+    def _other(self, table: dict[str, Any], kind: str, call: str, first: str, make: Callable[[], Any]) -> Any:
+        """The ``(other)`` entry of ``table``; the first fold of each table warns, naming the call
+        (``call`` empty: another part already warns about the same cap)."""
+        self.folded[kind] += 1
+        entry = table.get(OTHER)
+        if entry is None:
+            entry = table[OTHER] = make()
+            if self._warn is not None and call:
+                shown = first if len(first) <= 80 else first[:77] + "..."
+                self._warn(call, f"more than {self.max_entries} distinct {kind} in the summary",
+                           f"{shown!r} and later ones are folded into its {OTHER!r} entry, counted in "
+                           "summary['folded']; the audit keeps every record")
+        return entry
+
+    def _entry(self, table: dict[str, Any], kind: str, call: str, key: str, make: Callable[[], Any]) -> Any:
+        entry = table.get(key)
+        if entry is None:
+            if len(table) >= self.max_entries:
+                return self._other(table, kind, call, key, make)
+            entry = table[key] = make()
+        return entry
 
     def _on_experiment_start(self, record: Record) -> None:
         self.status, self.start_ns = "running", record.time_ns
+        cap = record.data.get("max_metric_names")  # the run's LEZEA_MAX_METRIC_NAMES: the CLI folds as it did
+        if type(cap) is int and cap > 0:
+            self.max_metric_names = cap
 
     def _on_experiment_end(self, record: Record) -> None:
         self.status, self.end_ns = record.data["status"], record.time_ns
@@ -157,7 +219,7 @@ class RunState:
         key = f"{record.data['role']}:{record.data['agent_id']}"
         stats = self.rewards.get(key)
         if stats is None:
-            stats = self.rewards[key] = MetricStats("reward")
+            stats = self._entry(self.rewards, "rewards", "log_reward", key, lambda: MetricStats("reward"))
         stats.add(record.data["reward"], record.step)
 
     def _on_results(self, record: Record) -> None:
@@ -169,7 +231,7 @@ class RunState:
 
     def _on_resource(self, record: Record) -> None:
         data = record.data
-        entry = self.resources.setdefault(data["component_id"], {
+        entry = self._entry(self.resources, "resources", "log_resource", data["component_id"], lambda: {
             "component_type": data.get("component_type"), "samples": 0, "cpu_percent_sum": 0.0,
             "cpu_percent_max": 0.0, "gpu_percent_sum": 0.0, "gpu_samples": 0, "gpu_percent_max": 0.0,
             "memory_mb_max": 0.0, "io_operations": 0.0,
@@ -204,8 +266,12 @@ class RunState:
     def _on_conclusion(self, record: Record) -> None:
         self.conclusion = record.data["text"]
 
-    def _timed(self, table: dict[str, dict[str, Any]], name: str, record: Record) -> None:
-        entry = table.setdefault(name, {"count": 0, "total_s": 0.0, "max_s": 0.0, "errors": 0})
+    def _timed(self, table: dict[str, dict[str, Any]], kind: str, call: str, name: str,
+               record: Record) -> None:
+        entry = table.get(name)
+        if entry is None:
+            entry = self._entry(table, kind, call, name,
+                                lambda: {"count": 0, "total_s": 0.0, "max_s": 0.0, "errors": 0})
         duration = record.data.get("duration_s") or 0.0
         entry["count"] += 1
         entry["total_s"] += duration
@@ -221,10 +287,10 @@ class RunState:
                 entry[short] = entry.get(short, 0.0) + value
 
     def _on_scope_end(self, record: Record) -> None:
-        self._timed(self.scopes, record.scope_path, record)
+        self._timed(self.scopes, "scopes", f"{record.data.get('level')}_scope", record.scope_path, record)
 
     def _on_phase(self, record: Record) -> None:
-        self._timed(self.phases, record.data["name"], record)
+        self._timed(self.phases, "phases", "span", record.data["name"], record)
 
     def _on_resource_totals(self, record: Record) -> None:
         self.observed = dict(record.data.get("observed") or {})
@@ -279,6 +345,7 @@ class RunState:
             "comments": list(self.comments),
             "conclusion": self.conclusion,
             "calls": dict(self.counts),
+            "folded": dict(self.folded),
         }
 
 

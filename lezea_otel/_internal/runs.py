@@ -68,6 +68,8 @@ class Run:
                 return "crashed"
             except PermissionError:
                 return "running"
+            except (OverflowError, TypeError, ValueError, OSError):  # a pid no process can have
+                return "unknown"
             return "running"
         return "unknown"
 
@@ -114,13 +116,19 @@ class Run:
 
 
 def load_run(path: Path) -> Run:
+    """Replay the audit; a line the run state cannot take (an old or hand-edited one) is skipped and named."""
     problems: list[str] = []
-    events = list(read_events(path / EVENTS, problems))
+    events = [e for e in (_clean(raw, path / EVENTS, problems) for raw in read_events(path / EVENTS, problems)) if e]
     run = Run(path, events, problems)
     last_step: int | None = None
     for event in events:
         record = _record(event)
-        run.state.apply(record)
+        try:
+            run.state.apply(record)
+        except Exception as error:  # noqa: BLE001 - a shape no writer of ours produced: named, not fatal
+            problems.append(f"{path / EVENTS}: seq {event.get('seq')!r}: the {event['kind']} record could not be "
+                            f"read ({type(error).__name__}: {error}); left out of the summary")
+            continue
         run.last_time_ns = max(run.last_time_ns, record.time_ns)
         kind = event["kind"]
         if kind == "experiment_start":
@@ -136,21 +144,92 @@ def load_run(path: Path) -> Run:
         elif kind in ("scope_end", "phase"):
             name = event["scope"] if kind == "scope_end" else event["data"]["name"]
             run.timed.append(Timed(name, "scope" if kind == "scope_end" else "phase",
-                                   float(event["data"].get("duration_s") or 0.0), last_step,
+                                   event["data"].get("duration_s") or 0.0, last_step,
                                    event.get("trace_id"), event.get("span_id"), event["data"].get("error")))
     return run
 
 
+_NUMBERS = {"reward": ("reward",), "delta_loss": ("loss", "prev_loss", "delta_loss"),
+            "data_score": ("before_loss", "after_loss", "score"), "scope_end": ("duration_s",),
+            "phase": ("duration_s",), "experiment_end": ("duration_s",),
+            "resource": ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")}
+"""Fields the run state adds up: anything but a number there (an old audit wrote ``"np.float64(0.7)"``) is dropped."""
+_NUMBER_MAPS = {"training_step": ("metrics",), "business_metrics": ("metrics",),
+                "results": ("result_dict", "tasker_rewards", "builder_rewards")}
+_TEXT = {"experiment_start": ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
+         "experiment_end": ("status", "ended_by", "error"), "reward": ("agent_id", "role"),
+         "resource": ("component_id", "component_type"), "phase": ("name", "error"), "scope_end": ("error",),
+         "comment": ("text",), "conclusion": ("text",), "training_step": ("data_split",)}
+_REQUIRED = {"reward": "reward", "resource": "component_id", "phase": "name", "comment": "text",
+             "conclusion": "text", "experiment_end": "status", "data_usage": "count"}
+
+
+def _clean(event: dict[str, Any], audit: Path, problems: list[str]) -> dict[str, Any] | None:
+    """The event with every field the readers use of the type they expect; None when it cannot be used."""
+    kind = event.get("kind")
+    if not isinstance(kind, str):
+        problems.append(f"{audit}: a line without a kind (seq {event.get('seq')!r}); skipped")
+        return None
+    data = event["data"] = dict(event["data"]) if isinstance(event.get("data"), dict) else {}
+    step = event.get("step")
+    event["step"] = step if type(step) is int else None
+    event["scope"] = event["scope"] if isinstance(event.get("scope"), str) else ""
+    event["time_unix_nano"] = event["time_unix_nano"] if type(event.get("time_unix_nano")) is int else 0
+    for name in ("trace_id", "span_id"):
+        event[name] = event.get(name) if _hex(event.get(name)) else None
+    for name in _NUMBERS.get(kind, ()):
+        if name in data:
+            data[name] = _number(data[name])
+    for name in _NUMBER_MAPS.get(kind, ()):
+        if name in data:
+            mapping = data[name] if isinstance(data[name], dict) else {}
+            data[name] = {k: v for k, v in ((k, _number(v)) for k, v in mapping.items()) if v is not None}
+    for name in _TEXT.get(kind, ()):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            data[name] = str(data[name])
+    if kind == "experiment_start":
+        for name in ("tags", "targets"):
+            data[name] = [str(item) for item in data[name]] if isinstance(data.get(name), list) else []
+    elif kind == "data_usage":
+        data["count"] = data.get("count") if type(data.get("count")) is int else None
+    elif kind == "data_splits":
+        event["data"] = data = {split: entry for split, entry in data.items()
+                                if isinstance(entry, dict) and type(entry.get("count")) is int}
+    required = _REQUIRED.get(kind)
+    if required is not None and data.get(required) is None:
+        problems.append(f"{audit}: seq {event.get('seq')!r}: a {kind} record without a usable {required}; "
+                        "left out of the summary")
+        return None
+    return event
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _hex(value: Any) -> bool:
+    try:
+        int(value, 16)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _record(event: dict[str, Any]) -> Record:
-    scope = tuple(event["scope"].split("/")) if event.get("scope") else ()
-    data = dict(event.get("data") or {})
+    scope = tuple(event["scope"].split("/")) if event["scope"] else ()
+    data = dict(event["data"])
     values = None
     if event["kind"] == "training_step":
         prefix = len(event["scope"]) + 1 if scope else 0
-        values = {k[prefix:]: float(v) for k, v in data.pop("metrics", {}).items() if isinstance(v, (int, float))}
-    return Record(event["kind"], int(event.get("time_unix_nano") or 0), event.get("step"), scope,
-                  int(event["trace_id"], 16) if event.get("trace_id") else 0,
-                  int(event["span_id"], 16) if event.get("span_id") else 0, data, values)
+        values = {k[prefix:]: v for k, v in data.pop("metrics", {}).items()}
+    return Record(event["kind"], event["time_unix_nano"], event["step"], scope,
+                  int(event["trace_id"], 16) if event["trace_id"] else 0,
+                  int(event["span_id"], 16) if event["span_id"] else 0, data, values)
 
 
 def run_folders(runs_dir: Path) -> list[Path]:

@@ -13,10 +13,14 @@ import time
 from enum import Enum
 from typing import Any
 
-from . import names, values
-from .safety import guarded
+from . import exit_hooks, names, values
+from .safety import error_text, guarded, shielded
 from .scopes import TracedBlock
 from .spans import ids
+
+
+def _quiet(problem: str, detail: str) -> None:
+    """A warner for a value already warned about."""
 
 
 class NetworkType(str, Enum):
@@ -60,12 +64,13 @@ class ScopeCalls:
     def network_scope(self, network_id: Any, network_type: NetworkType | str | None = None) -> TracedBlock:
         extra = {}
         if network_type is not None:
+            warn = functools.partial(self._warnings.warn, "network_scope")
             try:
                 extra[names.NETWORK_TYPE] = NetworkType(network_type).value
-            except ValueError:
-                self._warnings.warn("network_scope", "network_type is not a NetworkType",
-                                    f"got {values.describe(network_type)}; recorded as text")
-                extra[names.NETWORK_TYPE] = str(network_type)
+            except Exception:  # noqa: BLE001 - ValueError, or an object whose __eq__/__hash__ raises
+                warn("network_type is not a NetworkType", f"got {values.describe(network_type)}; recorded as text")
+                extra[names.NETWORK_TYPE] = shielded(lambda: values.text(network_type, "network_type", _quiet),
+                                                     "unknown", warn, "network_type") or "unknown"
         return self._scope("network", network_id, extra)
 
     @guarded(default=TracedBlock.noop)
@@ -80,15 +85,27 @@ class ScopeCalls:
         link to the span.
         """
         warn = functools.partial(self._warnings.warn, "span")
-        label = values.text(name, "name", warn) or "phase"
-        return TracedBlock(self, None, label, values.flat_attributes(values.plain(attributes, "attributes", warn)))
+        label = values.label(name, "name", warn) or ""
+        if not label.strip():
+            if name is not None:  # None was already warned about as missing
+                warn("name is empty", f"got {label!r}; the span is named 'phase'")
+            label = "phase"
+        shaped = shielded(lambda: values.flat_attributes(values.plain(attributes, "attributes", warn)), {}, warn,
+                          "attributes")
+        return TracedBlock(self, None, label, shaped)
 
     def _scope(self, level: str, ident: Any, extra: dict[str, Any] | None = None) -> TracedBlock:
+        """An id that cannot be read as text (its ``__str__`` raises) still opens the scope, named by its type."""
         warn = functools.partial(self._warnings.warn, f"{level}_scope")
-        text = ident if isinstance(ident, str) else values.text(ident, f"{level}_id", warn)
+        text = ident if type(ident) is str and len(ident) <= values.MAX_LABEL and ident.isascii() \
+            else values.label(ident, f"{level}_id", warn)
         return TracedBlock(self, level, text if text is not None else "none", extra or {})
 
     def _enter_block(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
+        with exit_hooks.ending_lock(self):  # a scope opens before a finalize (and is truncated by it) or after it
+            return self._open_frame(level, ident, attributes)
+
+    def _open_frame(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
         call = f"{level}_scope" if level else "span"
         self._ready(call)
         stack = self._stack.get()
@@ -115,12 +132,19 @@ class ScopeCalls:
         return frame
 
     def _exit_block(self, frame: Frame, error: BaseException | None, truncated_by: str | None = None) -> None:
+        # A finalize in another thread truncates the open scopes: under this lock each ends once, and
+        # an exit already under way finishes before the run's end record.
+        with exit_hooks.ending_lock(self):
+            self._end_frame(frame, error, truncated_by)
+
+    def _end_frame(self, frame: Frame, error: BaseException | None, truncated_by: str | None) -> None:
         self._open.pop(id(frame), None)
         if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
-            try:
-                self._stack.reset(frame.token)  # type: ignore[arg-type]
-            except ValueError:
-                pass
+            if truncated_by is None:
+                try:
+                    self._stack.reset(frame.token)  # type: ignore[arg-type]
+                except (ValueError, RuntimeError):  # another context, or the token was used already
+                    pass
             return
         frame.ended = True
         end_ns = time.time_ns()
@@ -137,7 +161,7 @@ class ScopeCalls:
                 self._stack.set(tuple(f for f in self._stack.get() if f is not frame))
         data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
         if error is not None:
-            data["error"] = f"{type(error).__name__}: {error}"
+            data["error"] = error_text(error)
         if truncated_by is not None:
             data["truncated"] = truncated_by
         if resources:

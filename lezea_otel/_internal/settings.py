@@ -1,220 +1,140 @@
-"""Settings, resolved once per tracker: arguments > ``LEZEA_*`` > standard ``OTEL_*`` > defaults.
+"""Settings, resolved once per tracker from the declared table (:mod:`.parameters`):
+arguments > ``LEZEA_*`` > standard ``OTEL_*`` > defaults.
 
-Nothing reads the environment after this. A bad value never raises here: it becomes a
-*problem* (reported at ``start()``, raised there only in strict mode) and the default is used.
+Nothing reads the environment after this. A bad value never raises here: it becomes a *problem*
+(reported at ``start()``, raised there only in strict mode) and the default, or the value clamped
+into its bounds, is used. Variables the OTel SDK reads itself are checked too, and an unusable one
+is corrected in this process's environment before the SDK can trip over it (some are read when
+the SDK is imported, which ``import lezea_otel`` does).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from . import names
+from .parameters import BY_NAME, PARAMETERS, SIGNALS, Parameter
+from .parsers import Adjusted, Invalid
+from .safety import raise_internal
 
 Protocol = Literal["grpc", "http/protobuf"]
-SIGNALS: Final = ("traces", "metrics", "logs")
-
-# LEZEA_* variables. OTEL_* ones keep their standard names and meanings.
-LEZEA_RUNS_DIR: Final = "LEZEA_RUNS_DIR"
-LEZEA_STRICT: Final = "LEZEA_STRICT"
-LEZEA_SERVICE_NAME: Final = "LEZEA_SERVICE_NAME"
-LEZEA_OTLP_ENDPOINT: Final = "LEZEA_OTLP_ENDPOINT"
-LEZEA_OTLP_PROTOCOL: Final = "LEZEA_OTLP_PROTOCOL"
-LEZEA_METRIC_EXPORT_INTERVAL_MS: Final = "LEZEA_METRIC_EXPORT_INTERVAL_MS"
-LEZEA_SHUTDOWN_TIMEOUT: Final = "LEZEA_SHUTDOWN_TIMEOUT"
-LEZEA_PROMETHEUS_PORT: Final = "LEZEA_PROMETHEUS_PORT"
-LEZEA_PROMETHEUS_ADDR: Final = "LEZEA_PROMETHEUS_ADDR"
-LEZEA_OBSERVERS: Final = "LEZEA_OBSERVERS"
-LEZEA_OBSERVE_INTERVAL: Final = "LEZEA_OBSERVE_INTERVAL"
-LEZEA_GPUS: Final = "LEZEA_GPUS"
-LEZEA_SCOPE_RESOURCES: Final = "LEZEA_SCOPE_RESOURCES"
-LEZEA_PROGRESS_AFTER: Final = "LEZEA_PROGRESS_AFTER"
-LEZEA_PROGRESS_EVERY: Final = "LEZEA_PROGRESS_EVERY"
-LEZEA_AUDIT_FSYNC: Final = "LEZEA_AUDIT_FSYNC"
-AUDIT_FSYNC_POLICIES: Final = ("interval", "always", "finalize")
-LEZEA_QUIET: Final = "LEZEA_QUIET"
-LEZEA_COST_LIMIT_EUR: Final = "LEZEA_COST_LIMIT_EUR"
-LEZEA_MAX_METRIC_NAMES: Final = "LEZEA_MAX_METRIC_NAMES"
-LEZEA_ENV_ALLOWLIST: Final = "LEZEA_ENV_ALLOWLIST"
-LEZEA_CHECKPOINT_HASH_MAX_MB: Final = "LEZEA_CHECKPOINT_HASH_MAX_MB"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-class _Invalid(ValueError):
-    """A value that cannot be used; the message names what was expected."""
-
-
-def _bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise _Invalid("expected true/false")
-
-
-def _positive_float(raw: Any) -> float:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise _Invalid("expected a positive number") from None
-    if not value > 0 or value == float("inf"):
-        raise _Invalid("expected a positive number")
-    return value
-
-
-def _port(raw: Any) -> int | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise _Invalid("expected a port number 0-65535") from None
-    if not 0 <= value <= 65535:
-        raise _Invalid("expected a port number 0-65535")
-    return value or None
-
-
-def _positive_int(raw: Any) -> int:
-    value = _positive_float(raw)
-    if value != int(value):
-        raise _Invalid("expected a positive integer")
-    return int(value)
-
-
-def _protocol(raw: Any) -> Protocol:
-    text = str(raw).strip().lower()
-    if text == "grpc":
-        return "grpc"
-    if text in ("http/protobuf", "http"):
-        return "http/protobuf"
-    raise _Invalid("expected 'grpc' or 'http/protobuf'")
-
-
-def _fsync(raw: Any) -> str:
-    text = str(raw).strip().lower()
-    if text not in AUDIT_FSYNC_POLICIES:
-        raise _Invalid("expected one of " + ", ".join(AUDIT_FSYNC_POLICIES))
-    return text
-
-
-def _endpoint(raw: Any) -> str:
-    text = str(raw).strip()
-    if "://" not in text:
-        raise _Invalid("expected a URL such as http://localhost:4318")
-    return text
-
-
-def _timeout_ms(raw: Any) -> float:
-    """The specification's OTEL_EXPORTER_OTLP_*TIMEOUT is in milliseconds (the Python SDK reads seconds)."""
-    return _positive_float(raw) / 1000
-
-
-def _headers(raw: Any) -> dict[str, str]:
-    text = str(raw)
-    pairs = [pair for pair in text.split(",") if pair.strip()]
-    if any("=" not in pair or not pair.split("=", 1)[0].strip() for pair in pairs):
-        raise _Invalid("expected comma-separated key=value pairs, values URL-encoded")
-    from opentelemetry.util.re import parse_env_headers
-
-    return parse_env_headers(text, liberal=True)
-
-
-def _compression(raw: Any) -> str:
-    text = str(raw).strip().lower()
-    if text not in ("gzip", "none"):
-        raise _Invalid("expected 'gzip' or 'none'")
-    return text
-
-
-def _certificate(raw: Any) -> str:
-    if not Path(str(raw)).is_file():
-        raise _Invalid("no such file")
-    return str(raw)
-
-
-# Checked for every signal sent over OTLP; per-signal variables win over the generic ones. Timeout and
-# headers are handed to the exporters; the others they read themselves, with the same meaning.
-_OTLP_OPTIONS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "timeout": (_timeout_ms, 10.0),
-    "headers": (_headers, {}),
-    "compression": (_compression, "none"),
-    "insecure": (_bool, False),
-    "certificate": (_certificate, None),
-}
-
-
-_LEVELS = {"builder", "tasker", "algorithm", "network", "layer", "phase"}
-
-
-def _levels(raw: Any) -> frozenset[str]:
-    text = str(raw).strip().lower()
-    if text in ("none", "off", ""):
-        return frozenset()
-    if text == "all":
-        return frozenset(_LEVELS)
-    levels = frozenset(v.strip() for v in text.split(",") if v.strip())
-    if not levels <= _LEVELS:
-        raise _Invalid(f"expected a comma list of {', '.join(sorted(_LEVELS))}, 'all' or 'none'")
-    return levels
-
-
-def _gpus(raw: Any) -> str:
-    text = str(raw).strip()
-    if text.lower() in ("job", "all"):
-        return text.lower()
-    if all(part.strip().startswith(("GPU-", "MIG-")) for part in text.split(",") if part.strip()):
-        return text
-    raise _Invalid("expected 'job', 'all' or a comma list of GPU-/MIG- UUIDs")
+_OTLP_KWARGS: Final = ("timeout", "headers")  # what the exporters are given; they read the rest themselves
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The resolved configuration of one tracker; ``sources`` says where each value came from."""
+    """The resolved configuration of one tracker; ``sources`` says where each value came from.
 
-    runs_dir: Path = Path("runs")
-    service_name: str = names.DEFAULT_SERVICE_NAME
-    strict: bool = False
-    quiet: bool = False
-    sdk_disabled: bool = False
-    endpoint: str | None = None
+    Every field named like a parameter of :data:`.parameters.PARAMETERS` holds its value (defaults
+    live there only); the others are derived from them.
+    """
+
+    runs_dir: Path
+    service_name: str
+    strict: bool
+    quiet: bool
+    sdk_disabled: bool
+    endpoint: str | None
     """Set only when given as argument or LEZEA_OTLP_ENDPOINT; OTEL_* endpoints stay with the exporters."""
+    otel_endpoint: str | None
+    protocol: Protocol
+    metric_export_interval_ms: float
+    shutdown_timeout_s: float
+    prometheus_port: int | None
+    prometheus_addr: str
+    cost_limit_eur: float | None
+    max_metric_names: int
+    env_allowlist: tuple[str, ...]
+    checkpoint_hash_max_bytes: int
+    observers: bool
+    observe_interval_s: float
+    gpus: str
+    scope_resources: frozenset[str]
+    """Scope levels (and ``phase``) whose spans get resource summaries; ``layer`` is off: layers are many."""
+    progress_after_s: float
+    """Scopes open longer than this get ``lezea.progress`` marker spans..."""
+    progress_every_s: float
+    """...at this cadence."""
+    audit_fsync: str
+    rank: int | None
+    local_rank: int | None
+    world_size: int | None
+    traceparent: str | None
+    bsp_schedule_delay_ms: int
+    bsp_max_queue_size: int
+    bsp_max_export_batch_size: int
+    blrp_schedule_delay_ms: int
+    blrp_max_queue_size: int
+    blrp_max_export_batch_size: int
     otlp_signals: frozenset[str] = frozenset()
     """Signals sent over OTLP (an endpoint is configured and the signal's exporter is not 'none')."""
-    protocol: Protocol = "http/protobuf"
-    metric_export_interval_ms: float = 15_000.0
-    shutdown_timeout_s: float = 5.0
-    prometheus_port: int | None = None
-    prometheus_addr: str = "127.0.0.1"
-    cost_limit_eur: float | None = None
-    max_metric_names: int = 256
-    env_allowlist: tuple[str, ...] = ()
-    checkpoint_hash_max_bytes: int = 64 * 2**20
-    observers: bool = True
-    observe_interval_s: float = 10.0
-    gpus: str = "job"
-    scope_resources: frozenset[str] = frozenset({"builder", "tasker", "algorithm", "network", "phase"})
-    """Scope levels (and ``phase``) whose spans get resource summaries; ``layer`` is off: layers are many."""
-    progress_after_s: float = 60.0
-    """Scopes open longer than this get ``lezea.progress`` marker spans..."""
-    progress_every_s: float = 60.0
-    """...at this cadence."""
-    audit_fsync: str = "interval"
+    otlp_endpoints: Mapping[str, str] = field(default_factory=dict)
+    """Per OTLP signal, the URL configured for it (argument, LEZEA_*, per-signal or generic variable)."""
     otlp_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per signal: ``timeout`` (seconds) and ``headers`` for the OTLP exporter, from the spec's variables."""
+    signal_values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per signal, every per-signal parameter checked for it (for ``doctor``)."""
+    sdk: Mapping[str, Any] = field(default_factory=dict)
+    """Parameters without a field of their own (read by the SDK or the exporters): value by name."""
+    exporter_fixes: Mapping[str, str | None] = field(default_factory=dict)
+    """Exporter variables found unusable, and what the exporters are shown instead (None: nothing)."""
     problems: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def local_only(self) -> bool:
         return not self.otlp_signals
+
+    def export_queue(self, signal: str) -> dict[str, int]:
+        """The OTLP export queue's options for ``traces`` (``OTEL_BSP_*``) or ``logs`` (``OTEL_BLRP_*``)."""
+        prefix = {"traces": "bsp", "logs": "blrp"}[signal]
+        return {option: getattr(self, f"{prefix}_{option}")
+                for option in ("schedule_delay_ms", "max_queue_size", "max_export_batch_size")}
+
+    @property
+    def ranks(self) -> dict[str, int | None]:
+        return {"rank": self.rank, "local_rank": self.local_rank, "world_size": self.world_size}
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(variables, value, source)`` per parameter, in table order: what ``doctor`` prints.
+        Unused ones (OTLP options in local mode) are left out; SDK ones only when set."""
+        out: list[tuple[str, str, str]] = []
+        for parameter in PARAMETERS:
+            label = ", ".join(parameter.variables)
+            if parameter.per_signal:
+                same: dict[tuple[str, str], list[str]] = {}  # signals with one value and source share a row
+                for signal, values in self.signal_values.items():
+                    if parameter.name in values:
+                        shown = (_shown(parameter, values[parameter.name]),
+                                 self.sources.get(f"{signal}_{parameter.name}", "default"))
+                        same.setdefault(shown, []).append(signal)
+                out += [(f"{label} ({', '.join(signals)})", *shown) for shown, signals in same.items()]
+            elif parameter.name in self.sdk:
+                source = self.sources.get(parameter.name, "default")
+                if source != "default":
+                    out.append((label, _shown(parameter, self.sdk[parameter.name]), source))
+            elif parameter.name in _FIELDS:
+                out.append((label, _shown(parameter, getattr(self, parameter.name)),
+                            self.sources.get(parameter.name, "default")))
+        return out
+
+
+_FIELDS: Final = frozenset(f.name for f in fields(Settings))
+
+
+def _shown(parameter: Parameter, value: Any) -> str:
+    if parameter.name.endswith("headers"):
+        return "(hidden)" if value else "none"
+    if isinstance(value, frozenset):
+        return ",".join(sorted(value)) or "none"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return "unset" if value is None else str(value)
 
 
 class _Resolver:
@@ -223,92 +143,233 @@ class _Resolver:
         self._environ = environ
         self.problems: list[str] = []
         self.sources: dict[str, str] = {}
+        self.rejected: dict[str, str | None] = {}
+        self._reported: set[str] = set()
 
-    def get(self, name: str, env_vars: tuple[str, ...], default: Any, parse: Callable[[Any], Any]) -> Any:
+    def get(self, parameter: Parameter, signal: str | None = None) -> Any:
+        """The parameter's value (in its ``Settings`` unit), from the first candidate that is set.
+
+        An unusable candidate is a problem and the default is used; for the exporters' variables
+        the next one set is tried instead, as the exporters themselves will once it is hidden."""
+        key = f"{signal}_{parameter.name}" if signal else parameter.name
         candidates: list[tuple[str, Any]] = []
-        if self._arguments.get(name) is not None:
-            candidates.append((f"argument {name}", self._arguments[name]))
-        candidates += [(var, self._environ[var]) for var in env_vars if self._environ.get(var, "").strip()]
-        for source, raw in candidates:
+        if parameter.argument and self._arguments.get(parameter.name) is not None:
+            candidates.append((f"argument {parameter.name}", self._arguments[parameter.name]))
+        candidates += [(var, self._environ[var]) for var in parameter.variables_for(signal)
+                       if self._environ.get(var, "").strip()]
+        exporter = parameter.reader == "exporter"
+        for index, (source, raw) in enumerate(candidates):
             try:
-                value = parse(raw)
-            except _Invalid as problem:
-                shown = "(value hidden: headers carry credentials)" if source.endswith("HEADERS") else repr(raw)
-                message = f"{source}={shown} is invalid ({problem}); using the default {default!r}"
-                if message not in self.problems:  # a generic OTLP variable is checked once per signal
-                    self.problems.append(message)
+                value = _parse(parameter, source, raw)
+            except Adjusted as adjusted:
+                self._problem(source, raw, f"{adjusted}; using {_plain(adjusted.value)}", parameter)
+                if exporter:
+                    self.rejected[source] = parameter.render(adjusted.value)
+                value = adjusted.value
+            except Invalid as problem:
+                later = next((s for s, _ in candidates[index + 1:]), None) if exporter else None
+                if later and signal:  # a generic variable is checked per signal: name the next one so
+                    later = later.replace(f"_{signal.upper()}_", "_{SIGNAL}_")
+                used = f"{later} instead" if later else f"the default {_plain(parameter.default)}"
+                self._problem(source, raw, f"is invalid ({problem}); using {used}", parameter)
+                if exporter:
+                    self.rejected[source] = None  # hidden from the exporters, which then read what we use
+                if later:
+                    continue
                 break
-            self.sources[name] = source
-            return value
-        self.sources[name] = "default"
-        return default
+            self.sources[key] = source
+            return parameter.setting(value)
+        self.sources[key] = "default"
+        return parameter.setting(parameter.default)
+
+    def _problem(self, source: str, raw: Any, what: str, parameter: Parameter) -> None:
+        if source in self._reported:  # a generic OTLP variable is checked once per signal, reported once
+            return
+        self._reported.add(source)
+        shown = "(value hidden: headers carry credentials)" if parameter.name == "headers" else _repr(raw)
+        self.problems.append(f"{source}={shown} {what}")
+
+
+def _parse(parameter: Parameter, source: str, raw: Any) -> Any:
+    try:
+        return parameter.parse(raw)
+    except (Adjusted, Invalid):
+        raise
+    except Exception as error:  # an argument whose __fspath__ or __float__ raises; for a variable, our bug
+        if raise_internal() and not source.startswith("argument"):
+            raise
+        raise Invalid(f"could not be read: {type(error).__name__}") from None
+
+
+def _repr(raw: Any) -> str:
+    try:
+        shown = repr(raw)
+    except Exception:  # noqa: BLE001 - a user's object whose __repr__ raises
+        return f"<{type(raw).__name__}>"
+    return shown if len(shown) <= 200 else shown[:200] + "..."
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, frozenset):
+        return repr(",".join(sorted(value)))
+    if isinstance(value, tuple):
+        return repr(",".join(value))
+    return repr(value)
 
 
 def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-    """Resolve every setting once; never raises (bad values become ``Settings.problems``)."""
-    env = os.environ if environ is None else environ
-    r = _Resolver(arguments, env)
-    protocol = r.get("protocol", (LEZEA_OTLP_PROTOCOL, "OTEL_EXPORTER_OTLP_PROTOCOL"), "http/protobuf", _protocol)
-    endpoint = r.get("endpoint", (LEZEA_OTLP_ENDPOINT,), None, _endpoint)
-    generic_env_endpoint = r.get("otel_endpoint", ("OTEL_EXPORTER_OTLP_ENDPOINT",), None, _endpoint)
-    sdk_disabled = r.get("sdk_disabled", ("OTEL_SDK_DISABLED",), False, _bool)
-    otlp_signals = set()
+    """Resolve every setting once; never raises (bad values become ``Settings.problems``).
+
+    With ``environ=None`` the process environment is read, after :func:`guard_sdk_environment`.
+    """
+    if environ is None:
+        guard_sdk_environment()
+        environ = as_set(os.environ)
+    r = _Resolver(arguments, environ)
+    values: dict[str, Any] = {}
+    sdk: dict[str, Any] = {}
+    for parameter in PARAMETERS:
+        if parameter.per_signal or parameter.with_otlp:
+            continue
+        (values if parameter.name in _FIELDS else sdk)[parameter.name] = r.get(parameter)
+    signal_values: dict[str, dict[str, Any]] = {}
+    otlp_signals: set[str] = set()
     for signal in SIGNALS:
-        upper = signal.upper()
-        own = r.get(f"{signal}_endpoint", (f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT",), None, _endpoint)
-        exporter = env.get(f"OTEL_{upper}_EXPORTER", "otlp").strip().lower() or "otlp"
-        if exporter not in ("otlp", "none"):
-            r.problems.append(
-                f"OTEL_{upper}_EXPORTER={exporter!r} is not supported (expected 'otlp' or 'none'); using 'otlp'"
-            )
-        if (endpoint or generic_env_endpoint or own) and exporter != "none" and not sdk_disabled:
+        own = signal_values.setdefault(signal, {})
+        own["signal_endpoint"] = r.get(BY_NAME["signal_endpoint"], signal)
+        own["exporter"] = r.get(BY_NAME["exporter"], signal)
+        configured = values["endpoint"] or values["otel_endpoint"] or own["signal_endpoint"]
+        if configured and own["exporter"] != "none" and not values["sdk_disabled"]:
             otlp_signals.add(signal)
-    otlp_options = {}
     for signal in sorted(otlp_signals):
-        variables = (f"OTEL_EXPORTER_OTLP_{signal.upper()}_", "OTEL_EXPORTER_OTLP_")
-        values = {option: r.get(f"{signal}_{option}", tuple(v + option.upper() for v in variables), default,
-                                parse)
-                  for option, (parse, default) in _OTLP_OPTIONS.items()}
-        otlp_options[signal] = {"timeout": values["timeout"], "headers": values["headers"]}
-    cost_limit = r.get("cost_limit_eur", (LEZEA_COST_LIMIT_EUR,), None, _positive_float)
-    settings = Settings(
-        runs_dir=Path(r.get("runs_dir", (LEZEA_RUNS_DIR,), "runs", str)),
-        service_name=r.get(
-            "service_name", (LEZEA_SERVICE_NAME, "OTEL_SERVICE_NAME"), names.DEFAULT_SERVICE_NAME, str
-        ),
-        strict=r.get("strict", (LEZEA_STRICT,), False, _bool),
-        quiet=r.get("quiet", (LEZEA_QUIET,), False, _bool),
-        sdk_disabled=sdk_disabled,
-        endpoint=endpoint,
+        for parameter in PARAMETERS:
+            if parameter.per_signal and parameter.with_otlp:
+                signal_values[signal][parameter.name] = r.get(parameter, signal)
+    for parameter in PARAMETERS:
+        if otlp_signals and parameter.with_otlp and not parameter.per_signal:
+            sdk[parameter.name] = r.get(parameter)
+    _check_ranks(values, r)
+    return Settings(
+        **values,
         otlp_signals=frozenset(otlp_signals),
-        protocol=protocol,
-        metric_export_interval_ms=r.get(
-            "metric_export_interval_ms",
-            (LEZEA_METRIC_EXPORT_INTERVAL_MS, "OTEL_METRIC_EXPORT_INTERVAL"),
-            15_000.0,
-            _positive_float,
-        ),
-        shutdown_timeout_s=r.get("shutdown_timeout_s", (LEZEA_SHUTDOWN_TIMEOUT,), 5.0, _positive_float),
-        prometheus_port=r.get("prometheus_port", (LEZEA_PROMETHEUS_PORT,), None, _port),
-        prometheus_addr=r.get("prometheus_addr", (LEZEA_PROMETHEUS_ADDR,), "127.0.0.1", str),
-        cost_limit_eur=cost_limit,
-        max_metric_names=r.get("max_metric_names", (LEZEA_MAX_METRIC_NAMES,), 256, _positive_int),
-        env_allowlist=tuple(
-            v.strip() for v in str(r.get("env_allowlist", (LEZEA_ENV_ALLOWLIST,), "", str)).split(",") if v.strip()
-        ),
-        checkpoint_hash_max_bytes=int(
-            r.get("checkpoint_hash_max_mb", (LEZEA_CHECKPOINT_HASH_MAX_MB,), 64.0, _positive_float) * 2**20
-        ),
-        observers=r.get("observers", (LEZEA_OBSERVERS,), True, _bool),
-        observe_interval_s=r.get("observe_interval_s", (LEZEA_OBSERVE_INTERVAL,), 10.0, _positive_float),
-        gpus=r.get("gpus", (LEZEA_GPUS,), "job", _gpus),
-        scope_resources=r.get("scope_resources", (LEZEA_SCOPE_RESOURCES,),
-                              frozenset({"builder", "tasker", "algorithm", "network", "phase"}), _levels),
-        progress_after_s=r.get("progress_after_s", (LEZEA_PROGRESS_AFTER,), 60.0, _positive_float),
-        progress_every_s=r.get("progress_every_s", (LEZEA_PROGRESS_EVERY,), 60.0, _positive_float),
-        otlp_options=otlp_options,
-        audit_fsync=r.get("audit_fsync", (LEZEA_AUDIT_FSYNC,), "interval", _fsync),
+        otlp_endpoints={signal: _endpoint_of(signal, values, signal_values[signal])
+                        for signal in sorted(otlp_signals)},
+        otlp_options={signal: {option: signal_values[signal][option] for option in _OTLP_KWARGS}
+                      for signal in sorted(otlp_signals)},
+        signal_values=signal_values,
+        sdk=sdk,
+        exporter_fixes=dict(r.rejected),
         problems=tuple(r.problems),
         sources=dict(r.sources),
     )
-    return settings
+
+
+def _endpoint_of(signal: str, values: Mapping[str, Any], own: Mapping[str, Any]) -> str:
+    """Where a signal goes, by the exporters' rules: ours, else the per-signal URL, else the base URL."""
+    base = values["endpoint"] or (None if own["signal_endpoint"] else values["otel_endpoint"])
+    if base is None:
+        return str(own["signal_endpoint"])
+    return base.rstrip("/") + f"/v1/{signal}" if values["protocol"] != "grpc" else base
+
+
+def _check_ranks(values: dict[str, Any], r: _Resolver) -> None:
+    """A rank must be below the world size; one that is not is dropped (one problem), the size kept."""
+    world = values["world_size"]
+    for name, variable in (("rank", "RANK"), ("local_rank", "LOCAL_RANK")):
+        if world is not None and values[name] is not None and values[name] >= world:
+            r.problems.append(f"{variable}={str(values[name])!r} is not below WORLD_SIZE={str(world)!r}; "
+                              f"using the default None (no {name} recorded)")
+            values[name] = None
+
+
+def current_ranks() -> dict[str, int | None]:
+    """RANK, LOCAL_RANK and WORLD_SIZE as checked now, for a caller not handed ``Settings.ranks``
+    (their problems are reported by the tracker's own settings)."""
+    r = _Resolver({}, as_set(os.environ))
+    values = {name: r.get(BY_NAME[name]) for name in ("rank", "local_rank", "world_size")}
+    _check_ranks(values, r)
+    return values
+
+
+# --- the SDK's own variables -----------------------------------------------------------------
+
+_lock = threading.Lock()
+_corrected: dict[str, tuple[str, str | None]] = {}
+"""Variable -> (what the user set, what the SDK is shown now; None: removed)."""
+
+
+def as_set(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment as the user set it: our corrections undone (those still in place)."""
+    view = dict(environ)
+    with _lock:
+        for variable, (original, shown) in list(_corrected.items()):
+            if view.get(variable) == shown:
+                view[variable] = original
+            else:  # changed since: the new value is the user's
+                del _corrected[variable]
+    return view
+
+
+def guard_sdk_environment() -> None:
+    """Corrects each variable the SDK reads itself whose value would make it raise, spin or
+    misread (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=abc`` fails ``import opentelemetry.sdk.trace``):
+    it is set to the value we use (the default, or the clamped value) or, where no value means
+    "unset", removed. Runs at ``import lezea_otel`` and in every tracker's constructor; the
+    problem itself is reported by :func:`resolve_settings`. Never raises."""
+    try:
+        environ = as_set(os.environ)
+        fixes: dict[str, tuple[str, str | None]] = {}
+        for parameter in PARAMETERS:
+            if parameter.reader != "sdk":
+                continue
+            for variable in parameter.variables_for():
+                raw = environ.get(variable)
+                if raw is None:
+                    continue
+                shown = _as_the_sdk_reads_it(parameter, raw)
+                if shown != raw:
+                    fixes[variable] = (raw, shown)
+        with _lock:
+            for variable, (raw, shown) in fixes.items():
+                if shown is None:
+                    os.environ.pop(variable, None)
+                else:
+                    os.environ[variable] = shown
+                _corrected[variable] = (raw, shown)
+    except Exception:
+        if raise_internal():
+            raise
+
+
+def _as_the_sdk_reads_it(parameter: Parameter, raw: str) -> str | None:
+    if not raw.strip():  # empty means unset (the specification's rule; the SDK reads some as "no limit")
+        return parameter.render(parameter.default)
+    try:
+        return parameter.render(parameter.parse(raw))
+    except Adjusted as adjusted:
+        return parameter.render(adjusted.value)
+    except Invalid:
+        return parameter.render(parameter.default)
+
+
+@contextmanager
+def exporter_environment(settings: Settings) -> Iterator[None]:
+    """While the OTLP exporters are built: the exporter variables found unusable are hidden from
+    them (they read the environment in their constructors and would fail, or send garbage)."""
+    saved: dict[str, str | None] = {}
+    with _lock:
+        for variable, instead in settings.exporter_fixes.items():
+            saved[variable] = os.environ.get(variable)
+            if instead is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = instead
+    try:
+        yield
+    finally:
+        with _lock:
+            for variable, value in saved.items():
+                if value is None:
+                    os.environ.pop(variable, None)
+                else:
+                    os.environ[variable] = value

@@ -1,11 +1,14 @@
 """Spans: the experiment is the root span; scopes and phases are its descendants.
 
 Spans are started and ended on the caller's thread (they are few), so their ids exist at once
-and every later record of the call can carry them, whichever thread writes the record.
+and every later record of the call can carry them, whichever thread writes the record. Every
+name and attribute is made encodable here: one lone surrogate in a span name kills the trace
+exporter's thread, and with it the root span, which is sent last.
 """
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 from opentelemetry import trace
@@ -13,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import names
+from .safety import encodable_attributes, encodable_text, error_text
 
 
 class SpanRecorder:
@@ -26,20 +30,44 @@ class SpanRecorder:
     def start(self, name: str, attributes: dict[str, Any], parent: Span | None, start_ns: int | None = None) -> Span:
         context = trace.set_span_in_context(parent) if parent is not None else None
         span = self._tracer.start_span(
-            name, context=context, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_ns
+            encodable_text(name), context=context, kind=SpanKind.INTERNAL,
+            attributes=encodable_attributes(attributes), start_time=start_ns,
         )
         self.started += 1
         return span
 
+    def set_attributes(self, span: Span, attributes: dict[str, Any]) -> None:
+        """Attributes added to a live span (the root's configuration), made encodable like the rest."""
+        span.set_attributes(encodable_attributes(attributes))
+
     def end(self, span: Span, error: BaseException | None = None, end_ns: int | None = None,
             attributes: dict[str, Any] | None = None) -> None:
         if attributes:
-            span.set_attributes(attributes)
+            span.set_attributes(encodable_attributes(attributes))
         if error is not None:
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            message = encodable_text(error_text(error))
+            span.add_event("exception", {  # record_exception() would call str() on the user's error
+                names.EXCEPTION_TYPE: _qualified_type(error),
+                "exception.message": encodable_text(error_text(error, typed=False)),
+                "exception.stacktrace": encodable_text(_stacktrace(error)),
+                "exception.escaped": "False",
+            })
+            span.set_status(Status(StatusCode.ERROR, message))
         span.end(end_time=end_ns)
         self.ended += 1
+
+
+def _qualified_type(error: BaseException) -> str:
+    kind = type(error)
+    module = kind.__module__
+    return f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
+
+
+def _stacktrace(error: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(error))
+    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted costs the stack trace only
+        return error_text(error)
 
 
 def ids(span: Span | None) -> tuple[int, int]:

@@ -16,6 +16,8 @@ from .record import Record
 from .safety import guarded
 
 _MB = 2**20
+_MAX_SERIES = 10_000
+"""Scope/split series whose last step and loss are kept for ``delta_loss`` and the step-order check."""
 
 
 class SpecCalls:
@@ -38,7 +40,7 @@ class SpecCalls:
         data = calls.config(self._warner("log_lezea_config"), tasker_population_size, builder_population_size,
                             algorithm_type, start_network_id, hyperparameters, seeds, initialization_scheme)
         if self._root is not None and not self._finalized:
-            self._root.set_attributes(values.flat_attributes(data, "lezea.config."))
+            self._spans.set_attributes(self._root, values.flat_attributes(data, "lezea.config."))
         self._emit("config", None, data)
 
     # -- 4) training -----------------------------------------------------------------------------
@@ -68,17 +70,20 @@ class SpecCalls:
         clean: dict[str, float] | None = None
         if type(metrics) is dict:
             clean = metrics
-            for key, value in metrics.items():
-                if type(key) is not str or (type(value) is not float and type(value) is not int) \
-                        or value - value != 0:
+            for key, value in metrics.items():  # plain floats, ints within 64 bits, ASCII keys; else shaped
+                kind = type(value)
+                if type(key) is not str or not key.isascii() or (
+                        value - value != 0 if kind is float
+                        else kind is not int or not -9223372036854775808 <= value <= 9223372036854775807):
                     clean = None
                     break
         if clean is None:
             clean = values.numbers(metrics, "metrics", self._warner("log_training_step"))
-        if type(step) is not int or step < 0:
+        if type(step) is not int or not 0 <= step <= 9223372036854775807:
             step = values.step_value(step, "step", self._warner("log_training_step"))
-        if data_split is not None and type(data_split) is not str:
-            data_split = values.text(data_split, "data_split", self._warner("log_training_step"))
+        if data_split is not None and (type(data_split) is not str or len(data_split) > values.MAX_LABEL
+                                       or not data_split.isascii()):
+            data_split = values.label(data_split, "data_split", self._warner("log_training_step"))
         previous_step, previous_loss = self._last.get((path, data_split), (None, None))
         if step is not None and previous_step is not None and step <= previous_step:
             self._warnings.warn("log_training_step", "step did not increase",
@@ -87,8 +92,11 @@ class SpecCalls:
         if loss is not None and previous_loss is not None and "delta_loss" not in clean:
             clean["delta_loss"] = loss - previous_loss
         finite_loss = loss is not None and loss - loss == 0  # after a NaN, delta_loss restarts from the last real loss
-        self._last[(path, data_split)] = (step if step is not None else previous_step,
-                                          loss if finite_loss else previous_loss)
+        last = self._last
+        last[(path, data_split)] = (step if step is not None else previous_step,
+                                    loss if finite_loss else previous_loss)
+        if len(last) > _MAX_SERIES:  # bounded memory: the oldest series loses its delta base
+            del last[next(iter(last))]
         return Record("training_step", time_ns, step, path, trace_id, span_id,
                       {"data_split": data_split} if data_split is not None else {}, clean)
 
@@ -170,7 +178,7 @@ class SpecCalls:
         """One-liner resources: ``cpu``/``gpu`` in percent, ``mem`` in MB."""
         if self._ready("log_resource"):
             self._emit("resource", None, calls.resource(self._warner("log_resource"), component_id, None,
-                                                        cpu, gpu, mem, None))
+                                                        cpu, gpu, mem, None, ("cpu", "gpu", "mem", "")))
 
     @guarded()
     def log_component_resources(self, component_id: str, component_type: str | None = None,
@@ -227,8 +235,8 @@ class SpecCalls:
         value = values.number(reward, "reward", warn)
         if value is not None:
             self._emit("reward", values.step_value(step, "step", warn), {
-                "agent_id": values.text(agent_id, "agent_id", warn) or "unknown",
-                "role": values.text(agent_type, "agent_type", warn) or "tasker", "reward": value})
+                "agent_id": values.label(agent_id, "agent_id", warn) or "unknown",
+                "role": values.label(agent_type, "agent_type", warn) or "tasker", "reward": value})
 
     # -- 8) business -----------------------------------------------------------------------------
 
@@ -293,6 +301,7 @@ class SpecCalls:
             "mode": "otlp" if spool is not None else "local",
             "signals": spool.report() if spool is not None else {},
             "spool": str(spool.folder) if spool is not None and spool.folder.exists() else None,
+            "files": self._providers.files.report() if self._providers and self._providers.files else {},
         }
         summary["warnings"] = {"count": self._warnings.count, "messages": list(self._warnings.messages[:50])}
         summary["cost"]["total_eur"] = self._state.total_cost_eur()

@@ -69,6 +69,7 @@ class Spool:
         self._stopped = threading.Event()
         self._first_backoff = first_backoff_s
         self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()  # a retry thread is started before anyone can see (and join) it
         self._owner = os.getpid()
 
     def write(self, signal: str, encoded: dict[str, Any] | None) -> bool:
@@ -117,16 +118,21 @@ class Spool:
 
     def stop(self, timeout_s: float) -> None:
         """Stops retrying; a resend in flight gets ``timeout_s`` to finish."""
-        self._stopped.set()
+        with self._thread_lock:  # waits for a retry thread being started, so that it can be joined
+            self._stopped.set()
+            thread = self._thread
         self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
 
     def _start_retrying(self) -> None:
         if self._thread is not None or self._stopped.is_set() or not self._resend or os.getpid() != self._owner:
             return
-        self._thread = threading.Thread(target=self._retry_loop, name="lezea-otel-spool", daemon=True)
-        self._thread.start()
+        with self._thread_lock:
+            if self._thread is None and not self._stopped.is_set():
+                thread = threading.Thread(target=self._retry_loop, name="lezea-otel-spool", daemon=True)
+                thread.start()
+                self._thread = thread
 
     def _retry_loop(self) -> None:
         backoff = self._first_backoff
