@@ -17,14 +17,21 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from ._internal.runs import Run, RunNotFound, load_run, resolve_run, run_folders, slow_table
 from ._internal.settings import resolve_settings
 
 _WIDTH = None if sys.stdout.isatty() else 160  # pipes and CI logs get wide tables, not 80 columns
-console = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+# User text (ids, comments, config) is printed as written: no markup ("[/x]" would raise), no ":a:" emoji.
+console = Console(highlight=False, soft_wrap=True, width=_WIDTH, emoji=False, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, emoji=False, markup=False)
+
+
+def _say(target: Console, label: str, style: str, rest: str) -> None:
+    """A styled label (``error:``, ``ok``) and plain text after it."""
+    target.print(Text.assemble((label, style), rest))
 
 
 def _runs_dir(value: str | None) -> Path:
@@ -35,11 +42,11 @@ def _load(run: str, runs_dir: str | None) -> Run:
     try:
         loaded = load_run(resolve_run(run, _runs_dir(runs_dir)))
     except RunNotFound as error:
-        err.print(f"[red]error:[/red] {error}")
+        _say(err, "error:", "red", f" {error}")
         raise SystemExit(2) from None
     for problem in loaded.problems[:1]:
         more = f" ({len(loaded.problems) - 1} more bad lines)" if len(loaded.problems) > 1 else ""
-        err.print(f"[yellow]warning:[/yellow] {problem}{more}; showing everything readable")
+        _say(err, "warning:", "yellow", f" {problem}{more}; showing everything readable")
     return loaded
 
 
@@ -74,7 +81,7 @@ def demo(steps: int, endpoint: str | None, runs_dir: str | None) -> None:
     from .demo import run
 
     tracker = run(steps, endpoint, runs_dir)
-    console.print(f"Run [bold]{tracker.experiment_id}[/bold] written to {tracker.run_dir}")
+    console.print(f"Run {tracker.experiment_id} written to {tracker.run_dir}")
     console.print("Next:")
     for command in ("runs", f"show {tracker.experiment_id[:8]}", f"slow {tracker.experiment_id[:8]}",
                     f"report {tracker.experiment_id[:8]} -o report.html"):
@@ -120,7 +127,7 @@ def show(run: str, runs_dir: str | None) -> None:
         console.print(f"no end record: last record at {_when(loaded.last_time_ns)} UTC, "
                       f"last step {summary['steps']['last']}")
     if loaded.end and loaded.end.get("error"):
-        console.print(f"[red]error:[/red] {loaded.end['error']}")
+        _say(console, "error:", "red", f" {loaded.end['error']}")
     if summary["config"]:
         console.print("config: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()))
     metrics = Table(title="Metrics")
@@ -138,7 +145,7 @@ def show(run: str, runs_dir: str | None) -> None:
         nodes[path] = (parent or tree).add(f"{path.rsplit('/', 1)[-1]}: {scope['count']}x, total "
                                            f"{scope['total_s']:.3f} s, max {scope['max_s']:.3f} s"
                                            + _resources(scope)
-                                           + (f", [red]{scope['errors']} errors[/red]" if scope["errors"] else ""))
+                                           + (f", {scope['errors']} errors" if scope["errors"] else ""))
     for name, phase in sorted(summary["phases"].items(), key=lambda item: -item[1]["total_s"]):
         tree.add(f"phase {name}: {phase['count']}x, total {phase['total_s']:.3f} s, max {phase['max_s']:.3f} s"
                  + _resources(phase))
@@ -249,11 +256,11 @@ def replay(run: str, endpoint: str | None, protocol: str | None, everything: boo
     settings = resolve_settings({"endpoint": endpoint, "protocol": protocol})
     target = endpoint or settings.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not target:
-        err.print("[red]error:[/red] no endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
+        _say(err, "error:", "red", " no endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
         raise SystemExit(2)
     if loaded.status == "running" and not everything:
-        err.print("[red]error:[/red] the run is still live and its own retry thread owns the spool; "
-                  "replay it after it ends (or send its whole record with --all)")
+        _say(err, "error:", "red", " the run is still live and its own retry thread owns the spool; "
+             "replay it after it ends (or send its whole record with --all)")
         raise SystemExit(1)
     total = pending_lines(loaded.path, target, everything)
     if total == 0:
@@ -265,13 +272,13 @@ def replay(run: str, endpoint: str | None, protocol: str | None, everything: boo
             result = send(loaded.path, target, settings.protocol, everything, progress=lambda n: bar.advance(task, n),
                           headers={signal: options["headers"] for signal, options in settings.otlp_options.items()})
     except ReplayError as error:
-        err.print(f"[red]error:[/red] {error}; what was sent is recorded, run replay again to resume")
+        _say(err, "error:", "red", f" {error}; what was sent is recorded, run replay again to resume")
         raise SystemExit(1) from None
     sent = ", ".join(f"{signal} {count}" for signal, count in result.sent.items()) or "nothing"
     console.print(f"Replayed to {target}: {sent} batches" + (
         f"; {result.already_sent} lines were already sent" if result.already_sent else ""))
     for problem in result.corrupt:
-        err.print(f"[yellow]skipped:[/yellow] {problem}")
+        _say(err, "skipped:", "yellow", f" {problem}")
     if result.corrupt:
         err.print(f"{len(result.corrupt)} corrupt line(s) skipped")
 
@@ -292,21 +299,21 @@ def doctor(port: int | None) -> None:
     console.print(table)
     for problem in settings.problems:
         failures += 1
-        console.print(f"[red]FAIL[/red] configuration: {problem}")
+        _say(console, "FAIL", "red", f" configuration: {problem}")
     failures += _check_endpoint(settings)
     _check_nvml()
     failures += _check_port(port or settings.prometheus_port or 8000, settings.prometheus_addr,
                             configured=port is not None or settings.prometheus_port is not None)
     failures += _check_writable(settings.runs_dir)
     if failures:
-        console.print(f"[red]{failures} problem(s) found[/red]")
+        _say(console, "{failures} problem(s) found", "red", "")
         raise SystemExit(1)
-    console.print("[green]all checks passed[/green]")
+    _say(console, "all checks passed", "green", "")
 
 
 def _check_endpoint(settings: Any) -> int:
     if not settings.otlp_signals:
-        console.print("[green]ok[/green]   OTLP: local mode (no endpoint configured), nothing to reach")
+        _say(console, "ok", "green", "   OTLP: local mode (no endpoint configured), nothing to reach")
         return 0
     endpoint = settings.endpoint or settings.otel_endpoint or next(iter(settings.otlp_endpoints.values()))
     url = urllib.parse.urlparse(endpoint)
@@ -315,7 +322,7 @@ def _check_endpoint(settings: Any) -> int:
         with socket.create_connection((host, port), timeout=3):
             pass
     except OSError as error:
-        console.print(f"[red]FAIL[/red] OTLP endpoint {endpoint} is not reachable: {error}")
+        _say(console, "FAIL", "red", f" OTLP endpoint {endpoint} is not reachable: {error}")
         return 1
     if settings.protocol != "grpc":
         request = urllib.request.Request(f"{url.scheme}://{host}:{port}/v1/traces", data=b"", method="POST",
@@ -323,12 +330,12 @@ def _check_endpoint(settings: Any) -> int:
         try:
             urllib.request.urlopen(request, timeout=5).read()
         except urllib.error.HTTPError as error:
-            console.print(f"[red]FAIL[/red] OTLP/HTTP {endpoint} answered {error.code} to an empty export")
+            _say(console, "FAIL", "red", f" OTLP/HTTP {endpoint} answered {error.code} to an empty export")
             return 1
         except OSError as error:
-            console.print(f"[red]FAIL[/red] OTLP/HTTP {endpoint}: {error}")
+            _say(console, "FAIL", "red", f" OTLP/HTTP {endpoint}: {error}")
             return 1
-    console.print(f"[green]ok[/green]   OTLP {settings.protocol} endpoint {endpoint} answers")
+    _say(console, "ok", "green", f"   OTLP {settings.protocol} endpoint {endpoint} answers")
     return 0
 
 
@@ -337,9 +344,9 @@ def _check_nvml() -> None:
 
     found = gpus()
     if not found:
-        console.print("[yellow]info[/yellow] NVML: no GPU, driver or nvidia-ml-py; GPU metrics will be absent")
+        _say(console, "info", "yellow", " NVML: no GPU, driver or nvidia-ml-py; GPU metrics will be absent")
     for gpu in found:
-        console.print(f"[green]ok[/green]   GPU {gpu['index']}: {gpu['name']} {gpu['uuid']} (driver {gpu['driver']})")
+        _say(console, "ok", "green", f"   GPU {gpu['index']}: {gpu['name']} {gpu['uuid']} (driver {gpu['driver']})")
 
 
 def _check_port(port: int, addr: str, configured: bool) -> int:
@@ -347,10 +354,10 @@ def _check_port(port: int, addr: str, configured: bool) -> int:
         try:
             sock.bind((addr, port))
         except OSError as error:
-            label = "[red]FAIL[/red]" if configured else "[yellow]warn[/yellow]"
-            console.print(f"{label} /metrics port {addr}:{port} is taken: {error}")
+            _say(console, *(("FAIL", "red") if configured else ("warn", "yellow")),
+                 f" /metrics port {addr}:{port} is taken: {error}")
             return 1 if configured else 0
-    console.print(f"[green]ok[/green]   /metrics port {addr}:{port} is free")
+    _say(console, "ok", "green", f"   /metrics port {addr}:{port} is free")
     return 0
 
 
@@ -360,9 +367,9 @@ def _check_writable(folder: Path) -> int:
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as error:
-        console.print(f"[red]FAIL[/red] runs folder {folder} is not writable: {error}")
+        _say(console, "FAIL", "red", f" runs folder {folder} is not writable: {error}")
         return 1
-    console.print(f"[green]ok[/green]   runs folder {folder.resolve()} is writable")
+    _say(console, "ok", "green", f"   runs folder {folder.resolve()} is writable")
     return 0
 
 

@@ -480,7 +480,8 @@ for step in range(801, 811):
     tracker.log_training_step(step, {"loss": 1.0 / step})
 summary = tracker.finalize_experiment()
 print(json.dumps({"summary": summary is not None and summary["status"], "steps": summary["steps"]["count"],
-                  "lines": summary["signals"]["audit_lines"], "audit": str(tracker.audit_path)}))
+                  "lines": summary["signals"]["audit_lines"], "lost": summary["signals"]["audit_lost"],
+                  "audit": str(tracker.audit_path)}))
 """
 
 
@@ -517,7 +518,7 @@ def test_full_disk_keeps_the_audit_whole_and_says_what_was_lost(request, tmp_pat
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     lost = reported["lines"] - len(events)
-    assert lost > 0 and events[-1]["kind"] == "experiment_end" and events[-1]["data"]["status"] == "finished"
+    assert lost > 0 and reported["lost"] == lost and events[-1]["kind"] == "experiment_end" and events[-1]["data"]["status"] == "finished"
     assert _steps(events)[-10:] == list(range(801, 811))
     warnings = [line for line in proc.stderr.splitlines() if "audit could not be written" in line]
     assert len(warnings) == 1 and f"{lost} lines" in warnings[0], proc.stderr

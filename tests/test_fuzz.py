@@ -53,14 +53,16 @@ ODD = [
     lambda: np.zeros((2, 2)), lambda: np.array(["a", "b"]), lambda: torch.tensor(0.25), lambda: torch.tensor([1, 2]),
     lambda: torch.tensor(5, dtype=torch.int64), lambda: torch.tensor(1.0, dtype=torch.bfloat16),
     lambda: torch.nn.Parameter(torch.ones(2)), lambda: object(), lambda: b"bytes\xff", lambda: bytearray(b"x"),
-    lambda: {1, 2}, lambda: (1, "a"), lambda: range(3), lambda: "\ud800lone", lambda: "NaN", lambda: "Infinity",
+    lambda: {1, 2}, lambda: (1, "a"), lambda: range(3), lambda: "\ud800lone",
+    lambda: "[/bold] markup", lambda: "NaN", lambda: "Infinity",
     lambda: "x" * 200_000, lambda: 2**70, lambda: -(2**70), lambda: 1e20, lambda: 10**400,
 ]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63 - 2, max_value=2**80),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), st.binary(max_size=8),
-    st.sampled_from(["", "\ud800", "\udcff name", "NaN", "-Infinity", "loss", "train"]),
+    st.sampled_from(["", "\ud800", "\udcff name", "NaN", "-Infinity", "loss", "train", "[/bold]", "[red]x",
+                     "tasker:a:"]),
 )
 odd = st.sampled_from(ODD).map(lambda make: make())
 leaf = st.one_of(scalars, odd)

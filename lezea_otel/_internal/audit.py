@@ -196,6 +196,11 @@ class AuditWriter:
         """Flushed and fsynced, whatever the policy; later lines are still appended, one at a time."""
         self._file.close()
 
+    @property
+    def lost_lines(self) -> int:
+        """Lines the file refused (disk full, quota): counted, never torn."""
+        return self._file.lost_lines
+
     def loss(self) -> str:
         """The lines the disk refused (full, quota, I/O error), for one warning; empty when none."""
         return self._file.loss()

@@ -20,6 +20,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from . import names
 from .gpu_sampler import GpuReading, GpuSampler, torch_memory
 from .process_sampler import ProcessSampler, TreeSample
+from .safety import report_internal_error
 
 Warn = Callable[[str, str, str], None]
 
@@ -72,8 +73,8 @@ class Observers:
         while not self._stop.wait(self._interval):
             try:
                 self.sample()
-            except Exception:  # noqa: BLE001 - an observer fault must never end the sampler silently twice
-                continue
+            except Exception as error:  # noqa: BLE001 - an observer fault costs one sample, not the sampler
+                report_internal_error("observers", error)
 
     def stop(self) -> None:
         self._stop.set()

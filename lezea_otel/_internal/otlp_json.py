@@ -98,7 +98,7 @@ class LocalFiles:
         if first:
             self._warn("export", f"the local OTLP-JSON file {SIGNAL_FILES[signal]} could not be written",
                        f"{items} {signal} items lost there and counted in summary['delivery']; "
-                       f"the audit {self.folder.parent / 'events.jsonl'} has every record")
+                       f"the audit {self.folder.parent / 'events.jsonl'} keeps the records")
 
     def report(self) -> dict[str, dict[str, int]]:
         with self._lock:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import names
+from .safety import report_internal_error
 
 
 class ProgressWatch:
@@ -42,8 +43,8 @@ class ProgressWatch:
         while not self._stop.wait(min(self._every_ns, self._after_ns) / 1e9 / 2):
             try:
                 self.check(time.time_ns())
-            except Exception:  # noqa: BLE001, S112 - progress is a nicety, never a reason to stop
-                continue
+            except Exception as error:  # noqa: BLE001 - progress is a nicety, never a reason to stop
+                report_internal_error("progress markers", error)
 
     def check(self, now_ns: int) -> None:
         frames = self._open_frames()

@@ -194,9 +194,17 @@ def text(value: Any, what: str, warn: Warn, *, optional: bool = False, limit: in
         if not optional:
             warn(f"{what} is missing", "got None")
         return None
-    if not is_a(value, str):
-        warn(f"{what} should be a string", f"got {describe(value)}; stored as str()")
-    value = as_text(value, what, warn)
+    if not is_a(value, str):  # one warning, whether str() worked or raised
+        shown, raised = describe(value), []
+
+        def note(problem: str, detail: str) -> None:
+            raised.append(detail) if problem.endswith("str() raised") else warn(problem, detail)
+
+        value = as_text(value, what, note)
+        warn(f"{what} should be a string", f"got {shown}; " + (f"str() raised: {raised[0]}" if raised
+                                                             else "stored as str()"))
+    else:
+        value = as_text(value, what, warn)
     if len(value) > limit:
         warn(f"{what} is longer than {limit} characters", f"got {len(value)}; the first {limit} were kept")
         value = value[:limit]

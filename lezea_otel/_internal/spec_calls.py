@@ -295,6 +295,7 @@ class SpecCalls:
             "metric_values": self._metrics.values_recorded if self._metrics else 0,
             "log_records": self._logs.emitted if self._logs else 0,
             "audit_lines": self._pipeline.audit.seq,
+            "audit_lost": self._pipeline.audit.lost_lines,
         }
         spool = self._providers.spool if self._providers else None
         summary["delivery"] = {

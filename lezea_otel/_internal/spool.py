@@ -31,6 +31,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .otlp_json import REJECTED_FOLDER, SIGNAL_FILES, item_count, to_request
+from .safety import report_internal_error
 
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0
@@ -143,7 +144,8 @@ class Spool:
                 return
             try:
                 complete = self.retry_once()
-            except Exception:  # noqa: BLE001 - the retry thread must outlive any surprise
+            except Exception as error:  # noqa: BLE001 - the retry thread must outlive any surprise
+                report_internal_error("spool retry", error)
                 complete = False
             backoff = self._first_backoff if complete else min(backoff * 2, MAX_BACKOFF_S)
 
