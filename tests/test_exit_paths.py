@@ -33,6 +33,9 @@ import atexit, ctypes, json, mmap, os, random, signal, sys, threading
 from lezea_otel import ExperimentTracker
 
 runs, seeds = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
+# Ctrl-C as in a program started from a terminal: a background job (`cmd &`, nohup, some CI runners)
+# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 shared = mmap.mmap(-1, 16)
 done = (ctypes.c_int64 * 2).from_buffer(shared)
 
@@ -231,7 +234,13 @@ def sigterm_runs(tmp_path_factory):
     folders = {name: tmp_path_factory.mktemp(name) for name in SIGTERM_SCENARIOS}
     children = {name: _start(script, folders[name], range(seeds))
                 for name, (script, seeds) in SIGTERM_SCENARIOS.items()}
-    return {name: (folders[name], *_results(child)) for name, child in children.items()}
+    try:
+        return {name: (folders[name], *_results(child)) for name, child in children.items()}
+    finally:  # one scenario that did not end must not leave the others running behind the suite
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
 
 
 @pytest.mark.parametrize("scenario", ["calls", "calls_async", "scope_exits", "under_cprofile", "under_two_tracers"])
