@@ -270,27 +270,33 @@ def _child(container: Any, step: Any) -> Any:
     return None
 
 
+def decode_line(raw: bytes) -> dict[str, Any] | str:
+    """One audit line as a record, its non-finite numbers revived; else why it cannot be one."""
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "is not valid JSON (torn or corrupt)"
+    if not isinstance(event, dict):
+        return "is not a JSON object"
+    if isinstance(event.get("data"), dict):
+        marks = event.get("nonfinite")
+        if isinstance(marks, list):
+            for mark in marks:
+                _revive_at(event["data"], mark)
+        elif "nonfinite" not in event:
+            event["data"] = _revive_old(event["data"])
+    return event
+
+
 def read_events(path: Path, problems: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Every readable line of an audit file; a torn or corrupt line is skipped and reported."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+            event = decode_line(raw)
+            if isinstance(event, str):
                 if problems is not None:
-                    problems.append(f"{path}: line {number} is not valid JSON (torn or corrupt); skipped")
+                    problems.append(f"{path}: line {number} {event}; skipped")
                 continue
-            if not isinstance(event, dict):
-                if problems is not None:
-                    problems.append(f"{path}: line {number} is not a JSON object; skipped")
-                continue
-            if isinstance(event.get("data"), dict):
-                marks = event.get("nonfinite")
-                if isinstance(marks, list):
-                    for mark in marks:
-                        _revive_at(event["data"], mark)
-                elif "nonfinite" not in event:
-                    event["data"] = _revive_old(event["data"])
             yield event

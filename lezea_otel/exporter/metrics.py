@@ -1,0 +1,373 @@
+"""Records -> hand-built ``MetricsData``, each point at the time of the record that set it.
+
+The in-process recorder keeps a latest-value table that observable gauges read at collection time;
+here the table is fed from the audit and :meth:`MetricsBuilder.collect` turns what changed since the
+last collection into points stamped with their own record's time (the full per-step history stays in
+the audit). Counters and histograms are cumulative from the run's start, as in-process; the phase
+histogram keeps the last phase per bucket as its exemplar, linked to the phase's span.
+
+Instrument names, units, series attributes and caps are the in-process ones (``_internal/metrics.py``,
+``_internal/mapping.py``). Everything a builder returns is one ``ResourceMetrics`` with one
+``ScopeMetrics``; ``run.merge_metrics`` combines several (workers, runs) by (resource, scope), since the
+proto encoder keeps only the last of two equal resources or scopes (reference/exporter.md 0.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.metrics import Exemplar
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from .._internal import names
+from .._internal.metrics import DATA_SCORE_BUCKETS, MAX_SERIES_PER_NAME, PHASE_BUCKETS_S, metric_name
+from .._internal.safety import encodable_attributes, encodable_number
+from .records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord, Kind
+
+DEFAULT_MAX_NAMES = 256
+"""Training keys before the overflow gauge (LEZEA_MAX_METRIC_NAMES), if ``experiment_start`` lacks it."""
+_MB = 2**20
+_OVERFLOW_KEY: tuple[Any, ...] = (("__overflow__", True),)
+_MAX_KEYS_REMEMBERED = 4 * MAX_SERIES_PER_NAME  # keys past the name cap remembered; then looked up per call
+_COUNTERS = {
+    names.CHECKPOINTS: ("{checkpoint}", "Checkpoints logged"),
+    names.CHECKPOINT_SIZE: (names.UNIT_BYTES, "Bytes of checkpoints logged"),
+    names.COMMENTS: ("{comment}", "Comments and conclusions logged"),
+    names.DATA_SAMPLES_USED: ("{sample}", "Samples reported by log_data_usage"),
+    names.MODIFICATION_COUNT: ("{modification}", "Modifications in logged trees"),
+    names.TRAINING_NONFINITE: ("{value}", "NaN or infinite training values (kept in the audit)"),
+}
+_HISTOGRAMS = {
+    names.PHASE_DURATION: (names.UNIT_SECONDS, "Duration of user phases (tracker.span)", PHASE_BUCKETS_S),
+    names.DATA_SCORE: ("", "Loss improvement per scored sample (before - after)", DATA_SCORE_BUCKETS),
+}
+_GAUGES = {
+    names.TRAINING_STEP: ("", "Last step passed to log_training_step"),
+    names.TRAINING_LAST_STEP_TIME: (names.UNIT_SECONDS, ("Unix time of the last training step: time() minus "
+                                                         "this is 'time since last step'")),
+    names.RUN_START_TIME: (
+        names.UNIT_SECONDS, "Unix time the run started: 'started at' and run duration on dashboards"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or type(value) is int
+
+
+def _key(attributes: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items()))
+
+
+@dataclass(slots=True)
+class _Series:
+    attributes: dict[str, Any]
+    value: float | int = 0
+    time_ns: int = 0
+    changed: bool = True
+    counts: list[int] = field(default_factory=list)
+    count: int = 0
+    minimum: float = float("inf")
+    maximum: float = float("-inf")
+    exemplars: dict[int, Exemplar] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Instrument:
+    name: str
+    kind: type[Gauge | Sum | Histogram]
+    unit: str = ""
+    description: str = ""
+    bounds: tuple[float, ...] = ()
+    series: dict[tuple[Any, ...], _Series] = field(default_factory=dict)
+
+
+class MetricsBuilder:
+    """One audit's metric state; :meth:`feed` records in order, :meth:`collect` once per export interval."""
+
+    def __init__(self, resource: Resource, constant_attributes: dict[str, Any],
+                 scope: InstrumentationScope = SCOPE, max_names: int = DEFAULT_MAX_NAMES) -> None:
+        self.resource = resource
+        self.scope = scope
+        self.max_names = max_names
+        self.start_ns: int | None = None
+        self.overflowed = 0
+        """Values folded into an overflow series (past a cap): counted; the trainer warned already."""
+        self._constant = encodable_attributes(constant_attributes)
+        self._instruments: dict[str, _Instrument] = {}
+        self._training: dict[str, _Instrument] = {}
+        self._component_types: dict[str, str] = {}
+        self._cost_totals: dict[str, float] = {}
+        self._handlers: dict[str, Callable[[AuditRecord], None]] = {
+            Kind.TRAINING_STEP: self._training_step, Kind.EXPERIMENT_START: self._experiment_start,
+            Kind.EXPERIMENT_END: self._experiment_end, Kind.PHASE: self._phase,
+            Kind.MODIFICATION_TREE: self._modification_tree,
+            Kind.MODIFICATION_TREE_STATS: lambda r: self._stats(r, r.data.get("statistics"), "tree"),
+            Kind.MODIFICATION_STATS: lambda r: self._stats(r, r.data.get("statistics"), "modification"),
+            Kind.DATA_SPLITS: self._data_splits, Kind.DATA_USAGE: self._data_usage,
+            Kind.DATA_SCORE: self._data_score, Kind.DELTA_LOSS: self._delta_loss,
+            Kind.RESOURCE: self._resource, Kind.CHECKPOINT: self._checkpoint,
+            Kind.REWARD: self._reward, Kind.RESULTS: self._results, Kind.RESOURCE_COST: self._resource_cost,
+            Kind.BUSINESS_METRICS: self._business, Kind.COMMENT: lambda r: self._comment(r, "comment"),
+            Kind.CONCLUSION: lambda r: self._comment(r, "conclusion"),
+        }
+
+    def feed(self, record: AuditRecord) -> None:
+        handler = self._handlers.get(record.kind)
+        if handler is not None:
+            if self.start_ns is None:
+                self.start_ns = record.time_ns
+            handler(record)
+
+    def collect(self, everything: bool = False) -> MetricsData | None:
+        """Points of the series changed since the last collection (``everything``: all); None when none."""
+        metrics = []
+        start = self.start_ns or 0
+        for instrument in self._instruments.values():
+            points: list[Any] = []
+            for series in instrument.series.values():
+                if not (series.changed or everything):
+                    continue
+                series.changed = False
+                if instrument.kind is Histogram:
+                    points.append(HistogramDataPoint(
+                        series.attributes, start, series.time_ns, series.count, series.value,
+                        list(series.counts), instrument.bounds, series.minimum, series.maximum,
+                        list(series.exemplars.values())))
+                    series.exemplars.clear()  # as the SDK's reservoir: exemplars of this interval only
+                elif instrument.kind is Sum or series.value - series.value == 0:  # a NaN gauge: no point
+                    points.append(NumberDataPoint(series.attributes, start, series.time_ns, series.value))
+            if not points:
+                continue
+            data: Gauge | Sum | Histogram
+            if instrument.kind is Histogram:
+                data = Histogram(points, AggregationTemporality.CUMULATIVE)
+            elif instrument.kind is Sum:
+                data = Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=True)
+            else:
+                data = Gauge(points)
+            metrics.append(Metric(instrument.name, instrument.description, instrument.unit, data))
+        if not metrics:
+            return None
+        return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(self.scope, metrics, "")], "")])
+
+    # --- the three ways a value lands ------------------------------------------------------------
+
+    def _instrument(self, name: str, kind: type[Gauge | Sum | Histogram], unit: str = "",
+                    description: str = "", bounds: tuple[float, ...] = ()) -> _Instrument:
+        instrument = self._instruments.get(name)
+        if instrument is None:
+            if kind is Sum:
+                unit, description = _COUNTERS.get(name, (unit, description))
+            elif kind is Histogram:
+                unit, description, bounds = _HISTOGRAMS[name]
+            else:
+                unit, description = _GAUGES.get(name, (unit, description))
+            instrument = self._instruments[name] = _Instrument(name, kind, unit, description, tuple(bounds))
+        return instrument
+
+    def _series(self, instrument: _Instrument, attributes: dict[str, Any]) -> _Series:
+        key = _key(attributes)
+        series = instrument.series.get(key)
+        if series is None:
+            if len(instrument.series) >= MAX_SERIES_PER_NAME:
+                self.overflowed += 1
+                key, attributes = _OVERFLOW_KEY, {**self._constant, names.OVERFLOW: True}
+                series = instrument.series.get(key)
+            if series is None:
+                buckets = len(instrument.bounds) + 1 if instrument.kind is Histogram else 0
+                series = instrument.series[key] = _Series(attributes, counts=[0] * buckets)
+        series.changed = True
+        return series
+
+    def _attributes(self, scope: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        attributes = dict(self._constant)
+        if scope:
+            attributes[names.SCOPE_PATH] = scope
+        return {**encodable_attributes(attributes), **encodable_attributes(extra)}
+
+    def _gauge(self, record: AuditRecord, name: str, value: Any, extra: dict[str, Any] | None = None,
+               unit: str = "", scope: str = "") -> None:
+        series = self._series(self._instrument(name, Gauge, unit), self._attributes(scope, extra))
+        series.value, series.time_ns = encodable_number(value), record.time_ns
+
+    def _add(self, record: AuditRecord, name: str, amount: Any, extra: dict[str, Any] | None = None) -> None:
+        series = self._series(self._instrument(name, Sum), {**self._constant, **encodable_attributes(extra)})
+        series.value, series.time_ns = series.value + encodable_number(amount), record.time_ns
+
+    def _observe(self, record: AuditRecord, name: str, value: float, extra: dict[str, Any], scope: str,
+                 exemplar: bool) -> None:
+        instrument = self._instrument(name, Histogram)
+        series = self._series(instrument, self._attributes(scope, extra))
+        bounds = instrument.bounds
+        bucket = next((i for i, bound in enumerate(bounds) if value <= bound), len(bounds))
+        series.counts[bucket] += 1
+        series.count += 1
+        series.value += value
+        series.minimum, series.maximum = min(series.minimum, value), max(series.maximum, value)
+        series.time_ns = record.time_ns
+        if exemplar and record.trace_id and record.span_id:
+            series.exemplars[bucket] = Exemplar({}, value, record.time_ns, record.span_id, record.trace_id)
+
+    # --- one handler per record kind (the metric half of mapping.py) ----------------------------------
+
+    def _training_step(self, record: AuditRecord) -> None:
+        if record.step is not None:
+            self._gauge(record, names.TRAINING_STEP, float(encodable_number(record.step)))
+        self._gauge(record, names.TRAINING_LAST_STEP_TIME, record.time_ns / 1e9)
+        metric_values = record.metric_values()
+        if not metric_values:
+            return
+        split = record.data.get("data_split")
+        attributes = self._attributes(record.scope,
+                                      {names.DATA_SPLIT: split} if isinstance(split, str) else None)
+        for key, value in metric_values.items():
+            if not _is_number(value):
+                continue
+            series = self._series(self._training_instrument(key), attributes)
+            series.value, series.time_ns = encodable_number(value), record.time_ns
+            if value - value != 0:
+                self._add(record, names.TRAINING_NONFINITE, 1, {**attributes, names.METRIC_KEY: key})
+
+    def _training_instrument(self, key: str) -> _Instrument:
+        instrument = self._training.get(key)
+        if instrument is None:
+            if len(self._training) >= self.max_names:
+                self.overflowed += 1
+                instrument = self._instrument(names.TRAINING_OVERFLOW, Gauge)
+                if len(self._training) >= self.max_names + _MAX_KEYS_REMEMBERED:
+                    return instrument
+            else:
+                instrument = self._instrument(metric_name(key), Gauge, "", f"Training value {key!r}")
+            self._training[key] = instrument
+        return instrument
+
+    def _experiment_start(self, record: AuditRecord) -> None:
+        self.start_ns = record.time_ns
+        cap = record.data.get("max_metric_names")
+        if type(cap) is int and cap > 0:
+            self.max_names = cap
+        self._gauge(record, names.RUN_STATE, 1.0, {names.RUN_STATUS: "running"})
+        self._gauge(record, names.RUN_START_TIME, record.time_ns / 1e9)
+
+    def _experiment_end(self, record: AuditRecord) -> None:
+        status = str(record.data.get("status") or "finished")
+        self._gauge(record, names.RUN_STATE, 0.0, {names.RUN_STATUS: "running"})
+        self._gauge(record, names.RUN_STATE, 1.0, {names.RUN_STATUS: status})
+        duration = record.data.get("duration_s")
+        if _is_number(duration):
+            self._gauge(record, names.RUN_DURATION, duration, unit=names.UNIT_SECONDS)
+
+    def _phase(self, record: AuditRecord) -> None:
+        duration, name = record.data.get("duration_s"), record.data.get("name")
+        if isinstance(duration, (int, float)) and isinstance(name, str):
+            self._observe(record, names.PHASE_DURATION, float(duration), {names.PHASE_NAME: name},
+                          record.scope, True)
+
+    def _modification_tree(self, record: AuditRecord) -> None:
+        modifications = record.data.get("modifications")
+        if isinstance(modifications, list) and modifications:
+            self._add(record, names.MODIFICATION_COUNT, len(modifications))
+        self._stats(record, record.data.get("statistics"), "tree")
+
+    def _stats(self, record: AuditRecord, statistics: Any, source: str) -> None:
+        for key, value in (statistics.items() if isinstance(statistics, dict) else ()):
+            if isinstance(value, float):
+                self._gauge(record, names.MODIFICATION_STAT, value,
+                            {names.STAT_NAME: key, STAT_SOURCE: source}, scope=record.scope)
+
+    def _data_splits(self, record: AuditRecord) -> None:
+        for split, entry in record.data.items():
+            if isinstance(entry, dict) and _is_number(entry.get("count")):
+                self._gauge(record, names.DATA_SPLIT_SIZE, float(encodable_number(entry["count"])),
+                            {names.SPLIT_NAME: split})
+
+    def _data_usage(self, record: AuditRecord) -> None:
+        if _is_number(record.data.get("count")):
+            self._add(record, names.DATA_SAMPLES_USED, record.data["count"])
+
+    def _data_score(self, record: AuditRecord) -> None:
+        score = record.data.get("score")
+        if isinstance(score, float) and score >= 0:  # a histogram takes no negatives (the audit keeps them)
+            self._observe(record, names.DATA_SCORE, score, {}, record.scope, False)
+
+    def _delta_loss(self, record: AuditRecord) -> None:
+        epoch = record.data.get("epoch")
+        if _is_number(epoch):
+            self._gauge(record, names.EPOCH, float(encodable_number(epoch)), scope=record.scope)
+        for key, name in (("loss", names.EPOCH_LOSS), ("delta_loss", names.EPOCH_DELTA_LOSS)):
+            if isinstance(record.data.get(key), float):
+                self._gauge(record, name, record.data[key], scope=record.scope)
+
+    def _resource(self, record: AuditRecord) -> None:
+        data = record.data
+        component = data.get("component_id")
+        if not isinstance(component, str):
+            return
+        if isinstance(data.get("component_type"), str) and data["component_type"]:
+            self._component_types[component] = data["component_type"]  # later log_resource() joins the series
+        attributes = {names.COMPONENT_ID: component}
+        if component in self._component_types:
+            attributes[names.COMPONENT_TYPE] = self._component_types[component]
+        for key, name, scale, unit in (
+            ("cpu_percent", names.COMPONENT_CPU, 0.01, names.UNIT_RATIO),
+            ("gpu_percent", names.COMPONENT_GPU, 0.01, names.UNIT_RATIO),
+            ("memory_mb", names.COMPONENT_MEMORY, _MB, names.UNIT_BYTES),
+            ("io_operations", names.COMPONENT_IO, 1.0, "{operation}"),
+        ):
+            if isinstance(data.get(key), float):
+                self._gauge(record, name, data[key] * scale, attributes, unit, scope=record.scope)
+
+    def _checkpoint(self, record: AuditRecord) -> None:
+        self._add(record, names.CHECKPOINTS, 1)
+        size = record.data.get("size_bytes")
+        if _is_number(size) and size:
+            self._add(record, names.CHECKPOINT_SIZE, size)
+
+    def _reward(self, record: AuditRecord) -> None:
+        data = record.data
+        if _is_number(data.get("reward")):
+            agent = {names.AGENT_ROLE: data.get("role"), names.AGENT_ID: data.get("agent_id")}
+            self._gauge(record, names.REWARD, data["reward"], agent, scope=record.scope)
+
+    def _results(self, record: AuditRecord) -> None:
+        results = record.data.get("result_dict")
+        for key, value in (results.items() if isinstance(results, dict) else ()):
+            if isinstance(value, float):
+                self._gauge(record, names.RESULT, value, {names.METRIC_KEY: key}, scope=record.scope)
+        for role in ("tasker", "builder"):
+            rewards = record.data.get(f"{role}_rewards")
+            for agent, reward in (rewards.items() if isinstance(rewards, dict) else ()):
+                if _is_number(reward):
+                    self._gauge(record, names.REWARD, reward, {names.AGENT_ROLE: role, names.AGENT_ID: agent},
+                                scope=record.scope)
+
+    def _resource_cost(self, record: AuditRecord) -> None:
+        for kind, value in record.data.items():
+            if isinstance(value, float):  # the running total, as the summary shows it
+                self._cost_totals[kind] = self._cost_totals.get(kind, 0.0) + value
+                self._gauge(record, names.COST, self._cost_totals[kind], {names.COST_KIND: kind})
+
+    def _business(self, record: AuditRecord) -> None:
+        figures = record.data.get("metrics")
+        for key, value in (figures.items() if isinstance(figures, dict) else ()):
+            if _is_number(value):
+                self._gauge(record, names.BUSINESS, value, {names.METRIC_KEY: key})
+
+    def _comment(self, record: AuditRecord, kind: str) -> None:
+        self._add(record, names.COMMENTS, 1, {COMMENT_KIND: kind})
+

@@ -1,0 +1,121 @@
+"""One audit file's records -> spans, log records and metrics: the three builders behind one call.
+
+The builders are created at the file's first record (its ``experiment_start``: the resource and the
+experiment's identity come from it). All state is a function of the records fed so far, so an
+exporter that restarts resumes exactly by feeding the records before its committed cursor to
+:meth:`RunConverter.skip` (the output is dropped: it was delivered) and the rest to :meth:`feed`.
+A record that cannot be converted costs itself only: it is counted, the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import Metric, MetricsData, ResourceMetrics, ScopeMetrics
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from .._internal.readable import error_text
+from .._internal.safety import raise_internal
+from .logs import LogBuilder, ReadableLogRecord
+from .metrics import DEFAULT_MAX_NAMES, MetricsBuilder
+from .records import AuditRecord, Kind, constant_attributes, run_resource
+from .spans import SpanBuilder
+
+_NO_START = AuditRecord(seq=0, time_ns=0, kind=Kind.EXPERIMENT_START, step=None, scope="", trace_id=0,
+                        span_id=0)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a stretch of records finished: spans and log records, in record order."""
+
+    spans: list[ReadableSpan] = field(default_factory=list)
+    logs: list[ReadableLogRecord] = field(default_factory=list)
+
+    def extend(self, other: Batch) -> None:
+        self.spans.extend(other.spans)
+        self.logs.extend(other.logs)
+
+
+class RunConverter:
+    """Converts the records of one audit file (a run, or one forked worker of it), fed in seq order."""
+
+    def __init__(self) -> None:
+        self._builders: tuple[SpanBuilder, LogBuilder, MetricsBuilder] | None = None
+        self.resource: Resource | None = None
+        self.last_time_ns = 0
+        self.failed = 0
+        """Records whose conversion failed (a malformed line from another version): skipped, counted."""
+        self.problems: list[str] = []
+
+    def feed(self, records: Iterable[AuditRecord]) -> Batch:
+        batch = Batch()
+        for record in records:
+            spans, logs, metrics = self._builders or self._start(record)
+            self.last_time_ns = max(self.last_time_ns, record.time_ns)
+            try:
+                finished = spans.feed(record)
+                emitted = logs.feed(record)
+                metrics.feed(record)
+            except Exception as error:  # noqa: BLE001 - one odd record must not stop the export of the rest
+                if raise_internal():
+                    raise
+                self.failed += 1
+                if len(self.problems) < 100:
+                    self.problems.append(f"record {record.seq} ({record.kind}): {error_text(error)}; skipped")
+                continue
+            batch.spans.extend(finished)
+            batch.logs.extend(emitted)
+        return batch
+
+    def skip(self, records: Iterable[AuditRecord]) -> None:
+        """Rebuild the state of records already delivered (resuming): their output is dropped."""
+        self.feed(records)
+        self.collect()
+
+    def collect(self, everything: bool = False) -> MetricsData | None:
+        """The metric points changed since the last call (all of them with ``everything``)."""
+        return self._builders[2].collect(everything) if self._builders is not None else None
+
+    def end_crashed(self, end_ns: int | None = None) -> Batch:
+        """The trainer is gone without its end record: open scopes end truncated, the root as ``crashed``."""
+        if self._builders is None:
+            return Batch()
+        return Batch(self._builders[0].end_run(end_ns or self.last_time_ns, "crashed", "crash"), [])
+
+    def _start(self, record: AuditRecord) -> tuple[SpanBuilder, LogBuilder, MetricsBuilder]:
+        """The builders, from the file's first record (read without its start: a bare identity)."""
+        start = record if record.kind == Kind.EXPERIMENT_START else _NO_START
+        self.resource = run_resource(start)
+        constant = constant_attributes(start)
+        self._builders = (SpanBuilder(self.resource), LogBuilder(self.resource, constant),
+                          MetricsBuilder(self.resource, constant, max_names=DEFAULT_MAX_NAMES))
+        return self._builders
+
+
+def merge_metrics(parts: Iterable[MetricsData | None]) -> MetricsData | None:
+    """Several ``MetricsData`` as one, with each (resource, scope) and each metric name once: the proto
+    encoder would otherwise send only the last of two equal resources or scopes."""
+    grouped: dict[Resource, dict[InstrumentationScope, dict[str, Metric]]] = {}
+    for part in parts:
+        for resource_metrics in part.resource_metrics if part is not None else ():
+            scopes = grouped.setdefault(resource_metrics.resource, {})
+            for scope_metrics in resource_metrics.scope_metrics:
+                by_name = scopes.setdefault(scope_metrics.scope, {})
+                for metric in scope_metrics.metrics:
+                    known = by_name.get(metric.name)
+                    if known is not None and type(known.data) is type(metric.data):
+                        points: list[Any] = [*known.data.data_points, *metric.data.data_points]
+                        data: Any = dataclasses.replace(known.data, data_points=points)  # type: ignore[arg-type]
+                        metric = dataclasses.replace(known, data=data)
+                    by_name[metric.name] = metric
+    if not grouped:
+        return None
+    return MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, list(metrics.values()), "")
+                                                   for scope, metrics in scopes.items()], "")
+                        for resource, scopes in grouped.items()])

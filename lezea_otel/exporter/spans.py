@@ -1,0 +1,271 @@
+"""Experiment, scope and phase records -> finished ``ReadableSpan``s with the trainer's ids and times.
+
+The trainer assigns the ids and takes the times; this module only puts them together, so a span
+made from the audit is the span the trainer's records name: logs and exemplars that point at it
+resolve. ``ReadableSpan`` is built directly (reference/exporter.md section 1): cheap, deterministic,
+and with no sampler, processor or live span object between the record and the exporter.
+
+What each record gives today (and what it does not: see the package docstring):
+
+- ``experiment_start`` opens the root (``experiment``, or ``worker`` in a forked worker's audit) at the
+  record's time, with its ids; ``config`` adds ``lezea.config.*`` to it; ``experiment_end`` ends it.
+  The ``experiment.started`` marker span has no id in the audit: it gets one derived from the root's.
+- ``scope_start`` carries the scope's own span id and start time; ``scope_end`` its end time.
+- ``phase`` is written once, at exit, with the phase's own span id: start = end - ``duration_s``
+  (exact to the nanosecond for phases shorter than about a month).
+- Parents: ``parent_span_id`` when the record has one; otherwise the innermost open scope of the
+  enclosing scope path (the root at top level). That is exact except for a phase or scope whose
+  parent is a phase: it is attached to the enclosing scope instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from .._internal import names, values
+from .._internal.safety import encodable_attributes, encodable_text
+from .records import (
+    EXCEPTION_ESCAPED,
+    EXCEPTION_EVENT,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    SCOPE,
+    TRUNCATED_REASON,
+    AuditRecord,
+    Kind,
+    is_worker,
+)
+
+MAX_ATTRIBUTES = 128
+"""The SDK's default span attribute count limit: past it attributes are dropped, and counted on the span."""
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)  # a parent without it turns SDK children into non-recording spans
+
+
+@dataclass(slots=True)
+class OpenSpan:
+    """A span whose start record was read and whose end record was not (yet)."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    start_ns: int
+    path: str
+    """The scope path the span belongs to (a scope's own path includes itself)."""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    is_scope: bool = False
+
+
+def _nanoseconds(seconds: Any) -> int | None:
+    """``duration_s`` back to the nanoseconds the trainer measured (it wrote ``ns / 1e9``)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e12:
+        return None
+    return round(seconds * 1e9)
+
+
+def derived_span_id(trace_id: int, span_id: int, label: str) -> int:
+    """A stable span id for a span the audit names no id for (the same on every export of a run)."""
+    digest = hashlib.blake2b(f"{trace_id:032x}{span_id:016x}{label}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+class SpanBuilder:
+    """Feeds on one audit's records in order; :meth:`feed` returns the spans each record finishes."""
+
+    def __init__(self, resource: Resource, scope: InstrumentationScope = SCOPE,
+                 max_attributes: int = MAX_ATTRIBUTES) -> None:
+        self.resource = resource
+        self.scope = scope
+        self.max_attributes = max_attributes
+        self.root: OpenSpan | None = None
+        self.open: dict[int, OpenSpan] = {}
+        """Scopes open now, by span id, in start order."""
+        self.experiment_id = ""
+        self.without_ids = 0
+        """Span records with no trace/span id (an audit written with the SDK disabled): no span."""
+        self._root_ended = False
+
+    def feed(self, record: AuditRecord) -> list[ReadableSpan]:
+        kind = record.kind
+        if kind == Kind.PHASE:
+            return self._phase(record)
+        if kind == Kind.SCOPE_START:
+            self._scope_start(record)
+        elif kind == Kind.SCOPE_END:
+            return self._scope_end(record)
+        elif kind == Kind.CONFIG:
+            if self.root is not None and not self._root_ended:
+                self.root.attributes.update(values.flat_attributes(record.data, names.CONFIG_PREFIX))
+        elif kind == Kind.EXPERIMENT_START:
+            return self._experiment_start(record)
+        elif kind == Kind.EXPERIMENT_END:
+            data = record.data
+            return self.end_run(record.time_ns, str(data.get("status") or "finished"),
+                                str(data.get("ended_by") or ""), data)
+        return []
+
+    def end_run(self, end_ns: int, status: str, ended_by: str,
+                data: Mapping[str, Any] | None = None) -> list[ReadableSpan]:
+        """End every open scope as truncated by ``ended_by`` (innermost first), then the root.
+
+        What ``experiment_end`` does, and what a crashed run needs (status ``crashed``, the last
+        record's time) when the trainer is gone without one.
+        """
+        finished = self.truncate_open(end_ns, ended_by)
+        root = self.root
+        if root is not None and not self._root_ended:
+            self._root_ended = True
+            root.attributes.update({names.RUN_STATUS: status, names.RUN_ENDED_BY: ended_by})
+            finished.append(self._finish(root, end_ns, data or {}))
+        return finished
+
+    def truncate_open(self, end_ns: int, reason: str) -> list[ReadableSpan]:
+        """Every open scope ended at ``end_ns``, marked truncated (a crash, or a lost end record)."""
+        spans = sorted(self.open.values(), key=lambda span: span.start_ns, reverse=True)
+        self.open.clear()
+        return [self._finish(span, max(end_ns, span.start_ns), {"truncated": reason}) for span in spans]
+
+    # --- records ------------------------------------------------------------------------------------
+
+    def _experiment_start(self, record: AuditRecord) -> list[ReadableSpan]:
+        if self.root is not None or not self._has_ids(record):
+            return []
+        data = record.data
+        self.experiment_id = str(data.get("experiment_id") or "")
+        constant = {names.EXPERIMENT_ID: self.experiment_id,
+                    names.EXPERIMENT_NAME: str(data.get("name") or "")}
+        worker = is_worker(record)
+        tags = [t for t in data["tags"] if isinstance(t, str)] if isinstance(data.get("tags"), list) else []
+        self.root = OpenSpan(
+            names.WORKER_SPAN_NAME if worker else names.ROOT_SPAN_NAME, record.trace_id, record.span_id,
+            record.parent_span_id, record.time_ns, "",
+            {**constant, names.EXPERIMENT_PURPOSE: str(data.get("purpose") or ""),
+             names.EXPERIMENT_TAGS: tags})
+        if worker:
+            return []
+        marker = OpenSpan(names.STARTED_SPAN_NAME, record.trace_id,
+                          derived_span_id(record.trace_id, record.span_id, names.STARTED_SPAN_NAME),
+                          record.span_id, record.time_ns, "", constant)
+        return [self._finish(marker, record.time_ns, {})]
+
+    def _scope_start(self, record: AuditRecord) -> None:
+        if not self._has_ids(record):
+            return
+        level, ident = str(record.data.get("level") or ""), str(record.data.get("id") or "")
+        attributes = {names.SCOPE_LEVEL: level, names.SCOPE_ID: ident, names.SCOPE_PATH: record.scope,
+                      names.EXPERIMENT_ID: self.experiment_id,
+                      **{k: v for k, v in record.data.items() if k not in ("level", "id")}}
+        parent = self._parent(record, _parent_path(record.scope, f"{level}:{ident}"), record.time_ns)
+        self.open[record.span_id] = OpenSpan(level, record.trace_id, record.span_id, parent, record.time_ns,
+                                             record.scope, attributes, is_scope=True)
+
+    def _scope_end(self, record: AuditRecord) -> list[ReadableSpan]:
+        span = self.open.pop(record.span_id, None)
+        if span is None:  # its start was never read: rebuilt from the end record alone
+            if not self._has_ids(record):
+                return []
+            level, ident = str(record.data.get("level") or ""), str(record.data.get("id") or "")
+            start = record.time_ns - (_nanoseconds(record.data.get("duration_s")) or 0)
+            parent = self._parent(record, _parent_path(record.scope, f"{level}:{ident}"), start)
+            attributes = {names.SCOPE_LEVEL: level, names.SCOPE_ID: ident, names.SCOPE_PATH: record.scope,
+                          names.EXPERIMENT_ID: self.experiment_id}
+            span = OpenSpan(level, record.trace_id, record.span_id, parent, start, record.scope, attributes)
+        return [self._finish(span, record.time_ns, record.data)]
+
+    def _phase(self, record: AuditRecord) -> list[ReadableSpan]:
+        if not self._has_ids(record):
+            return []
+        data = record.data
+        name = str(data.get("name") or "phase")
+        start = record.time_ns - (_nanoseconds(data.get("duration_s")) or 0)
+        attributes: dict[str, Any] = {names.PHASE_NAME: name}
+        if record.scope:
+            attributes[names.SCOPE_PATH] = record.scope
+        attributes[names.EXPERIMENT_ID] = self.experiment_id
+        extra = data.get("attributes")  # the user's span attributes, once the trainer writes them
+        if isinstance(extra, dict):
+            attributes.update(extra)
+        parent = self._parent(record, record.scope, start)
+        span = OpenSpan(name, record.trace_id, record.span_id, parent, start, record.scope, attributes)
+        return [self._finish(span, record.time_ns, data)]
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _has_ids(self, record: AuditRecord) -> bool:
+        if record.trace_id and record.span_id:
+            return True
+        self.without_ids += 1
+        return False
+
+    def _parent(self, record: AuditRecord, path: str, start_ns: int) -> int | None:
+        """The record's own parent id, else the innermost open scope at ``path`` (the root at top level)."""
+        if record.parent_span_id:
+            return record.parent_span_id
+        best: OpenSpan | None = None
+        for span in self.open.values():
+            if (span.path == path and span.trace_id == record.trace_id and span.start_ns <= start_ns
+                    and (best is None or span.start_ns >= best.start_ns)):
+                best = span
+        if best is not None:
+            return best.span_id
+        root = self.root
+        return root.span_id if root is not None and root.trace_id == record.trace_id else None
+
+    def _finish(self, span: OpenSpan, end_ns: int, data: Mapping[str, Any]) -> ReadableSpan:
+        attributes = dict(span.attributes)
+        resources = data.get("resources")
+        if isinstance(resources, dict):
+            attributes.update(resources)
+        events: list[Event] = []
+        truncated = data.get("truncated")
+        if isinstance(truncated, str):
+            attributes[names.SPAN_TRUNCATED] = True
+            events.append(Event(names.EVENT_TRUNCATED, self._bounded({TRUNCATED_REASON: truncated}), end_ns))
+        status = Status(StatusCode.UNSET)
+        error = data.get("error")
+        if isinstance(error, str):
+            exception = self._bounded(_exception(error, data.get("exception")))
+            events.append(Event(EXCEPTION_EVENT, exception, end_ns))
+            status = Status(StatusCode.ERROR, encodable_text(error))
+        context = SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=_SAMPLED)
+        parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=_SAMPLED)
+                  if span.parent_id else None)
+        return ReadableSpan(
+            name=encodable_text(span.name), context=context, parent=parent, resource=self.resource,
+            attributes=self._bounded(attributes), events=events, kind=SpanKind.INTERNAL, status=status,
+            start_time=span.start_ns, end_time=max(end_ns, span.start_ns), instrumentation_scope=self.scope)
+
+    def _bounded(self, attributes: Mapping[str, Any]) -> BoundedAttributes:
+        return BoundedAttributes(self.max_attributes, encodable_attributes(attributes), immutable=True)
+
+
+def _parent_path(path: str, own: str) -> str:
+    """The scope path around a scope whose own segment is ``own`` (ids may hold ``/``: cut, never split)."""
+    if path == own:
+        return ""
+    return path[: -len(own) - 1] if path.endswith("/" + own) else path.rpartition("/")[0]
+
+
+def _exception(error: str, given: Any) -> dict[str, Any]:
+    """The span's exception event: the record's ``exception`` fields when it has them, else from its
+    ``error`` text (``Type: message``; no stack trace, and the type without its module)."""
+    if isinstance(given, dict):
+        out = {key: given[key] for key in ("type", "message", "stacktrace")
+               if isinstance(given.get(key), str)}
+        if out:
+            return {names.EXCEPTION_TYPE: out.get("type", ""), EXCEPTION_MESSAGE: out.get("message", ""),
+                    **({EXCEPTION_STACKTRACE: out["stacktrace"]} if "stacktrace" in out else {}),
+                    EXCEPTION_ESCAPED: "False"}
+    kind, separator, message = error.partition(": ")
+    if not separator or not kind.replace(".", "").replace("_", "").isalnum():
+        kind, message = "", error
+    return {names.EXCEPTION_TYPE: kind, EXCEPTION_MESSAGE: message, EXCEPTION_ESCAPED: "False"}
