@@ -29,6 +29,7 @@ from ._internal.metrics import MetricRecorder
 from ._internal.observers import Observers
 from ._internal.pipeline import Pipeline
 from ._internal.progress import ProgressWatch
+from ._internal.readable import exception_fields
 from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
 from ._internal.run_state import RunState, closing_line
@@ -218,9 +219,10 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
                                        lambda: self._state.steps, self.settings.progress_after_s,
                                        self.settings.progress_every_s)
         self._progress.start()
+        root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
         self._root = self._spans.start(names.WORKER_SPAN_NAME if worker else names.ROOT_SPAN_NAME, {
             **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)},
-            self._worker_of)
+            self._worker_of, root_start_ns)
         self._root_ids = ids(self._root)
         if not worker:
             self._spans.end(self._spans.start(names.STARTED_SPAN_NAME, constant, self._root))
@@ -229,7 +231,9 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self._providers.targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
-            "max_metric_names": self.settings.max_metric_names})
+            "max_metric_names": self.settings.max_metric_names, "worker": worker,
+            "resource": dict(resource.attributes)},
+            time_ns=root_start_ns, parent_span_id=ids(self._worker_of)[1] if worker else 0)
         if not worker:
             self._emit("environment", None, {**describe_environment(self.settings.env_allowlist), "git": git})
         self._pipeline.flush()  # the start of a run is on disk at once, whatever happens next
@@ -310,13 +314,15 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
                 attempt(observers.stop)
                 attempt(lambda: self._emit("resource_totals", None, {
                     "observed": observers.totals(), "components": self._state.resource_totals()}))
-            duration = (time.time_ns() - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
-            attempt(self._emit, "experiment_end", None, {
+            end_ns = time.time_ns()  # the root span's end is the experiment_end record's time
+            duration = (end_ns - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
+            attempt(lambda: self._emit("experiment_end", None, {
                 "status": status, "ended_by": ended_by, "duration_s": duration,
-                "error": error_text(error) if error is not None else None, "warnings": self._warnings.count})
+                "error": error_text(error) if error is not None else None, "warnings": self._warnings.count,
+                **({"exception": exception_fields(error)} if error is not None else {})}, time_ns=end_ns))
             if self._root is not None:
-                attempt(self._spans.end, self._root, error, None, {names.RUN_STATUS: status,
-                                                                   names.RUN_ENDED_BY: ended_by})
+                attempt(self._spans.end, self._root, error, end_ns, {names.RUN_STATUS: status,
+                                                                     names.RUN_ENDED_BY: ended_by})
             timeout = self.settings.shutdown_timeout_s
             attempt(self._pipeline.close, timeout)
             self._pipeline.mapper = None  # late calls reach the audit and the summary, not shut-down providers
@@ -352,18 +358,21 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         return not self._pipeline.disabled
 
     def _emit(self, kind: str, step: int | None, data: dict[str, Any], metric_values: dict[str, float] | None = None,
-              ) -> None:
+              *, time_ns: int | None = None, parent_span_id: int = 0) -> None:
         stack = self._stack.get()
+        when = time.time_ns() if time_ns is None else time_ns
         if stack:
             top = stack[-1]
-            record = Record(kind, time.time_ns(), step, top.path, top.trace_id, top.span_id, data, metric_values)
+            record = Record(kind, when, step, top.path, top.trace_id, top.span_id, data, metric_values)
         else:
             trace_id, span_id = self._root_ids
-            record = Record(kind, time.time_ns(), step, (), trace_id, span_id, data, metric_values)
+            record = Record(kind, when, step, (), trace_id, span_id, data, metric_values, parent_span_id)
         self._pipeline.submit(record)
 
     def _emit_at(self, frame: Frame, kind: str, data: dict[str, Any], time_ns: int) -> None:
-        self._pipeline.submit(Record(kind, time_ns, None, frame.path, frame.trace_id, frame.span_id, data))
+        """A scope's or phase's own record: its span's ids, its time, and its parent span."""
+        self._pipeline.submit(Record(kind, time_ns, None, frame.path, frame.trace_id, frame.span_id, data,
+                                     None, frame.parent_span_id))
 
     def _continue_in_child(self) -> None:
         """A forked worker (DataLoader, multiprocessing) that logs is a part of the run with its own

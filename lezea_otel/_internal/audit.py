@@ -150,6 +150,8 @@ class AuditWriter:
             "span_id": ids[3],
             "data": data,
         }
+        if record.parent_span_id:
+            line["parent_span_id"] = f"{record.parent_span_id:016x}"
         if found:
             line["nonfinite"] = [path for path in found if path is not None]
         return orjson.dumps(line, default=values.json_default,
@@ -172,7 +174,7 @@ class AuditWriter:
         record.step = values.step_value(record.step, "step", values.ignore)
         record.scope = tuple(values.as_text(part, "scope", values.ignore)
                              for part in values.iterate(record.scope, "scope", values.ignore))
-        for name in ("time_ns", "trace_id", "span_id"):
+        for name in ("time_ns", "trace_id", "span_id", "parent_span_id"):
             if type(getattr(record, name)) is not int:
                 setattr(record, name, time.time_ns() if name == "time_ns" else 0)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import reprlib
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -137,6 +138,21 @@ def error_text(error: BaseException, typed: bool = True) -> str:
         message = "(the message could not be read)"
     text = f"{type(error).__name__}: {message}" if typed else message
     return valid_text(text[:200], "", ignore)
+
+
+def exception_fields(error: BaseException) -> dict[str, str]:
+    """What an exception span event holds (OTel's ``exception.*``): the module-qualified type, the message
+    and the stack trace, read without ``str()`` raising; written into the record, so the exporter
+    makes the same event from the audit as the trainer saw."""
+    kind = type(error)
+    module = getattr(kind, "__module__", "")
+    qualified = f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
+    try:
+        stacktrace = "".join(traceback.format_exception(error))
+    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted costs the stack trace only
+        stacktrace = error_text(error)
+    return {"type": valid_text(qualified, "", ignore), "message": error_text(error, typed=False),
+            "stacktrace": valid_text(stacktrace, "", ignore)}
 
 
 _REPR = reprlib.Repr()

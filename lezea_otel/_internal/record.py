@@ -16,7 +16,7 @@ class Record:
     training numbers under their unprefixed keys, so the hot path builds no second dict.
     """
 
-    __slots__ = ("kind", "time_ns", "step", "scope", "trace_id", "span_id", "data", "values")
+    __slots__ = ("kind", "time_ns", "step", "scope", "trace_id", "span_id", "data", "values", "parent_span_id")
 
     def __init__(
         self,
@@ -28,6 +28,7 @@ class Record:
         span_id: int,
         data: dict[str, Any],
         values: dict[str, float] | None = None,
+        parent_span_id: int = 0,
     ) -> None:
         self.kind = kind
         self.time_ns = time_ns
@@ -37,6 +38,8 @@ class Record:
         self.span_id = span_id
         self.data = data
         self.values = values
+        self.parent_span_id = parent_span_id
+        """For a span's own record (``scope_start``, ``phase``, a worker's ``experiment_start``): its parent."""
 
     @property
     def scope_path(self) -> str:

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from . import exit_hooks, names, values
+from .readable import exception_fields
 from .safety import error_text, guarded, shielded
 from .scopes import TracedBlock
 from .spans import ids
@@ -35,11 +36,15 @@ class Frame:
     """A scope or phase the tracker has entered and not yet left."""
 
     __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources", "ended",
-                 "steps_at_enter")
+                 "steps_at_enter", "parent_span_id", "attributes")
 
-    def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str) -> None:
+    def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str,
+                 parent_span_id: int = 0, attributes: dict[str, Any] | None = None) -> None:
         self.path, self.span, self.start_ns, self.level, self.ident = path, span, start_ns, level, ident
         self.trace_id, self.span_id = ids(span)
+        self.parent_span_id = parent_span_id
+        self.attributes = attributes or {}
+        """The user's attributes of a phase (``tracker.span("x", lr=0.1)``): written into its record."""
         self.token: contextvars.Token[tuple[Frame, ...]] | None = None
         self.resources: int | None = None
         self.ended = False
@@ -121,7 +126,8 @@ class ScopeCalls:
         attrs[names.EXPERIMENT_ID] = self.experiment_id
         start_ns = time.time_ns()
         span = self._spans.start(span_name, {**attrs, **attributes}, parent.span if parent else self._root, start_ns)
-        frame = Frame(path, span, start_ns, level, ident)
+        parent_span_id = parent.span_id if parent else ids(self._root)[1]
+        frame = Frame(path, span, start_ns, level, ident, parent_span_id, attributes if level is None else None)
         if self._observers is not None and (level or "phase") in self.settings.scope_resources:
             frame.resources = self._observers.scope_enter()
         frame.steps_at_enter = self._state.steps
@@ -162,6 +168,9 @@ class ScopeCalls:
         data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
         if error is not None:
             data["error"] = error_text(error)
+            data["exception"] = exception_fields(error)
+        if frame.attributes:
+            data["attributes"] = frame.attributes
         if truncated_by is not None:
             data["truncated"] = truncated_by
         if resources:

@@ -8,7 +8,6 @@ exporter's thread, and with it the root span, which is sent last.
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 from opentelemetry import trace
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import names
+from .readable import exception_fields
 from .safety import encodable_attributes, encodable_text, error_text
 
 
@@ -45,29 +45,16 @@ class SpanRecorder:
         if attributes:
             span.set_attributes(encodable_attributes(attributes))
         if error is not None:
-            message = encodable_text(error_text(error))
+            fields = exception_fields(error)
             span.add_event("exception", {  # record_exception() would call str() on the user's error
-                names.EXCEPTION_TYPE: _qualified_type(error),
-                "exception.message": encodable_text(error_text(error, typed=False)),
-                "exception.stacktrace": encodable_text(_stacktrace(error)),
+                names.EXCEPTION_TYPE: fields["type"],
+                "exception.message": fields["message"],
+                "exception.stacktrace": fields["stacktrace"],
                 "exception.escaped": "False",
             })
-            span.set_status(Status(StatusCode.ERROR, message))
+            span.set_status(Status(StatusCode.ERROR, encodable_text(error_text(error))))
         span.end(end_time=end_ns)
         self.ended += 1
-
-
-def _qualified_type(error: BaseException) -> str:
-    kind = type(error)
-    module = kind.__module__
-    return f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
-
-
-def _stacktrace(error: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(error))
-    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted costs the stack trace only
-        return error_text(error)
 
 
 def ids(span: Span | None) -> tuple[int, int]:

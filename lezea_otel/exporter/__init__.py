@@ -9,16 +9,11 @@ exports or starts a thread; the caller hands the output to any SDK exporter.
 - :class:`RunConverter` turns that file's records into :class:`Batch`es (spans, log records) and,
   once per export interval, ``MetricsData``; :func:`merge_metrics` combines several files' metrics.
 
-What the audit does not hold yet (so the spans are exact only where it does; the trainer's next
-slice adds these fields, and the builders already read them when present):
-
-- ``parent_span_id`` (top level, hex) on ``scope_start``, ``phase`` and a worker's ``experiment_start``:
-  without it a phase or scope inside a phase hangs under the enclosing scope, a worker's span is a
-  root of its own.
-- ``phase``: the user's span attributes (``data.attributes``); ``phase``/``scope_end``/``experiment_end``:
-  the exception as ``data.exception`` = {type (module-qualified), message, stacktrace}.
-- ``experiment_start``: the resolved ``data.resource`` (``service.instance.id``, ``OTEL_RESOURCE_ATTRIBUTES``,
-  ranks, ``vcs.*``, runtime); its time must be the root span's start, ``experiment_end``'s its end.
+The trainer writes what the spans need exactly: ``parent_span_id`` on ``scope_start``, ``phase`` and a
+worker's ``experiment_start``; a phase's own attributes (``data.attributes``); the exception as
+``data.exception`` = {type, message, stacktrace}; the resolved ``data.resource`` in ``experiment_start``,
+whose time is the root span's start (``experiment_end``'s its end). Older audits without them are still
+exported: parents then follow the scope paths and the resource is derived from the start record.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class AuditRecord:
     """One audit line. ``scope`` is the scope path as written (``builder:42/network:n1``); ``trace_id``
     and ``span_id`` are the span the call happened in (a scope's or phase's own span for its records).
 
-    ``parent_span_id`` is not written by today's trainer (None): see the exporter package docstring.
+    ``parent_span_id``: on a span's own start record (None in audits written before it existed).
     """
 
     seq: int
