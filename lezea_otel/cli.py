@@ -238,6 +238,37 @@ def report(run: str, output: str, runs_dir: str | None) -> None:
     console.print(f"Report written to {path} ({path.stat().st_size // 1024} KiB)")
 
 
+@main.command("export")
+@click.argument("run")
+@click.option("--endpoint", default=None, help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT).")
+@click.option("--protocol", type=click.Choice(["http/protobuf", "grpc"]), default=None,
+              help="Default: OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf.")
+@click.option("--all", "everything", is_flag=True, help="Send the whole run again, not only what this "
+              "collector has not acknowledged.")
+@runs_dir_option
+def export(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None) -> None:
+    """Export RUN from its audit to a collector: what it has not acknowledged, resumable, never twice."""
+    from .exporter.offline import ExportError, export_run
+
+    loaded = _load(run, runs_dir)
+    if loaded.status == "running":
+        _say(err, "error:", "red", " the run is still live and its own exporter delivers it; "
+             "export it after it ends")
+        raise SystemExit(1)
+    settings = resolve_settings({"endpoint": endpoint, "protocol": protocol})
+    try:
+        result = export_run(loaded.path, settings, crashed=loaded.status == "crashed", everything=everything)
+    except ExportError as error:
+        _say(err, "error:", "red", f" {error}; run export again to resume")
+        raise SystemExit(1) from None
+    for problem in result.problems:
+        _say(err, "skipped:", "yellow", f" {problem}")
+    if not result.sent:
+        console.print(f"Nothing to export: {settings.endpoint or 'the collector'} has this run already.")
+        return
+    console.print("Exported: " + ", ".join(f"{signal} {count}" for signal, count in sorted(result.sent.items())))
+
+
 @main.command()
 @click.argument("run")
 @click.option("--endpoint", default=None, help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT).")

@@ -20,10 +20,16 @@ from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ._internal.settings import resolve_settings
 from .tracker import ExperimentTracker
 
 __all__ = ["Capture", "Point"]
@@ -40,6 +46,28 @@ class Point:
     kind: str
 
 
+class LatestMetrics(MetricExporter):
+    """A metric exporter keeping the last ``MetricsData`` it got: the exporter sends every series each time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: MetricsData | None = None
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self.data = metrics_data
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """The data stays readable after the run ends."""
+
+    def get_metrics_data(self) -> MetricsData | None:
+        """As ``InMemoryMetricReader.get_metrics_data``: the run's metrics as last exported."""
+        return self.data
+
+
 @dataclass
 class Capture:
     """In-memory span, metric and log exporters wired into every tracker made by :meth:`tracker`."""
@@ -49,6 +77,12 @@ class Capture:
     metric_reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
     logs_exporter: InMemoryLogRecordExporter = field(default_factory=InMemoryLogRecordExporter)
     _last_points: list[Point] = field(default_factory=list)
+    _trackers: list[ExperimentTracker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if resolve_settings({}).exporter_mode != "inline":
+            # The exporter sends hand-built MetricsData, which no MetricReader can take.
+            self.metric_reader = LatestMetrics()  # type: ignore[assignment]
 
     def tracker(self, name: str = "test", **kwargs: Any) -> ExperimentTracker:
         kwargs.setdefault("runs_dir", self.runs_dir)
@@ -56,19 +90,28 @@ class Capture:
         kwargs.setdefault("extra_exporters", (self.spans_exporter, self.metric_reader, self.logs_exporter))
         auto_start = kwargs.pop("auto_start", False)
         tracker = ExperimentTracker(name, **kwargs)
+        self._trackers.append(tracker)
         if auto_start:
             tracker.start(prometheus_port=None)
         return tracker
 
+    def sync(self) -> None:
+        """What the trackers recorded so far reaches the capture now (with the exporter in a thread)."""
+        for tracker in self._trackers:
+            tracker._sync_exporter()  # noqa: SLF001 - the test kit is part of the package
+
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
+        self.sync()
         return [s for s in self.spans_exporter.get_finished_spans() if name is None or s.name == name]
 
     def logs(self, event_name: str | None = None) -> list[ReadableLogRecord]:
+        self.sync()
         records = self.logs_exporter.get_finished_logs()
         return [r for r in records if event_name is None or r.log_record.event_name == event_name]
 
     def collect(self) -> list[Point]:
         """Collect now; after the tracker's shutdown, the points of its final collection."""
+        self.sync()
         data = None
         try:
             data = self.metric_reader.get_metrics_data()

@@ -23,6 +23,7 @@ from ._internal import exit_hooks, names, values
 from ._internal.audit import AuditWriter, open_audit
 from ._internal.delivery import Providers, build_providers
 from ._internal.environment import describe_environment, host_name
+from ._internal.exporter_link import ExporterLink
 from ._internal.logs import LogRecorder
 from ._internal.mapping import SignalMapper
 from ._internal.metrics import MetricRecorder
@@ -48,6 +49,7 @@ from ._internal.safety import (
 )
 from ._internal.scope_calls import Frame, NetworkType, ScopeCalls
 from ._internal.settings import Settings, resolve_settings
+from ._internal.span_ids import IdSpans
 from ._internal.spans import SpanRecorder, ids
 from ._internal.spec_calls import SpecCalls
 from .exceptions import LezeaConfigError
@@ -143,6 +145,11 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             f"lezea_scope_{self.experiment_id}", default=())
         self._spans = SpanRecorder(None, __version__)
         self._providers: Providers | None = None
+        self._link: ExporterLink | None = None
+        self._targets: list[str] = []
+        self._options = {key: value for key, value in {
+            "runs_dir": runs_dir, "service_name": service_name, "endpoint": endpoint, "protocol": protocol,
+            "quiet": quiet, "cost_limit_eur": cost_limit_eur}.items() if value is not None}
         self._metrics: MetricRecorder | None = None
         self._logs: LogRecorder | None = None
         self._observers: Observers | None = None
@@ -196,8 +203,8 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             prometheus_port = self.settings.prometheus_port
         worker = self._worker_of is not None
         if worker:
-            self.run_dir = self.run_dir / "workers" / str(os.getpid())
-            self._pipeline = Pipeline(AuditWriter(self.run_dir / "events.jsonl", self.settings.audit_fsync),
+            self.run_dir = self.run_dir / names.WORKERS_DIR / str(os.getpid())
+            self._pipeline = Pipeline(AuditWriter(self.run_dir / names.AUDIT_FILE, self.settings.audit_fsync),
                                       self._state, False)
             prometheus_port = None
         git = {} if worker else git_facts()
@@ -205,16 +212,27 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             service_name=self.settings.service_name, experiment_id=self.experiment_id,
             experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
             version=__version__, parent_pid=os.getppid() if worker else None, ranks=self.settings.ranks)
-        self._providers = build_providers(
-            self.settings, resource, self.run_dir / "otlp", self.run_dir / "spool", self._extra_exporters,
-            self._port(prometheus_port), self._warnings.warn)
         constant = {names.EXPERIMENT_ID: self.experiment_id, names.EXPERIMENT_NAME: self.experiment_name}
-        self._metrics = MetricRecorder(self._providers.meter, __version__, constant, self.settings.max_metric_names,
-                                       self._warnings.warn)
-        self._logs = LogRecorder(self._providers.logger, __version__, constant)
-        self._spans = SpanRecorder(self._providers.tracer, __version__)
-        self._pipeline.mapper = SignalMapper(self._metrics, self._logs)
-        self._observers = None if worker else self._start_observers(constant)
+        mode = "none" if self.settings.sdk_disabled else self.settings.exporter_mode
+        if mode == "process" and self._extra_exporters:
+            mode = "thread"  # exporter objects cannot cross into another process
+        if mode == "inline":
+            self._providers = build_providers(
+                self.settings, resource, self.run_dir / "otlp", self.run_dir / "spool", self._extra_exporters,
+                self._port(prometheus_port), self._warnings.warn)
+            self._targets = list(self._providers.targets)
+            self._metrics = MetricRecorder(self._providers.meter, __version__, constant,
+                                           self.settings.max_metric_names, self._warnings.warn)
+            self._logs = LogRecorder(self._providers.logger, __version__, constant)
+            self._spans = SpanRecorder(self._providers.tracer, __version__)
+            self._pipeline.mapper = SignalMapper(self._metrics, self._logs)
+            self._observers = None if worker else self._start_observers(constant)
+        else:  # the exporter (a thread, a process, or later) makes the OTel data from the audit
+            self._spans = IdSpans()
+            self._link = ExporterLink("none" if worker else mode, self.run_dir, self.settings, self._options,
+                                      self._extra_exporters, self._warnings.warn)
+            self._link.start(self._port(prometheus_port), os.getpid())
+            self._targets = [f"audit {self.audit_path}", *self._link.targets]
         self._progress = ProgressWatch(lambda: list(self._open.values()), self._spans.start, self._spans.end,
                                        lambda: self._state.steps, self.settings.progress_after_s,
                                        self.settings.progress_every_s)
@@ -229,7 +247,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         exit_hooks.register(self, ExperimentTracker._finalize, worker)
         self._emit("experiment_start", None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
-            "tags": self.tags, "service_name": self.settings.service_name, "targets": self._providers.targets,
+            "tags": self.tags, "service_name": self.settings.service_name, "targets": self._targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
             "max_metric_names": self.settings.max_metric_names, "worker": worker,
             "resource": dict(resource.attributes)},
@@ -237,9 +255,10 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         if not worker:
             self._emit("environment", None, {**describe_environment(self.settings.env_allowlist), "git": git})
         self._pipeline.flush()  # the start of a run is on disk at once, whatever happens next
-        self._providers.announce()  # the started span and record are exported at once
+        if self._providers is not None:
+            self._providers.announce()  # the started span and record are exported at once
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
-                      + ("; ".join(self._providers.targets[1:]) or "local mode (no OTLP endpoint configured)"))
+                      + ("; ".join(self._targets[1:]) or "local mode (no OTLP endpoint configured)"))
 
     def _start_observers(self, constant: dict[str, Any]) -> Observers | None:
         if not self.settings.observers or self._providers is None:
@@ -329,6 +348,8 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             lost = self._pipeline.audit.loss()
             if lost:
                 self._warnings.warn(ended_by, "the audit could not be written in full", lost)
+            if self._link is not None:
+                attempt(self._close_exporter, timeout)
             if self._providers is not None:
                 attempt(self._shut_down_providers, timeout)
             attempt(lambda: self._console(closing_line(
@@ -338,6 +359,18 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             if raise_internal():
                 raise failures[0]
             report_internal_error(ended_by, failures[0])
+
+    def _close_exporter(self, timeout: float) -> None:
+        if self._link is not None and not self._link.close(timeout):
+            logger.warning("finalize: the exporter did not deliver the run within %.1f s (LEZEA_SHUTDOWN_TIMEOUT); "
+                           "the audit %s holds the rest: lezea-otel export %s", timeout, self.audit_path,
+                           self.run_dir)
+
+    def _sync_exporter(self) -> None:
+        """Thread mode: everything recorded so far reaches the exporter's local destinations now (tests)."""
+        self._pipeline.flush()
+        if self._link is not None:
+            self._link.sync()
 
     def _shut_down_providers(self, timeout: float) -> None:
         if self._providers is not None and not self._providers.shutdown(timeout):
@@ -391,6 +424,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         self._stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
         self._open, self._last = {}, {}
         self._providers = self._metrics = self._logs = self._observers = self._progress = None
+        self._link = None
 
     def _warner(self, call: str) -> values.Warn:
         return functools.partial(self._warnings.warn, call)

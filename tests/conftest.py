@@ -9,6 +9,8 @@ import pytest
 
 from lezea_otel.testing import Capture
 
+EXPORTER_UNDER_TEST = os.environ.get("LEZEA_EXPORTER")
+"""``LEZEA_EXPORTER=thread pytest``: the whole suite with that exporter mode (every other variable is cleared)."""
 for _name in list(os.environ):
     if _name.startswith(("LEZEA_", "OTEL_")):
         del os.environ[_name]
@@ -21,6 +23,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("LEZEA_RAISE_INTERNAL", "1")  # our own bugs fail the suite
     monkeypatch.setenv("LEZEA_QUIET", "1")
+    if EXPORTER_UNDER_TEST:
+        monkeypatch.setenv("LEZEA_EXPORTER", EXPORTER_UNDER_TEST)
     monkeypatch.chdir(tmp_path)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from . import values
+from . import names, values
 from .audit_file import LineFile
 from .record import Record
 from .safety import logger
@@ -220,11 +220,11 @@ def open_audit(runs_dir: Path, experiment_id: str, warn: Callable[[str, str], No
     """The run folder and its audit; a runs folder that cannot be written falls back to a temporary one."""
     run_dir = runs_dir / experiment_id
     try:
-        writer = AuditWriter(run_dir / "events.jsonl", fsync)
+        writer = AuditWriter(run_dir / names.AUDIT_FILE, fsync)
     except OSError as error:
         fallback = Path(tempfile.gettempdir()) / "lezea-runs" / experiment_id
         warn(f"the runs folder {runs_dir} is not writable", f"{error}; writing the audit to {fallback}")
-        run_dir, writer = fallback, AuditWriter(fallback / "events.jsonl", fsync)
+        run_dir, writer = fallback, AuditWriter(fallback / names.AUDIT_FILE, fsync)
     writer.report = warn
     return run_dir, writer
 

@@ -172,3 +172,12 @@ SCOPE_MEMORY_PEAK: Final = "lezea.resource.memory.peak"
 SCOPE_GPU_MEMORY_PEAK: Final = "lezea.resource.gpu.memory.peak"
 SCOPE_GPU_UTILIZATION_MEAN: Final = "lezea.resource.gpu.utilization.mean"
 SCOPE_GPU_ENERGY: Final = "lezea.resource.gpu.energy"
+
+# --- files of a run (runs/<experiment_id>/...) --------------------------------------------------
+AUDIT_FILE: Final = "events.jsonl"
+WORKERS_DIR: Final = "workers"
+"""A forked worker's audit: ``workers/<pid>/events.jsonl``."""
+OTLP_DIR: Final = "otlp"
+EXPORTER_DIR: Final = "exporter"
+"""The exporter's cursors (one per destination and audit file) and its delivery report."""
+EXPORTER_REPORT_FILE: Final = "report.json"

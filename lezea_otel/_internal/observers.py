@@ -80,9 +80,11 @@ class Observers:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(max(1.0, self._interval))
-        self.sample()
-        if self._gpu is not None:
-            self._gpu.close()
+        try:
+            self.sample()
+        finally:  # NVML is released even when the last sample fails
+            if self._gpu is not None:
+                self._gpu.close()
 
     def sample(self) -> None:
         tree = self._process.sample()

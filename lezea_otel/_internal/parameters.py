@@ -39,6 +39,7 @@ from .parsers import (
 )
 
 SIGNALS: Final = ("traces", "metrics", "logs")
+EXPORTER_MODES: Final = ("inline", "thread", "process", "none")
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,9 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
     Parameter("protocol", ("LEZEA_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"), "http/protobuf",
               Choice(("grpc", "http/protobuf"), (("http", "http/protobuf"),)), "OTLP transport",
               argument=True),
+    Parameter("signal_protocol", ("OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL",), None,
+              Choice(("grpc", "http/protobuf"), (("http", "http/protobuf"),)),
+              "one signal's OTLP transport; wins over `OTEL_EXPORTER_OTLP_PROTOCOL`", with_otlp=True, shown="—"),
     _otlp("timeout", "TIMEOUT", 10_000.0, Number(100, DAY_MS, "ms"),
           "per export, in **milliseconds** as the OTel specification says (the Python SDK alone: seconds)",
           convert=_ms_to_s),
@@ -179,6 +183,10 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               status_codes, "gRPC status codes the exporter retries", "exporter", with_otlp=True,
               shown="the exporter's"),
     Parameter("sdk_disabled", ("OTEL_SDK_DISABLED",), False, flag, "`true`: audit only, no signals"),
+    Parameter("exporter_mode", ("LEZEA_EXPORTER",), "inline", Choice(EXPORTER_MODES),
+              "where the OpenTelemetry work runs: `thread` (an exporter thread following the audit), "
+              "`process` (an exporter process beside the trainer), `none` (audit only; `lezea-otel export` "
+              "later), `inline` (the first wave's in-process SDK pipeline, while the exporter reaches parity)"),
     Parameter("metric_export_interval_ms", ("LEZEA_METRIC_EXPORT_INTERVAL_MS", "OTEL_METRIC_EXPORT_INTERVAL"),
               15_000.0, Number(50, DAY_MS, "ms"), "metric export interval (files and OTLP)"),
     Parameter("shutdown_timeout_s", ("LEZEA_SHUTDOWN_TIMEOUT",), 5.0, Number(0.01, DAY_S, "s"),

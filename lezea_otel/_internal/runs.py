@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import names
 from .audit import read_events
 from .environment import host_name
 from .recommendations import recommend
 from .record import Record
 from .run_state import RunState, metric_name
 
-EVENTS = "events.jsonl"
+EVENTS = names.AUDIT_FILE
 
 
 class RunNotFound(LookupError):

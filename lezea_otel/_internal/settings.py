@@ -39,6 +39,7 @@ class Settings:
     strict: bool
     quiet: bool
     sdk_disabled: bool
+    exporter_mode: str
     endpoint: str | None
     """Set only when given as argument or LEZEA_OTLP_ENDPOINT; OTEL_* endpoints stay with the exporters."""
     otel_endpoint: str | None

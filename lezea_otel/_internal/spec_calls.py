@@ -11,6 +11,7 @@ from typing import Any
 
 from . import calls, values
 from .audit import read_events
+from .exporter_link import delivery_report
 from .recommendations import recommend
 from .record import Record
 from .safety import guarded
@@ -288,7 +289,7 @@ class SpecCalls:
         summary["experiment"] = {
             "id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose, "tags": list(self.tags),
             "run_dir": str(self.run_dir), "audit": str(self.audit_path),
-            "targets": list(self._providers.targets) if self._providers else [],
+            "targets": list(self._targets),
         }
         summary["signals"] = {
             "spans": self._spans.ended,
@@ -297,13 +298,17 @@ class SpecCalls:
             "audit_lines": self._pipeline.audit.seq,
             "audit_lost": self._pipeline.audit.lost_lines,
         }
-        spool = self._providers.spool if self._providers else None
-        summary["delivery"] = {
-            "mode": "otlp" if spool is not None else "local",
-            "signals": spool.report() if spool is not None else {},
-            "spool": str(spool.folder) if spool is not None and spool.folder.exists() else None,
-            "files": self._providers.files.report() if self._providers and self._providers.files else {},
-        }
+        if self._link is not None:
+            summary["delivery"] = delivery_report(self._link.mode, self._link.current())
+            summary["signals"]["spans"] = self._spans.ended
+        else:
+            spool = self._providers.spool if self._providers else None
+            summary["delivery"] = {
+                "mode": "otlp" if spool is not None else "local",
+                "signals": spool.report() if spool is not None else {},
+                "spool": str(spool.folder) if spool is not None and spool.folder.exists() else None,
+                "files": self._providers.files.report() if self._providers and self._providers.files else {},
+            }
         summary["warnings"] = {"count": self._warnings.count, "messages": list(self._warnings.messages[:50])}
         summary["cost"]["total_eur"] = self._state.total_cost_eur()
         return summary

@@ -17,6 +17,7 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
@@ -37,13 +38,18 @@ from .records import (
     Kind,
 )
 
-__all__ = ["LogBuilder", "ReadableLogRecord", "record_context"]  # the exporter takes log types from here
+__all__ = ["LogBuilder", "LogRecordExporter", "ReadableLogRecord", "record_context", "succeeded"]  # the exporter takes log types from here
 
 MAX_ATTRIBUTES = 128
 """The SDK's default log record attribute count limit (``LogRecordLimits``)."""
 
 _Event = tuple[str, str, dict[str, Any], bool]
 """(event name, body, attributes, warning) of one log record."""
+
+
+def succeeded(result: Any) -> bool:
+    """Whether a log exporter's ``export()`` result means the batch was taken."""
+    return bool(result == LogRecordExportResult.SUCCESS)
 
 
 def record_context(record: AuditRecord) -> Context:

@@ -141,7 +141,7 @@ def is_worker(start: AuditRecord) -> bool:
     if start.data.get("worker") is True:
         return True
     run_dir = start.data.get("run_dir")
-    return isinstance(run_dir, str) and Path(run_dir).parent.name == "workers"
+    return isinstance(run_dir, str) and Path(run_dir).parent.name == names.WORKERS_DIR
 
 
 def run_resource(start: AuditRecord) -> Resource:

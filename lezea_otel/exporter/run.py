@@ -82,6 +82,12 @@ class RunConverter:
         """The metric points changed since the last call (all of them with ``everything``)."""
         return self._builders[2].collect(everything) if self._builders is not None else None
 
+    def progress(self, now_ns: int, after_s: float, every_s: float) -> Batch:
+        """Progress markers of the scopes open long enough (see :meth:`SpanBuilder.progress`)."""
+        if self._builders is None:
+            return Batch()
+        return Batch(self._builders[0].progress(now_ns, int(after_s * 1e9), int(every_s * 1e9)), [])
+
     def end_crashed(self, end_ns: int | None = None) -> Batch:
         """The trainer is gone without its end record: open scopes end truncated, the root as ``crashed``."""
         if self._builders is None:

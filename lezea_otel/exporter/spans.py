@@ -63,6 +63,9 @@ class OpenSpan:
     """The scope path the span belongs to (a scope's own path includes itself)."""
     attributes: dict[str, Any] = field(default_factory=dict)
     is_scope: bool = False
+    steps_at_start: int = 0
+    markers: int = 0
+    last_marker_ns: int = 0
 
 
 def _nanoseconds(seconds: Any) -> int | None:
@@ -93,6 +96,8 @@ class SpanBuilder:
         self.without_ids = 0
         """Span records with no trace/span id (an audit written with the SDK disabled): no span."""
         self._root_ended = False
+        self.steps = 0
+        """Training steps read so far (a progress marker says how many happened inside its scope)."""
 
     def feed(self, record: AuditRecord) -> list[ReadableSpan]:
         kind = record.kind
@@ -102,6 +107,8 @@ class SpanBuilder:
             self._scope_start(record)
         elif kind == Kind.SCOPE_END:
             return self._scope_end(record)
+        elif kind == Kind.TRAINING_STEP:
+            self.steps += 1
         elif kind == Kind.CONFIG:
             if self.root is not None and not self._root_ended:
                 self.root.attributes.update(values.flat_attributes(record.data, names.CONFIG_PREFIX))
@@ -133,6 +140,24 @@ class SpanBuilder:
         spans = sorted(self.open.values(), key=lambda span: span.start_ns, reverse=True)
         self.open.clear()
         return [self._finish(span, max(end_ns, span.start_ns), {"truncated": reason}) for span in spans]
+
+    def progress(self, now_ns: int, after_ns: int, every_ns: int) -> list[ReadableSpan]:
+        """A ``lezea.progress`` marker under each scope open longer than ``after_ns``, every ``every_ns``:
+        a span is exported only when it ends, so an hour-long scope would be invisible for an hour."""
+        markers = []
+        for span in self.open.values():
+            elapsed = now_ns - span.start_ns
+            if elapsed < after_ns or now_ns - (span.last_marker_ns or span.start_ns) < every_ns:
+                continue
+            span.last_marker_ns = now_ns
+            span.markers += 1
+            marker = OpenSpan(names.PROGRESS_SPAN_NAME, span.trace_id,
+                              derived_span_id(span.trace_id, span.span_id, f"progress:{span.markers}"),
+                              span.span_id, now_ns, span.path,
+                              {names.SCOPE_PATH: span.path, names.PROGRESS_ELAPSED: elapsed / 1e9,
+                               names.PROGRESS_STEPS: self.steps - span.steps_at_start})
+            markers.append(self._finish(marker, now_ns, {}))
+        return markers
 
     # --- records ------------------------------------------------------------------------------------
 
@@ -166,7 +191,7 @@ class SpanBuilder:
                       **{k: v for k, v in record.data.items() if k not in ("level", "id")}}
         parent = self._parent(record, _parent_path(record.scope, f"{level}:{ident}"), record.time_ns)
         self.open[record.span_id] = OpenSpan(level, record.trace_id, record.span_id, parent, record.time_ns,
-                                             record.scope, attributes, is_scope=True)
+                                             record.scope, attributes, is_scope=True, steps_at_start=self.steps)
 
     def _scope_end(self, record: AuditRecord) -> list[ReadableSpan]:
         span = self.open.pop(record.span_id, None)

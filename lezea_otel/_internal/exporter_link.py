@@ -1,0 +1,150 @@
+"""The trainer's side of its exporter: a thread inside the trainer, a process beside it, or none.
+
+The trainer never waits for the exporter while it trains: a process is spawned (fork + exec, a few
+milliseconds) and watched by a thread blocked in ``wait()``; if it dies before the run ends, the
+trainer warns once and starts another, which resumes from the persisted cursors. At finalize the
+trainer waits, within ``LEZEA_SHUTDOWN_TIMEOUT``, for the exporter to deliver to the end record.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import names
+from .readable import error_text
+from .safety import logger
+from .settings import Settings
+
+Warn = Callable[[str, str, str], None]
+MAX_RESTARTS = 3
+
+
+class ExporterLink:
+    """Starts, watches and ends the run's exporter; ``mode`` is ``LEZEA_EXPORTER`` (thread/process/none)."""
+
+    def __init__(self, mode: str, run_dir: Path, settings: Settings, options: dict[str, Any],
+                 extra_exporters: Sequence[Any], warn: Warn) -> None:
+        self.mode = mode
+        self.run_dir = run_dir
+        self._settings = settings
+        self._options = options
+        self._extra = extra_exporters
+        self._warn = warn
+        self._service: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._closing = threading.Event()
+        self._restarts = 0
+        self._port: int | None = None
+        self.targets: list[str] = []
+        self.report: dict[str, Any] = {}
+
+    def start(self, prometheus_port: int | None, trainer_pid: int) -> None:
+        self._port = prometheus_port
+        if self.mode == "thread":
+            from ..exporter.assemble import build_service
+
+            self._service, self.targets = build_service(
+                self.run_dir, self._settings, trainer_pid=trainer_pid, extra_exporters=self._extra,
+                prometheus_port=prometheus_port, warn=self._warn, info=logger.info)
+            self._service.start()
+        elif self.mode == "process":
+            self.targets = [f"files {self.run_dir / names.OTLP_DIR}", "exporter process"]
+            self._spawn(trainer_pid)
+
+    def sync(self) -> None:
+        """Thread mode: deliver what the audit holds now (the caller flushed it); tests read the result."""
+        if self._service is not None:
+            self._service.sync()
+
+    def current(self) -> dict[str, Any]:
+        """The delivery report so far (live in thread mode; from the exporter's file once it ended)."""
+        if self._service is not None and not self.report:
+            return {"crashed": False, "problems": [], "destinations": self._service.report()}
+        return self.report
+
+    def close(self, timeout_s: float) -> bool:
+        """The end record is on disk: wait for the exporter to deliver it; True when it did in time."""
+        self._closing.set()
+        done = True
+        if self._service is not None:
+            done = self._service.close(timeout_s)
+            self.report = {"crashed": False, "problems": [], "destinations": self._service.report()}
+        elif self._process is not None:
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                done = False
+                self._process.terminate()  # it delivers what it can and writes its report
+                try:
+                    self._process.wait(min(2.0, timeout_s))
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+            self.report = self._read_report()
+        return done
+
+    # --- process mode -----------------------------------------------------------------------------
+
+    def _spawn(self, trainer_pid: int) -> None:
+        log = self.run_dir / names.EXPORTER_DIR / "exporter.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "lezea_otel.exporter", str(self.run_dir), "--pid", str(trainer_pid),
+                   "--options", orjson.dumps(self._options, default=str).decode()]
+        if self._port:
+            command += ["--prometheus-port", str(self._port)]
+        with open(log, "ab") as output:
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                                             start_new_session=True, close_fds=True)
+        threading.Thread(target=self._watch, args=(self._process, trainer_pid), daemon=True,
+                         name="lezea-otel-exporter-watch").start()
+
+    def _watch(self, process: subprocess.Popen[bytes], trainer_pid: int) -> None:
+        code = process.wait()
+        if self._closing.is_set():
+            return
+        self._restarts += 1
+        if self._restarts > MAX_RESTARTS:
+            self._warn("exporter", "the exporter process keeps failing",
+                       f"exit code {code}; the audit keeps everything: `lezea-otel export {self.run_dir}`")
+            return
+        if self._restarts == 1:
+            self._warn("exporter", f"the exporter process ended early (exit code {code})",
+                       "a new one resumes from its cursor; training is unaffected")
+        time.sleep(min(1.0, 0.1 * self._restarts))
+        if not self._closing.is_set():
+            self._spawn(trainer_pid)
+
+    def _read_report(self) -> dict[str, Any]:
+        path = self.run_dir / names.EXPORTER_DIR / names.EXPORTER_REPORT_FILE
+        try:
+            report = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as error:
+            return {"problems": [f"no exporter report: {error_text(error)}"]}
+        return report if isinstance(report, dict) else {}
+
+
+def delivery_report(mode: str, report: dict[str, Any]) -> dict[str, Any]:
+    """``summary["delivery"]`` from the exporter's report: per signal, for the collector (``signals``) and
+    the local files (``files``), what was produced, exported, dropped, and left in the audit."""
+    destinations = report.get("destinations") or {}
+
+    def signals(name: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for signal, counts in ((destinations.get(name) or {}).get("signals") or {}).items():
+            produced, exported = int(counts.get("produced", 0)), int(counts.get("exported", 0))
+            out[signal] = {"produced": produced, "exported": exported, "dropped": int(counts.get("dropped", 0)),
+                           "left_in_audit": max(0, produced - exported - int(counts.get("dropped", 0)))}
+        return out
+
+    problems = [*report.get("problems", [])]
+    for destination in destinations.values():
+        problems.extend((destination or {}).get("problems") or [])
+    return {"mode": "otlp" if "otlp" in destinations else "local", "exporter": mode,
+            "signals": signals("otlp"), "files": signals("local"), "problems": problems[:100]}

@@ -1,0 +1,224 @@
+"""The exporter of one run: a follower per destination, the observers, ``/metrics``; a thread or a process.
+
+Destinations, each followed on a thread of its own so that a collector that is down or slow holds up
+only itself: the local OTLP-JSON files (with any test exporters and the Prometheus endpoint's latest
+values) and, when an endpoint is configured, the collector. The trainer is watched by PID: gone
+without its end record (kill -9, OOM), its open spans end truncated and its run ``crashed``.
+
+:meth:`ExporterService.start` runs it on threads inside the trainer (``LEZEA_EXPORTER=thread``, and
+what ``lezea_otel.testing.Capture`` uses); ``python -m lezea_otel.exporter`` runs the same service in a
+process of its own (:mod:`.process`), and ``lezea-otel export`` over a finished or crashed run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from .._internal import names
+from .._internal.readable import error_text
+from .._internal.safety import raise_internal, report_internal_error
+from .._internal.settings import Settings
+from .follow import Destination, Follower
+from .logs import LogRecordExporter
+
+Warn = Callable[[str, str, str], None]
+POLL_S = 0.05
+"""How often a follower looks at the audit (the trainer writes it at least every 200 ms)."""
+WATCH_S = 0.5
+"""How often the trainer's PID is checked."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:  # a zombie (our own child, killed, not yet reaped) is gone for us
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def local_destination(run_dir: Path, extra: Sequence[Any], on_metrics: Callable[[MetricsData], None] | None,
+                      files: bool = True) -> Destination:
+    """The run's ``otlp/`` files (the official OTLP-JSON file exporters) and the caller's own exporters."""
+    spans: list[SpanExporter] = []
+    logs: list[LogRecordExporter] = []
+    metrics: list[MetricExporter] = []
+    if files:
+        from opentelemetry.exporter.otlp.json.file import FileMetricExporter, FileSpanExporter
+        from opentelemetry.exporter.otlp.json.file._log_exporter import FileLogExporter
+
+        folder = run_dir / names.OTLP_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        spans.append(FileSpanExporter(folder / "spans.jsonl"))
+        logs.append(FileLogExporter(folder / "logs.jsonl"))
+        metrics.append(FileMetricExporter(folder / "metrics.jsonl"))
+    for exporter in extra:
+        if isinstance(exporter, SpanExporter):
+            spans.append(exporter)
+        elif isinstance(exporter, LogRecordExporter):
+            logs.append(exporter)
+        elif isinstance(exporter, MetricExporter):
+            metrics.append(exporter)
+    return Destination("local", spans, logs, metrics, retry=False, on_metrics=on_metrics)
+
+
+class ExporterService:
+    """Delivers one run to its destinations until its end record is delivered or its trainer is gone."""
+
+    def __init__(self, run_dir: Path, settings: Settings, *, trainer_pid: int, extra_exporters: Sequence[Any] = (),
+                 prometheus: Any = None, observed: Any = None, otlp: Destination | None = None,
+                 warn: Warn | None = None) -> None:
+        """
+        Args:
+            prometheus: an object with ``update(source, data)`` (the ``/metrics`` endpoint's latest values).
+            observed: an object with ``collect() -> MetricsData | None`` (observers and heartbeat), or a
+                factory ``(resource) -> that object`` called once the trainer's resource is known.
+            otlp: the collector destination, when an endpoint is configured.
+        """
+        self.run_dir = run_dir
+        self.settings = settings
+        self.trainer_pid = trainer_pid
+        self._warn = warn
+        self._prometheus = prometheus
+        self._observed_factory = observed if callable(observed) and not hasattr(observed, "collect") else None
+        self._observed = observed if self._observed_factory is None else None
+        state_dir = run_dir / names.EXPORTER_DIR
+        interval = settings.metric_export_interval_ms / 1000
+        local = local_destination(run_dir, extra_exporters, self._to_prometheus)
+        progress = (settings.progress_after_s, settings.progress_every_s)
+        self.followers = [Follower(run_dir, local, state_dir=state_dir, metric_interval_s=interval,
+                                   extra_metrics=self._extra_metrics, progress=progress)]
+        if otlp is not None:
+            self.followers.append(Follower(run_dir, otlp, state_dir=state_dir, metric_interval_s=interval,
+                                           extra_metrics=self._extra_metrics, progress=progress))
+        self._locks = [threading.Lock() for _ in self.followers]
+        self._final = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.crashed = False
+        self._closed = False
+        self._observed_lock = threading.Lock()
+
+    @property
+    def local(self) -> Follower:
+        return self.followers[0]
+
+    # --- running --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """On threads of their own (daemon: an exporter never holds the interpreter's exit)."""
+        for index, follower in enumerate(self.followers):
+            thread = threading.Thread(target=self._follow, args=(index,), daemon=True,
+                                      name=f"lezea-otel-export-{follower.destination.name}")
+            thread.start()
+            self._threads.append(thread)
+
+    def run(self, watch: bool = True) -> None:
+        """In the exporter's own process: follow until the run is delivered, or its trainer is gone."""
+        self.start()
+        while any(thread.is_alive() for thread in self._threads):
+            if watch and not self._final.is_set() and not _alive(self.trainer_pid):
+                self.crashed = not self.local.ended
+                self._final.set()
+            for thread in self._threads:
+                thread.join(WATCH_S / len(self._threads))
+
+    def stop_following(self) -> None:
+        """Deliver what the audit holds now and end (SIGTERM to the exporter process)."""
+        self._final.set()
+
+    def sync(self) -> None:
+        """Deliver everything the audit holds now to the local destination, metrics included (tests)."""
+        if self._closed:
+            return
+        with self._locks[0]:
+            self.local.poll()
+            self.local.send_metrics()
+
+    def close(self, timeout_s: float) -> bool:
+        """The trainer wrote its end record: deliver to the end within ``timeout_s``; True when done."""
+        self._final.set()
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        done = not any(thread.is_alive() for thread in self._threads)
+        self.stop_observers()
+        for follower in self.followers:
+            if done:
+                follower.destination.shutdown()
+        return done
+
+    def stop_observers(self) -> None:
+        with self._observed_lock:
+            observed, self._observed, self._observed_factory = self._observed, None, None
+        if observed is not None:
+            observed.stop()
+
+    def report(self) -> dict[str, Any]:
+        """What each destination got, by its name: the run's delivery report (``summary["delivery"]``)."""
+        return {follower.destination.name: follower.report() for follower in self.followers}
+
+    def write_report(self, problems: Sequence[str] = ()) -> None:
+        """For the trainer's summary (it reads the file at finalize) and ``lezea-otel`` afterwards."""
+        path = self.run_dir / names.EXPORTER_DIR / names.EXPORTER_REPORT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_bytes(orjson.dumps({"crashed": self.crashed, "problems": list(problems),
+                                            "destinations": self.report()}))
+        os.replace(temporary, path)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _follow(self, index: int) -> None:
+        follower, lock = self.followers[index], self._locks[index]
+        try:
+            while not follower.ended:
+                if self._final.is_set():
+                    break
+                with lock:
+                    moved = follower.poll()
+                if not moved:
+                    self._final.wait(POLL_S)
+            with lock:
+                follower.finish(self.crashed, None)
+        except Exception as error:  # noqa: BLE001 - our bug: reported, and the run is still in the audit
+            if raise_internal():
+                raise
+            report_internal_error(f"exporter ({follower.destination.name})", error)
+
+    def _extra_metrics(self) -> MetricsData | None:
+        with self._observed_lock:  # two followers ask: one set of observers
+            return self._observed_metrics()
+
+    def _observed_metrics(self) -> MetricsData | None:
+        if self._observed is None and self._observed_factory is not None:
+            resource = self.local.resource
+            if resource is None:
+                return None
+            try:
+                self._observed = self._observed_factory(resource)
+            except Exception as error:  # noqa: BLE001 - observers refused: the run goes on without them
+                self._observed_factory = None
+                if self._warn is not None:
+                    self._warn("start", "resource observers could not start", error_text(error))
+                return None
+            self._observed_factory = None
+        return self._observed.collect() if self._observed is not None else None
+
+    def _to_prometheus(self, data: MetricsData) -> None:
+        if self._prometheus is not None:
+            self._prometheus.update("run", data)
