@@ -132,6 +132,14 @@ class Capture:
         self._last_points = points
         return points
 
+    def metrics_data(self) -> MetricsData | None:
+        """The run's metrics as last exported (after a sync), as the SDK's ``MetricsData``."""
+        self.sync()
+        try:
+            return self.metric_reader.get_metrics_data()
+        except Exception:  # noqa: BLE001 - an SDK reader is shut down with its tracker
+            return None
+
     def points(self, name: str, **attributes: Any) -> list[Point]:
         """Points of metric ``name`` whose attributes include ``attributes`` (dots as ``__``)."""
         wanted = {k.replace("__", "."): v for k, v in attributes.items()}

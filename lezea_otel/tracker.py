@@ -232,7 +232,7 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             self._link = ExporterLink("none" if worker else mode, self.run_dir, self.settings, self._options,
                                       self._extra_exporters, self._warnings.warn)
             self._link.start(self._port(prometheus_port), os.getpid())
-            self._targets = [f"audit {self.audit_path}", *self._link.targets]
+            self._targets = list(self._link.targets)
         self._progress = ProgressWatch(lambda: list(self._open.values()), self._spans.start, self._spans.end,
                                        lambda: self._state.steps, self.settings.progress_after_s,
                                        self.settings.progress_every_s)
@@ -333,6 +333,10 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
                 attempt(observers.stop)
                 attempt(lambda: self._emit("resource_totals", None, {
                     "observed": observers.totals(), "components": self._state.resource_totals()}))
+            elif self._link is not None and self._link.observes:
+                link = self._link
+                attempt(lambda: self._emit("resource_totals", None, {
+                    "observed": link.observed_totals(), "components": self._state.resource_totals()}))
             end_ns = time.time_ns()  # the root span's end is the experiment_end record's time
             duration = (end_ns - self._state.start_ns) / 1e9 if self._state.start_ns else 0.0
             attempt(lambda: self._emit("experiment_end", None, {

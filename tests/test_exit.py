@@ -87,8 +87,9 @@ class TestFork:
 
     def test_forked_workers_that_log_get_their_own_identity_in_the_same_trace(self, tmp_path):
         """multiprocessing workers (fork start method, as DataLoader uses) that log are parts of the
-        run: each has its own audit and OTLP files under workers/<pid>/, a new service.instance.id
-        and its own process.pid, and a `worker` span under the scope open at the fork."""
+        run: each has its own audit under workers/<pid>/, which the run's exporter follows into the run's
+        OTLP files with a new service.instance.id and the worker's own process.pid, and a `worker` span
+        under the scope open at the fork."""
         tail = """
         import multiprocessing
         def work(index):
@@ -111,7 +112,8 @@ class TestFork:
         for index, pid in enumerate(worker_pids):
             worker_dir = run_dir / "workers" / str(pid)
             assert [e["step"] for e in _events(worker_dir) if e["kind"] == "training_step"] == [100 + index]
-            span, resource = next((s, r) for s, r in _spans(worker_dir) if s["name"] == "worker")
+            span, resource = next((s, r) for s, r in _spans(run_dir)
+                                  if s["name"] == "worker" and int(r["process.pid"]) == pid)
             assert span["traceId"] == builder["traceId"] and span["parentSpanId"] == builder["spanId"]
             assert int(resource["process.pid"]) == pid and int(resource["process.parent_pid"]) == parent_pid
             assert resource["service.instance.id"] != parent_resource["service.instance.id"]

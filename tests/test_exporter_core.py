@@ -84,7 +84,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         checkpoint.write_bytes(b"weights")
         _scenario(tracker, checkpoint)
         tracker.finalize_experiment()
-        reference = capture.metric_reader.get_metrics_data()
+        reference = capture.metrics_data()
     assert reference is not None
     return Run(capture, tracker.audit_path, _read_all(AuditCursor(tracker.audit_path), final=True), reference)
 

@@ -391,7 +391,7 @@ class TestPhases:
         tracker = capture.tracker("exemplar", auto_start=True)
         with tracker.span("forward"):
             pass
-        data = capture.metric_reader.get_metrics_data()
+        data = capture.metrics_data()
         exemplars = [e for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
                      if m.name == "lezea.phase.duration" for p in m.data.data_points for e in p.exemplars]
         tracker.finalize_experiment()

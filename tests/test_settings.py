@@ -213,9 +213,12 @@ class TestPrometheus:
         tracker = capture.tracker("prom")
         tracker.start(prometheus_port=port)
         tracker.log_training_step(3, {"loss": 0.375})
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            assert response.status == 200
-            body = response.read().decode()
+        deadline = time.monotonic() + 5  # the audit reaches the exporter within 200 ms
+        body = ""
+        while "lezea_training_loss{" not in body and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                assert response.status == 200
+                body = response.read().decode()
         tracker.finalize_experiment()
         lines = [x for x in body.splitlines() if x.startswith("lezea_training_loss{")]
         assert len(lines) == 1, body
@@ -239,8 +242,11 @@ class TestPrometheus:
         tracker = capture.tracker("prom-env")
         tracker.start()
         tracker.log_training_step(1, {"loss": 0.5})
+        deadline = time.monotonic() + 5  # the audit reaches the exporter within 200 ms
+        body = ""
         try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            while "lezea_training_loss{" not in body and time.monotonic() < deadline:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         finally:
             tracker.finalize_experiment()
         assert "lezea_training_loss{" in body
@@ -360,7 +366,7 @@ class TestOtlpVariables:
 
     def test_a_timeout_in_milliseconds_bounds_a_slow_export(self, monkeypatch, tmp_path):
         """OTEL_EXPORTER_OTLP_TIMEOUT=300 gives up on a collector that answers after 3 s within a
-        second (the SDK alone would read 300 as seconds): the batch is spooled, training untouched."""
+        second (the SDK alone would read 300 as seconds): the attempt is counted, training untouched."""
         from lezea_otel import ExperimentTracker
 
         from .otlp_receiver import HttpReceiver
@@ -373,7 +379,8 @@ class TestOtlpVariables:
             tracker = ExperimentTracker("timeout", runs_dir=tmp_path, endpoint=receiver.endpoint, quiet=True)
             tracker.start(prometheus_port=None)
             began = time.monotonic()
-            while not tracker.get_experiment_summary()["delivery"]["signals"]["traces"]["spooled"]:
+            while not tracker.get_experiment_summary()["delivery"]["signals"].get("traces", {}).get(
+                    "failed_attempts"):  # (an exporter process reports every second)
                 assert time.monotonic() - began < 2.5, "the export was not cut at 300 ms"
                 time.sleep(0.05)
             tracker.finalize_experiment()

@@ -1,8 +1,9 @@
 """``runs/<id>/events.jsonl``: the run's source of truth, one JSON object per tracker call.
 
 Lines are encoded with orjson and written buffered, in whole lines only (a full disk costs the
-lines it refused, counted, never a torn line: see ``audit_file``); the buffer is flushed at least
-once a second, and always at finalize, so a crash loses at most the last second. Non-finite floats,
+lines it refused, counted, never a torn line: see ``audit_file``); the buffer reaches the file at
+least every 200 ms (the exporter reads it there) and always at finalize, so a crash loses at most the
+last 200 ms; fsyncs follow ``LEZEA_AUDIT_FSYNC``, off the training thread. Non-finite floats,
 which JSON cannot hold, are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
 the line lists where they are (``"nonfinite": [["metrics", "loss"]]``) and :func:`read_events`
 turns exactly those back into floats, so a user's text "NaN" stays text. A value no line can
@@ -25,7 +26,10 @@ from .audit_file import LineFile
 from .record import Record
 from .safety import logger
 
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_S = 0.2
+"""Lines reach the file (where the exporter reads them) at least this often while records arrive."""
+FSYNC_INTERVAL_S = 1.0
+"""With ``LEZEA_AUDIT_FSYNC=interval``, fsync at most this often, from the flusher thread, never the caller."""
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -103,7 +107,8 @@ class AuditWriter:
         self._fsync = fsync
         self._file = LineFile(path)  # whole lines only, reentrancy-safe; losses counted (see audit_file)
         self._clock = _Clock()
-        self._last_flush = time.monotonic()
+        self._last_flush = self._last_fsync = time.monotonic()
+        self._unsynced = False
         self.seq = 0
         self._ids: tuple[int, int, str | None, str | None] = (0, 0, None, None)
 
@@ -122,7 +127,7 @@ class AuditWriter:
         if self._fsync == "always":
             self.flush(durable=True)
         elif time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
-            self.flush(durable=self._fsync == "interval")
+            self.flush()  # to the OS only: an fsync is the flusher thread's job
 
     def _encode(self, record: Record) -> bytes:
         found: list[Any] = []
@@ -185,14 +190,21 @@ class AuditWriter:
             return self._encode(record)
 
     def flush_if_due(self) -> None:
-        """Called once a second by the pipeline, so a quiet run also has at most a second at risk."""
-        if self._file.pending and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
-            self.flush(durable=self._fsync == "interval")
+        """Called every ``FLUSH_INTERVAL_S`` by the pipeline's flusher thread: a quiet run's last lines reach
+        the file (and the exporter) too, and the fsync policy's work is done here, off the training thread."""
+        now = time.monotonic()
+        if self._file.pending and now - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush()
+        if self._fsync == "interval" and now - self._last_fsync >= FSYNC_INTERVAL_S and self._unsynced:
+            self.flush(durable=True)
 
     def flush(self, durable: bool = False) -> None:
         """To the OS (survives kill -9); ``durable`` also fsyncs (survives a power or node loss)."""
         self._file.flush(durable)
         self._last_flush = time.monotonic()
+        if durable:
+            self._last_fsync = self._last_flush
+        self._unsynced = not durable
 
     def close(self) -> None:
         """Flushed and fsynced, whatever the policy; later lines are still appended, one at a time."""

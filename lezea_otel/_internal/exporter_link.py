@@ -59,6 +59,18 @@ class ExporterLink:
             self.targets = [f"files {self.run_dir / names.OTLP_DIR}", "exporter process"]
             self._spawn(trainer_pid)
 
+    @property
+    def observes(self) -> bool:
+        """Whether an exporter watches this trainer's resources (its totals go into the audit at finalize)."""
+        return self.mode in ("thread", "process") and self._settings.observers
+
+    def observed_totals(self) -> dict[str, Any]:
+        """The exporter's resource totals so far (thread mode); a process keeps them in its report."""
+        if self._service is None:
+            return {}
+        totals: dict[str, Any] = self._service.observed_totals()
+        return totals
+
     def sync(self) -> None:
         """Thread mode: deliver what the audit holds now (the caller flushed it); tests read the result."""
         if self._service is not None:
@@ -68,6 +80,8 @@ class ExporterLink:
         """The delivery report so far (live in thread mode; from the exporter's file once it ended)."""
         if self._service is not None and not self.report:
             return {"crashed": False, "problems": [], "destinations": self._service.report()}
+        if self._process is not None and not self.report:
+            return self._read_report()  # the exporter process rewrites it every second
         return self.report
 
     def close(self, timeout_s: float) -> bool:
@@ -140,7 +154,8 @@ def delivery_report(mode: str, report: dict[str, Any]) -> dict[str, Any]:
         for signal, counts in ((destinations.get(name) or {}).get("signals") or {}).items():
             produced, exported = int(counts.get("produced", 0)), int(counts.get("exported", 0))
             out[signal] = {"produced": produced, "exported": exported, "dropped": int(counts.get("dropped", 0)),
-                           "left_in_audit": max(0, produced - exported - int(counts.get("dropped", 0)))}
+                           "left_in_audit": max(0, produced - exported - int(counts.get("dropped", 0))),
+                           "failed_attempts": int(counts.get("failed_attempts", 0))}
         return out
 
     problems = [*report.get("problems", [])]

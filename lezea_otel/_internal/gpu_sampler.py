@@ -89,7 +89,7 @@ class GpuSampler:
     @classmethod
     def open(cls, wanted: str, warn: Warn, info: Callable[[str], None]) -> GpuSampler | None:
         try:
-            import pynvml as nvml
+            import pynvml as nvml  # type: ignore[import-untyped, unused-ignore]
         except ImportError:
             info("nvidia-ml-py is not installed: no GPU metrics")
             return None

@@ -172,6 +172,8 @@ SCOPE_MEMORY_PEAK: Final = "lezea.resource.memory.peak"
 SCOPE_GPU_MEMORY_PEAK: Final = "lezea.resource.gpu.memory.peak"
 SCOPE_GPU_UTILIZATION_MEAN: Final = "lezea.resource.gpu.utilization.mean"
 SCOPE_GPU_ENERGY: Final = "lezea.resource.gpu.energy"
+SCOPE_RESOURCES_APPROXIMATE: Final = "lezea.resource.approximate"
+"""True when a summary measured by the exporter is uncertain by more than a tenth of the span's duration."""
 
 # --- files of a run (runs/<experiment_id>/...) --------------------------------------------------
 AUDIT_FILE: Final = "events.jsonl"

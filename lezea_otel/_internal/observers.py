@@ -1,9 +1,26 @@
 """Automatic observers: one sampler thread, observable instruments that read its latest snapshot,
 per-scope resource windows, and run totals.
 
-The sampler runs off the training thread every ``interval_s``; metric callbacks never call NVML or
-psutil, they read the last snapshot. A scope window costs the training thread two cheap reads
-(``time.process_time`` and, per GPU, the energy counter) plus whatever samples land inside it.
+The sampler runs every ``interval_s`` on a thread of its own; metric callbacks never call NVML or
+psutil, they read the last snapshot. The tree observed is any process's (``pid``): the exporter
+watches its trainer from outside.
+
+Scope windows come in two kinds:
+
+- :meth:`Observers.open_window` / :meth:`Observers.close_window` (the exporter). A window is cut from
+  *points*: the tree's cumulative CPU time (psutil, children included) and each GPU's energy counter
+  at known wall-clock times. A boundary (a scope's start or end, at the time its record says) is
+  estimated by linear interpolation between the points around it; the exporter takes a point when it
+  reads the record, unless one taken after the record's time exists already (so a backlog read at
+  once costs one point, not one per record). The figures are the tree's, never the reader's own
+  ``process_time``; their precision is that of the points around each boundary (see
+  :class:`Estimate`): a scope shorter than the exporter's read latency (its start and end read in
+  one poll) gets the tree's average rate over the surrounding points times its duration, and is
+  marked ``lezea.resource.approximate``. Peaks are the largest values sampled from the last point
+  before the start until the end was read.
+- :meth:`Observers.scope_enter` / :meth:`Observers.scope_exit` (the in-process pipeline,
+  ``LEZEA_EXPORTER=inline``): two cheap reads on the training thread at the boundaries themselves
+  (``time.process_time`` and, per GPU, the energy counter); they go with that mode.
 """
 
 from __future__ import annotations
@@ -21,13 +38,15 @@ from . import names
 from .gpu_sampler import GpuReading, GpuSampler, torch_memory
 from .process_sampler import ProcessSampler, TreeSample
 from .safety import report_internal_error
+from .windows import APPROXIMATE_FRACTION, Estimate, History, Point
 
 Warn = Callable[[str, str, str], None]
 
 
+
 @dataclass
 class _Window:
-    """What one open scope has seen of the samples taken while it ran."""
+    """What one open scope has seen of the samples taken while it ran (inline mode)."""
 
     process_time: float
     children_cpu: float
@@ -35,6 +54,18 @@ class _Window:
     rss_peak: int
     gpu_memory_peak: int = 0
     gpu_utilization: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Span:
+    """An exporter window: the counters at its start and the peaks of the points since."""
+
+    start_ns: int
+    start: Estimate
+    rss_peak: int
+    gpu_memory_peak: int
+    utilization_sum: float = 0.0
+    utilization_count: int = 0
 
 
 class Observers:
@@ -48,15 +79,21 @@ class Observers:
         self.gpus: list[GpuReading] = []
         self._torch: dict[str, dict[str, int]] = {}
         self._windows: dict[int, _Window] = {}
+        self._spans: dict[int, _Span] = {}
+        self._history = History()
         self._ids = itertools.count()
         self._lock = threading.Lock()
+        """Guards the state the callbacks, windows and totals read."""
+        self._sample_lock = threading.Lock()
+        """One reading of psutil and NVML at a time (the sampler thread, the exporter's followers)."""
+        self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pcie_bytes: dict[tuple[str, str], float] = {}
         self._first_energy: dict[str, float] = {}
         self._last_energy: dict[str, float] = {}
         self._busy_seconds: dict[str, float] = {}
-        self._peaks = {"rss": 0, **{}}
+        self._peaks = {"rss": 0}
         self._gpu_memory_peaks: dict[str, int] = {}
         self.samples = 0
         self._last_sample_time: float | None = None
@@ -77,18 +114,33 @@ class Observers:
                 report_internal_error("observers", error)
 
     def stop(self) -> None:
+        """Stop the sampler, take a last sample, release NVML; windows closed later use the points so far."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(max(1.0, self._interval))
         try:
             self.sample()
         finally:  # NVML is released even when the last sample fails
-            if self._gpu is not None:
-                self._gpu.close()
+            with self._sample_lock:
+                self._closed = True
+                if self._gpu is not None:
+                    self._gpu.close()
 
     def sample(self) -> None:
-        tree = self._process.sample()
-        gpus = self._gpu.sample() if self._gpu is not None else []
+        """A full sample: the tree, every GPU field; what the instruments export until the next one."""
+        with self._sample_lock:
+            if self._closed:
+                return
+            before = time.time_ns()
+            tree = self._process.sample()
+            gpus = self._gpu.sample() if self._gpu is not None else []
+            point = Point((before + time.time_ns()) // 2, tree.cpu_user_s + tree.cpu_system_s, tree.rss_bytes,
+                          {r.uuid: r.energy_j for r in gpus if r.energy_j is not None})
+            torch = torch_memory()
+            self._record(tree, gpus, torch, point)
+
+    def _record(self, tree: TreeSample, gpus: list[GpuReading], torch: dict[str, dict[str, int]],
+                point: Point) -> None:
         now = time.monotonic()
         elapsed = now - self._last_sample_time if self._last_sample_time is not None else 0.0
         with self._lock:
@@ -107,20 +159,98 @@ class Observers:
                     self._gpu_memory_peaks[reading.uuid] = max(self._gpu_memory_peaks.get(reading.uuid, 0),
                                                                self._tree_gpu_memory(reading, tree))
             self._peaks["rss"] = max(self._peaks["rss"], tree.rss_bytes)
+            gpu_memory = sum(self._tree_gpu_memory(r, tree) for r in gpus)
+            utilization = [r.utilization for r in gpus if r.utilization is not None]
             for window in self._windows.values():
                 window.rss_peak = max(window.rss_peak, tree.rss_bytes)
-                window.gpu_memory_peak = max(window.gpu_memory_peak,
-                                             sum(self._tree_gpu_memory(r, tree) for r in gpus))
-                window.gpu_utilization.extend(r.utilization for r in gpus if r.utilization is not None)
-            self.tree, self.gpus, self._torch = tree, gpus, torch_memory()
+                window.gpu_memory_peak = max(window.gpu_memory_peak, gpu_memory)
+                window.gpu_utilization.extend(utilization)
+            self._add_point(point)
+            for span in self._spans.values():
+                span.gpu_memory_peak = max(span.gpu_memory_peak, gpu_memory)
+                span.utilization_sum += sum(utilization)
+                span.utilization_count += len(utilization)
+            self.tree, self.gpus, self._torch = tree, gpus, torch
             self.samples += 1
             self._last_sample_time = now
+
+    def _add_point(self, point: Point) -> None:
+        """Under ``_lock``."""
+        self._history.add(point)
+        self._peaks["rss"] = max(self._peaks["rss"], point.rss)
+        for span in self._spans.values():
+            span.rss_peak = max(span.rss_peak, point.rss)
+
+    def _point_after(self, time_ns: int) -> None:
+        """Make sure a point at or after ``time_ns`` exists: the tree and each GPU's energy counter read
+        now, unless a later point exists already. The instruments' snapshot is left alone: a reading
+        a few milliseconds after the last one would make a noisy utilization."""
+        with self._sample_lock:
+            latest = self._history.latest
+            if self._closed or (latest is not None and latest.time_ns >= time_ns):
+                return
+            before = time.time_ns()
+            tree = self._process.sample(rate=False)
+            energy: dict[str, float] = {}
+            gpu = self._gpu
+            for device in gpu.devices if gpu is not None else ():
+                joules = gpu.energy(device) if gpu is not None else None
+                if joules is not None:
+                    energy[device.uuid] = joules
+            point = Point((before + time.time_ns()) // 2, tree.cpu_user_s + tree.cpu_system_s, tree.rss_bytes,
+                          energy)
+            with self._lock:
+                self._add_point(point)
 
     @staticmethod
     def _tree_gpu_memory(reading: GpuReading, tree: TreeSample) -> int:
         return sum(m for pid, m in reading.process_memory.items() if pid in tree.pids and m is not None)
 
-    # --- scopes -------------------------------------------------------------------------------
+    # --- exporter windows -----------------------------------------------------------------------
+
+    def open_window(self, start_ns: int) -> int | None:
+        """A window from ``start_ns`` (a record's time, perhaps some way back); None when nothing was
+        measured then (before the first point) or the observers are stopped."""
+        self._point_after(start_ns)
+        with self._lock:
+            start = self._history.estimate(start_ns)
+            if start is None or self._closed:
+                return None
+            tree = self.tree
+            gpu_memory = sum(self._tree_gpu_memory(r, tree) for r in self.gpus) if tree is not None else 0
+            token = next(self._ids)
+            self._spans[token] = _Span(start_ns, start, max(p.rss for p in self._history.since(start_ns)),
+                                       gpu_memory)
+        return token
+
+    def close_window(self, token: int, end_ns: int) -> dict[str, Any]:
+        """The window's summary at ``end_ns`` (``names.SCOPE_*``); ``{}`` for a token not open."""
+        with self._lock:
+            if token not in self._spans:
+                return {}
+        self._point_after(end_ns)
+        with self._lock:
+            span = self._spans.pop(token, None)
+            end = self._history.estimate(end_ns)
+            latest = [r.utilization for r in self.gpus if r.utilization is not None]
+        if span is None or end is None:
+            return {}
+        out: dict[str, Any] = {names.SCOPE_CPU_SECONDS: max(0.0, end.cpu_s - span.start.cpu_s),
+                               names.SCOPE_MEMORY_PEAK: float(span.rss_peak)}
+        if self._gpu is not None:
+            out[names.SCOPE_GPU_ENERGY] = sum(max(0.0, end.energy[uuid] - joules)
+                                              for uuid, joules in span.start.energy.items() if uuid in end.energy)
+            out[names.SCOPE_GPU_MEMORY_PEAK] = float(span.gpu_memory_peak)
+            if span.utilization_count:
+                out[names.SCOPE_GPU_UTILIZATION_MEAN] = span.utilization_sum / span.utilization_count
+            elif latest:
+                out[names.SCOPE_GPU_UTILIZATION_MEAN] = sum(latest) / len(latest)
+        duration_s = max(0, end_ns - span.start_ns) / 1e9
+        uncertainty_s = span.start.uncertainty_s + end.uncertainty_s
+        out[names.SCOPE_RESOURCES_APPROXIMATE] = uncertainty_s > APPROXIMATE_FRACTION * duration_s
+        return out
+
+    # --- scopes (inline mode) -------------------------------------------------------------------
 
     def scope_enter(self) -> int:
         tree = self.tree
@@ -180,7 +310,7 @@ class Observers:
     # --- instruments --------------------------------------------------------------------------
 
     def _register(self, meter: Meter) -> None:
-        def gauge(name: str, unit: str, read: Callable[[], Iterable[tuple[float, dict[str, Any]]]],
+        def gauge(name: str, unit: str, read: Callable[[], Iterable[tuple[float | None, dict[str, Any]]]],
                   kind: str = "gauge") -> None:
             def callback(_options: CallbackOptions) -> list[Observation]:
                 return [Observation(v, {**self._constant, **a}) for v, a in read() if v is not None]
@@ -240,7 +370,9 @@ class Observers:
         gauge(names.PROCESS_GPU_MEMORY, names.UNIT_BYTES, lambda: [
             (memory, {**identity[r.uuid], "process.pid": pid}) for r in self.gpus
             for pid, memory in r.process_memory.items() if self.tree and pid in self.tree.pids])
+        def torch(key: str) -> Callable[[], Iterable[tuple[float | None, dict[str, Any]]]]:
+            return lambda: [(stats[key], {names.TORCH_DEVICE: device}) for device, stats in self._torch.items()]
+
         for name, key in ((names.TORCH_ALLOCATED, "allocated"), (names.TORCH_RESERVED, "reserved"),
                           (names.TORCH_PEAK, "peak")):
-            gauge(name, names.UNIT_BYTES, lambda key=key: [
-                (stats[key], {names.TORCH_DEVICE: device}) for device, stats in self._torch.items()], "updown")
+            gauge(name, names.UNIT_BYTES, torch(key), "updown")

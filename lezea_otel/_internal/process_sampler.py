@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]
 
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
@@ -67,7 +67,9 @@ class ProcessSampler:
         self.io_supported = True
         psutil.cpu_percent(interval=None)  # primes the host reading: its first call always returns 0
 
-    def sample(self) -> TreeSample:
+    def sample(self, rate: bool = True) -> TreeSample:
+        """The tree now. ``rate=False`` (a point between two samples) leaves ``utilization`` None and
+        does not move the window the next utilization is measured over."""
         now = time.monotonic()
         result = TreeSample(now)
         try:
@@ -103,6 +105,8 @@ class ProcessSampler:
         result.cpu_system_s = self._departed.system + sum(r.system for r in seen.values())
         result.read_bytes = self._departed.read + sum(r.read for r in seen.values())
         result.write_bytes = self._departed.write + sum(r.write for r in seen.values())
+        if not rate:
+            return result
         previous = self._previous
         if previous is not None and now > previous.time_s:
             used = (result.cpu_user_s + result.cpu_system_s) - (previous.cpu_user_s + previous.cpu_system_s)

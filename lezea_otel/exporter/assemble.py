@@ -70,22 +70,18 @@ def build_service(run_dir: Path, settings: Settings, *, trainer_pid: int, extra_
     otlp, described = otlp_destination(settings, warn)
     if described:
         targets.append(described)
-    prometheus = None
-    if prometheus_port:
-        try:
-            from .prometheus import LatestMetrics, serve
-        except ImportError:
-            LatestMetrics = None  # noqa: N806
-        if LatestMetrics is not None:
-            prometheus = LatestMetrics()
-            try:
-                serve(prometheus_port, settings.prometheus_addr, prometheus)
-                targets.append(f"/metrics on {settings.prometheus_addr}:{prometheus_port}")
-            except OSError as error:
-                warn("start", f"the Prometheus port {prometheus_port} cannot be served",
-                     f"{error}; the run goes on without /metrics (pass prometheus_port=None to silence this)")
-                prometheus = None
     service = ExporterService(run_dir, settings, trainer_pid=trainer_pid, extra_exporters=extra_exporters,
-                              prometheus=prometheus, observed=observers_factory(settings, trainer_pid, warn, info),
-                              otlp=otlp, warn=warn)
+                              observed=observers_factory(settings, trainer_pid, warn, info), otlp=otlp, warn=warn)
+    if prometheus_port:
+        from .prometheus import LatestMetrics, ScrapeClock, serve
+
+        collector, clock = LatestMetrics(before_scrape=service.refresh_prometheus), ScrapeClock()
+        try:
+            server, _thread = serve(prometheus_port, settings.prometheus_addr, collector, [clock])
+        except OSError as error:
+            warn("start", f"the Prometheus port {prometheus_port} cannot be served",
+                 f"{error}; the run goes on without /metrics (pass prometheus_port=None to silence this)")
+        else:
+            service.attach_prometheus(collector, server, clock)
+            targets.append(f"/metrics on {settings.prometheus_addr}:{prometheus_port}")
     return service, targets

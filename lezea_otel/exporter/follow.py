@@ -9,6 +9,14 @@ new meanwhile: the audit is the spool, and on recovery the backlog goes out in o
 timestamps. A destination that does not retry (the local files, test exporters) counts what it could
 not take and moves on. Metrics are cumulative: each interval, every series goes out as it stands.
 
+A collector that is up but keeps refusing one batch (HTTP 400, ``INVALID_ARGUMENT``: malformed, too
+large) would hold everything behind it forever. After each refusal the follower sends the collector an
+empty request of that signal: if it takes that, it is up and refuses this content. Refused so
+``refused_for_good_after`` times in a row, the batch is offered in halves, and halves of halves: what
+the collector takes goes out, the single items it still refuses are counted ``rejected`` and skipped
+(the audit keeps them; ``lezea-otel export --all`` resends them). A collector that refuses everything,
+the empty request too (down, 503, 429, ``UNAVAILABLE``), is waited for: nothing is ever rejected then.
+
 Restarted (a new exporter process, ``lezea-otel export``), a follower rebuilds each converter's state
 from the records before its committed cursor, whose output was delivered already, and goes on from
 there: nothing acknowledged is sent twice.
@@ -41,6 +49,10 @@ MAX_BACKOFF_S = 30.0
 SCAN_WORKERS_S = 1.0
 MAX_CHUNKS_PER_POLL = 8
 """Chunks (about 1 MiB each) read per source and poll: a long backlog goes out as several batches."""
+REFUSED_FOR_GOOD_AFTER = 5
+"""Refusals in a row, the collector answering, before a live batch is split (with the backoff: 7.5 s)."""
+STALL_S = 1.0
+"""At the end, a collector that takes nothing for this long (down, refusing, hanging) is given up on."""
 
 
 @dataclass
@@ -52,6 +64,8 @@ class SignalCounts:
     failed_attempts: int = 0
     dropped: int = 0
     """Refused by a destination that does not retry; the audit still holds their records."""
+    rejected: int = 0
+    """Refused for good by a collector that takes other data: skipped; the audit still holds them."""
 
 
 @dataclass
@@ -59,6 +73,8 @@ class Destination:
     """Exporters that receive the same data, and whether a refusal is retried.
 
     ``on_metrics`` also gets each interval's metrics (the Prometheus endpoint's latest values).
+    ``key`` names its cursor files (default: ``name``): the same collector gets the same key in the live
+    exporter and in ``lezea-otel export``, which so resumes where the live one stopped.
     """
 
     name: str
@@ -67,8 +83,15 @@ class Destination:
     metrics: Sequence[MetricExporter] = ()
     retry: bool = False
     on_metrics: Callable[[MetricsData], None] | None = None
+    key: str = ""
     counts: dict[str, SignalCounts] = field(default_factory=lambda: {
         signal: SignalCounts() for signal in ("traces", "metrics", "logs")})
+    last_taken: float = field(default_factory=time.monotonic)
+    """When it last took something (``time.monotonic``): how long a collector has been taking nothing."""
+    _shut: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.name
 
     def send_spans(self, spans: list[ReadableSpan]) -> bool:
         return self._send("traces", spans, [functools.partial(_span_export, e, spans) for e in self.spans])
@@ -80,9 +103,23 @@ class Destination:
         if self.on_metrics is not None:
             on_metrics = self.on_metrics
             self._attempt(lambda: on_metrics(data) is None)
+        if not self.metrics:
+            return True
         return self._send("metrics", [data], [functools.partial(_metric_export, e, data) for e in self.metrics])
 
+    def answers(self, signal: str) -> bool:
+        """Whether every exporter of ``signal`` gets an empty request taken: the collector is up (and, if
+        it refused a batch just now, refused that batch's content). Spans and logs only."""
+        if signal == "traces":
+            return bool(self.spans) and all([self._attempt(functools.partial(_span_export, e, []))
+                                             for e in self.spans])
+        return bool(self.logs) and all([self._attempt(functools.partial(_log_export, e, [])) for e in self.logs])
+
     def shutdown(self) -> None:
+        """Once (a second call is a no-op); from another thread too: an exporter waiting to retry stops."""
+        if self._shut:
+            return
+        self._shut = True
         exporters: list[Any] = [*self.spans, *self.logs, *self.metrics]
         for exporter in exporters:
             self._attempt(lambda: exporter.shutdown() is None)  # noqa: B023 - called at once
@@ -92,6 +129,7 @@ class Destination:
         ok = all([self._attempt(export) for export in exports])  # every exporter tries, whatever the first did
         if ok:
             counts.exported += len(items)
+            self.last_taken = time.monotonic()
         else:
             counts.failed_attempts += 1
             if not self.retry:
@@ -127,6 +165,11 @@ class _Held:
     spans: list[ReadableSpan]
     logs: list[ReadableLogRecord]
     positions: dict[Path, Position]
+    refusals: dict[str, int] = field(default_factory=lambda: {"traces": 0, "logs": 0})
+    """Per signal, the refusals in a row while the collector took an empty request."""
+
+
+_ITEM = {"traces": "span", "logs": "log record"}
 
 
 class _Source:
@@ -165,13 +208,18 @@ class Follower:
 
     def __init__(self, run_dir: Path, destination: Destination, *, state_dir: Path | None,
                  metric_interval_s: float, extra_metrics: Callable[[], MetricsData | None] | None = None,
-                 progress: tuple[float, float] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 progress: tuple[float, float] | None = None, clock: Callable[[], float] = time.monotonic,
+                 refused_for_good_after: int = REFUSED_FOR_GOOD_AFTER) -> None:
         """
         Args:
             progress: (after, every) seconds: markers under scopes open longer (live runs only).
+            refused_for_good_after: refusals of one batch in a row, the collector answering, before it is
+                split and what is still refused skipped (see the module's docstring).
         """
         self.run_dir = run_dir
         self.destination = destination
+        self._refused_for_good_after = max(1, refused_for_good_after)
+        self._stopped = False
         self._state_dir = state_dir
         self._interval = metric_interval_s
         self._extra_metrics = extra_metrics
@@ -203,8 +251,32 @@ class Follower:
         main = self.main
         return main is not None and main.ended and self._held is None
 
+    @property
+    def failing(self) -> bool:
+        """A batch is held: its destination did not take it at the last attempt."""
+        return self._held is not None
+
+    @property
+    def refused(self) -> bool:
+        """A batch is held that the collector refused while it took an empty request (not just down)."""
+        held = self._held
+        return held is not None and any(held.refusals.values())
+
+    def stop_trying(self) -> None:
+        """Give up on this destination (the close's bound is reached; another thread may call it): its
+        exporters are shut down, which ends one waiting to retry, and nothing more is sent (what it
+        acknowledged meanwhile is still committed). What it did not take stays in the audit
+        (``left_in_audit``; ``lezea-otel export`` sends it)."""
+        self._stopped = True
+        self.destination.shutdown()
+
     def poll(self, final: bool = False) -> bool:
-        """One round: deliver what was held or appended since; metrics when due. True when data moved."""
+        """One round: deliver what was held or appended since; metrics when due. True when data moved.
+
+        A held batch is offered again only when its backoff is over (at once with ``final``); until then
+        a round costs a clock read, so a follower polled every few milliseconds never spins."""
+        if self._stopped:
+            return False
         now = self._clock()
         self._scan(now, final)
         moved = False
@@ -235,6 +307,8 @@ class Follower:
     def finish(self, crashed: bool, end_ns: int | None = None) -> None:
         """The last round: torn tails taken, a crashed run's open spans truncated, final metrics sent
         (unless nothing new was read: a second ``export`` of a delivered run sends nothing)."""
+        if self._stopped:
+            return
         self.poll(final=True)
         if crashed:
             self.fed = True
@@ -248,13 +322,18 @@ class Follower:
         if self.fed:
             self.send_metrics()
 
-    def send_metrics(self) -> None:
+    def current_metrics(self) -> MetricsData | None:
+        """Every series as it stands now (records, observers, heartbeat), sent nowhere."""
         parts = [source.converter.collect(everything=True) for source in self._sources.values()]
         if self._extra_metrics is not None:
             parts.append(self._extra_metrics())
-        data = merge_metrics(parts)
-        if data is not None:
-            self.destination.counts["metrics"].produced += 1
+        return merge_metrics(parts)
+
+    def send_metrics(self) -> None:
+        data = self.current_metrics()
+        if data is not None and not self._stopped:
+            if self.destination.metrics:
+                self.destination.counts["metrics"].produced += 1
             self.destination.send_metrics(data)
 
     def report(self) -> dict[str, Any]:
@@ -291,17 +370,19 @@ class Follower:
         if self._state_dir is None:
             return None
         relative = path.parent.relative_to(self.run_dir).as_posix().replace("/", "-") or "run"
-        return self._state_dir / f"{self.destination.name}-{relative}.json"
+        return self._state_dir / f"{self.destination.key}-{relative}.json"
 
     def _deliver(self, held: _Held) -> bool:
         counts = self.destination.counts
         if held is not self._held:
+            held.spans = held.spans if self.destination.spans else []  # a signal it does not get: not counted
+            held.logs = held.logs if self.destination.logs else []
             counts["traces"].produced += len(held.spans)
             counts["logs"].produced += len(held.logs)
-        if held.spans and self.destination.send_spans(held.spans):
-            held.spans = []
-        if held.logs and self.destination.send_logs(held.logs):
-            held.logs = []  # the spans went: only the logs are offered again
+        if held.spans:
+            held.spans = self._offer("traces", held.spans, held)
+        if held.logs:
+            held.logs = self._offer("logs", held.logs, held)  # the spans went: only the logs are offered again
         if held.spans or held.logs:
             self._held = held
             self._retry_at = self._clock() + self._backoff
@@ -317,6 +398,52 @@ class Follower:
                 except OSError as error:  # the state file: resuming would resend, never lose
                     self._problem(f"cursor of {path} not saved: {error_text(error)}")
         return True
+
+    def _send(self, signal: str, items: list[Any]) -> bool:
+        if self._stopped:
+            return False
+        return self.destination.send_spans(items) if signal == "traces" else self.destination.send_logs(items)
+
+    def _offer(self, signal: str, items: list[Any], held: _Held) -> list[Any]:
+        """One attempt at ``items``; what is still to deliver (all of it, unless refused for good)."""
+        if self._send(signal, items):
+            held.refusals[signal] = 0
+            return []
+        if not self.destination.retry:
+            return []  # counted as dropped
+        if self._stopped or not self.destination.answers(signal):
+            held.refusals[signal] = 0  # down, or refusing everything (503, 429): waited for, never rejected
+            return items
+        held.refusals[signal] += 1
+        if held.refusals[signal] < self._refused_for_good_after:
+            return items
+        held.refusals[signal] = 0
+        rejected = self.destination.counts[signal].rejected
+        left = self._isolate(signal, items)
+        rejected = self.destination.counts[signal].rejected - rejected
+        if rejected:
+            self._problem(f"the collector refused {rejected} {_ITEM[signal]}(s) for good while taking other data: "
+                          "skipped; the audit keeps them (`lezea-otel export --all` resends the run)")
+        return left
+
+    def _isolate(self, signal: str, items: list[Any]) -> list[Any]:
+        """``items`` are refused for good as a whole: their halves are offered, and the halves of a half
+        refused again, down to single items, which are rejected. About 2 log2(n) requests per bad item.
+        Returns what is left to hold: the collector stopped answering on the way (then nothing is rejected)."""
+        if len(items) == 1:
+            self.destination.counts[signal].rejected += 1
+            return []
+        half = len(items) // 2
+        parts = [items[:half], items[half:]]
+        for index, part in enumerate(parts):
+            if self._send(signal, part):
+                continue
+            if self._stopped or not self.destination.answers(signal):
+                return [item for rest in parts[index:] for item in rest]
+            left = self._isolate(signal, part)
+            if left:
+                return left + [item for rest in parts[index + 1:] for item in rest]
+        return []
 
     def _problem(self, text: str) -> None:
         if len(self.problems) < 100:

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs import LogRecordLimits, ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -40,8 +40,6 @@ from .records import (
 
 __all__ = ["LogBuilder", "LogRecordExporter", "ReadableLogRecord", "record_context", "succeeded"]  # the exporter takes log types from here
 
-MAX_ATTRIBUTES = 128
-"""The SDK's default log record attribute count limit (``LogRecordLimits``)."""
 
 _Event = tuple[str, str, dict[str, Any], bool]
 """(event name, body, attributes, warning) of one log record."""
@@ -65,10 +63,10 @@ class LogBuilder:
     """Turns each event record into its log record; records of other kinds give none."""
 
     def __init__(self, resource: Resource, constant_attributes: dict[str, Any],
-                 scope: InstrumentationScope = SCOPE, max_attributes: int = MAX_ATTRIBUTES) -> None:
+                 scope: InstrumentationScope = SCOPE, limits: LogRecordLimits | None = None) -> None:
         self.resource = resource
         self.scope = scope
-        self.max_attributes = max_attributes
+        self.limits = limits or LogRecordLimits()  # OTEL_LOGRECORD_ATTRIBUTE_*, as the SDK reads them
         self._constant = encodable_attributes(constant_attributes)
         self._events: dict[str, Callable[[dict[str, Any]], _Event | None]] = {
             Kind.EXPERIMENT_START: _started, Kind.ENVIRONMENT: _environment, Kind.EXPERIMENT_END: _finished,
@@ -94,9 +92,9 @@ class LogBuilder:
             timestamp=record.time_ns, observed_timestamp=record.time_ns, context=record_context(record),
             severity_number=SeverityNumber.WARN if warning else SeverityNumber.INFO,
             severity_text="WARN" if warning else "INFO", body=encodable_text(body),
-            attributes=BoundedAttributes(self.max_attributes,
+            attributes=BoundedAttributes(self.limits.max_attributes,
                                          {**self._constant, **encodable_attributes({**extra, **attributes})},
-                                         immutable=True),
+                                         immutable=True, max_value_len=self.limits.max_attribute_length),
             event_name=name)
         return [ReadableLogRecord(log, resource=self.resource, instrumentation_scope=self.scope)]
 

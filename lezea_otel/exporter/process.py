@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                                       info=logging.getLogger("lezea_otel").info)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: service.stop_following())
-    service.run(watch=True)
-    service.stop_observers()
-    for follower in service.followers:
-        follower.destination.shutdown()
+    service.run(watch=True, problems=problems)
+    service.close(settings.shutdown_timeout_s)  # the followers are done: one more scrape, then stop
     service.write_report(problems)
     return 0

@@ -27,6 +27,8 @@ import json
 import logging
 import re
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -53,7 +55,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric as Family
 from prometheus_client.registry import Collector
 
-__all__ = ["LatestMetrics", "serve"]
+__all__ = ["LatestMetrics", "ScrapeClock", "serve"]
 
 logger = logging.getLogger("lezea_otel")  # the project's one logger (warnings tests filter on it)
 
@@ -160,7 +162,9 @@ class LatestMetrics(Collector):
     exposes them all, in the order they were first updated.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, before_scrape: Callable[[], None] | None = None) -> None:
+        """``before_scrape``: called at each scrape first (the exporter brings the values up to date)."""
+        self._before_scrape = before_scrape
         self._lock = threading.Lock()
         self._sources: dict[str, _Holding] = {}
         self._warned: set[str] = set()
@@ -213,6 +217,11 @@ class LatestMetrics(Collector):
         scopes, two resources) are one family with the union of their labels and the first one's
         description; of two samples of one series the last is kept.
         """
+        if self._before_scrape is not None:
+            try:
+                self._before_scrape()
+            except Exception:  # noqa: BLE001 - a scrape shows the values as they were
+                logger.exception("lezea_otel: bringing /metrics up to date failed")
         with self._lock:
             holdings = list(self._sources.values())
         families: list[Family] = []
@@ -302,3 +311,36 @@ def serve(port: int, addr: str, collector: LatestMetrics,
     for other in extra:
         registry.register(cast(Collector, other))
     return start_http_server(port, addr=addr, registry=registry)
+
+
+class ScrapeClock:
+    """A collector that yields nothing and notes when Prometheus scrapes. A pulled run that ends
+    between two scrapes would look like one that died; finalize waits (bounded) for one more."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque(maxlen=2)
+        self._scraped = threading.Condition()
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        with self._scraped:
+            self._times.append(time.monotonic())
+            self._scraped.notify_all()
+        return []
+
+    def wait_for_next(self, limit_s: float) -> bool:
+        """True when a scrape came. No wait when nothing scrapes this endpoint regularly, or when the
+        next scrape is not due within ``limit_s`` (a 60 s scrape interval must not hold finalize)."""
+        times = self._times
+        if len(times) < 2:
+            return False
+        interval = times[-1] - times[-2]
+        since = time.monotonic()
+        due_in = times[-1] + interval - since
+        if due_in > limit_s:
+            return False
+        with self._scraped:
+            wait_s = min(limit_s, max(due_in, 0.0) + interval / 2)
+            return self._scraped.wait_for(lambda: times[-1] > since, wait_s)

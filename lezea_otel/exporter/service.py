@@ -111,6 +111,8 @@ class ExporterService:
         self.crashed = False
         self._closed = False
         self._observed_lock = threading.Lock()
+        self._prometheus_server: Any = None
+        self._scrapes: Any = None
 
     @property
     def local(self) -> Follower:
@@ -126,15 +128,36 @@ class ExporterService:
             thread.start()
             self._threads.append(thread)
 
-    def run(self, watch: bool = True) -> None:
-        """In the exporter's own process: follow until the run is delivered, or its trainer is gone."""
+    def run(self, watch: bool = True, problems: Sequence[str] = ()) -> None:
+        """In the exporter's own process: follow until the run is delivered, or its trainer is gone;
+        the report file is rewritten every second meanwhile (the trainer's live summary reads it)."""
         self.start()
+        next_report = 0.0
         while any(thread.is_alive() for thread in self._threads):
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + 1.0
+                self._write_quietly(problems)
             if watch and not self._final.is_set() and not _alive(self.trainer_pid):
                 self.crashed = not self.local.ended
                 self._final.set()
             for thread in self._threads:
                 thread.join(WATCH_S / len(self._threads))
+
+    def attach_prometheus(self, collector: Any, server: Any, scrapes: Any = None) -> None:
+        """The ``/metrics`` endpoint: its latest values come from the local follower, brought up to
+        date at each scrape (:meth:`refresh_prometheus`); the server is closed with the service, after
+        one more scrape when Prometheus scrapes regularly (``scrapes``: a ScrapeClock), so a pulled run
+        that ends between two scrapes is seen finished, not vanished."""
+        self._prometheus, self._prometheus_server, self._scrapes = collector, server, scrapes
+
+    def refresh_prometheus(self) -> None:
+        """At a scrape: what the audit holds now, as the values Prometheus reads."""
+        if self._closed or self._prometheus is None:
+            return
+        with self._locks[0]:
+            self.local.poll()
+            data = self.local.current_metrics()
+        self._prometheus.update("run", data)
 
     def stop_following(self) -> None:
         """Deliver what the audit holds now and end (SIGTERM to the exporter process)."""
@@ -156,11 +179,27 @@ class ExporterService:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         done = not any(thread.is_alive() for thread in self._threads)
+        if self._scrapes is not None:
+            self._scrapes.wait_for_next(max(0.0, min(timeout_s / 2, deadline - time.monotonic())))
         self.stop_observers()
+        self.close_prometheus()
         for follower in self.followers:
             if done:
                 follower.destination.shutdown()
         return done
+
+    def close_prometheus(self) -> None:
+        server, self._prometheus_server = self._prometheus_server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def observed_totals(self) -> dict[str, Any]:
+        """The observers' run totals so far (the trainer's ``resource_totals`` record in thread mode)."""
+        with self._observed_lock:
+            observed = self._observed
+        totals: dict[str, Any] = observed.totals() if observed is not None else {}
+        return totals
 
     def stop_observers(self) -> None:
         with self._observed_lock:
@@ -182,6 +221,12 @@ class ExporterService:
         os.replace(temporary, path)
 
     # --- internals --------------------------------------------------------------------------------
+
+    def _write_quietly(self, problems: Sequence[str]) -> None:
+        try:
+            self.write_report(problems)
+        except OSError:  # a full disk: the final report is tried again at the end
+            pass
 
     def _follow(self, index: int) -> None:
         follower, lock = self.followers[index], self._locks[index]

@@ -27,7 +27,7 @@ from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -45,8 +45,6 @@ from .records import (
     is_worker,
 )
 
-MAX_ATTRIBUTES = 128
-"""The SDK's default span attribute count limit: past it attributes are dropped, and counted on the span."""
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)  # a parent without it turns SDK children into non-recording spans
 
 
@@ -85,10 +83,11 @@ class SpanBuilder:
     """Feeds on one audit's records in order; :meth:`feed` returns the spans each record finishes."""
 
     def __init__(self, resource: Resource, scope: InstrumentationScope = SCOPE,
-                 max_attributes: int = MAX_ATTRIBUTES) -> None:
+                 limits: SpanLimits | None = None) -> None:
+        """``limits``: the SDK's span limits, from ``OTEL_SPAN_ATTRIBUTE_*`` as the SDK itself reads them."""
         self.resource = resource
         self.scope = scope
-        self.max_attributes = max_attributes
+        self.limits = limits or SpanLimits()
         self.root: OpenSpan | None = None
         self.open: dict[int, OpenSpan] = {}
         """Scopes open now, by span id, in start order."""
@@ -270,7 +269,8 @@ class SpanBuilder:
             start_time=span.start_ns, end_time=max(end_ns, span.start_ns), instrumentation_scope=self.scope)
 
     def _bounded(self, attributes: Mapping[str, Any]) -> BoundedAttributes:
-        return BoundedAttributes(self.max_attributes, encodable_attributes(attributes), immutable=True)
+        return BoundedAttributes(self.limits.max_span_attributes, encodable_attributes(attributes), immutable=True,
+                                 max_value_len=self.limits.max_span_attribute_length)
 
 
 def _parent_path(path: str, own: str) -> str:
