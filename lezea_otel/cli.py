@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import socket
 import sys
 import tempfile
@@ -238,80 +237,67 @@ def report(run: str, output: str, runs_dir: str | None) -> None:
     console.print(f"Report written to {path} ({path.stat().st_size // 1024} KiB)")
 
 
+def _export_options(command: Any) -> Any:
+    for option in reversed([
+        click.argument("run"),
+        click.option("--endpoint", default=None, help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT)."),
+        click.option("--protocol", type=click.Choice(["http/protobuf", "grpc"]), default=None,
+                     help="Default: OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf."),
+        click.option("--all", "everything", is_flag=True, help="Send the whole run again, not only what this "
+                     "collector has not acknowledged."),
+        runs_dir_option,
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command("export")
-@click.argument("run")
-@click.option("--endpoint", default=None, help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT).")
-@click.option("--protocol", type=click.Choice(["http/protobuf", "grpc"]), default=None,
-              help="Default: OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf.")
-@click.option("--all", "everything", is_flag=True, help="Send the whole run again, not only what this "
-              "collector has not acknowledged.")
-@runs_dir_option
+@_export_options
 def export(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None) -> None:
-    """Export RUN from its audit to a collector: what it has not acknowledged, resumable, never twice."""
+    """Export RUN from its audit to a collector: what it has not acknowledged, resumable, never twice.
+
+    After an outage this is exactly what the run's own exporter could not deliver, with its original
+    timestamps and the configured OTEL_EXPORTER_OTLP_* headers, TLS and compression."""
+    _export(run, endpoint, protocol, everything, runs_dir, "export")
+
+
+@main.command("replay")
+@_export_options
+def replay(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None) -> None:
+    """Alias of `export`: send RUN's undelivered part (or with --all all of it) to a collector."""
+    _export(run, endpoint, protocol, everything, runs_dir, "replay")
+
+
+def _export(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None,
+            command: str) -> None:
     from .exporter.offline import ExportError, export_run
 
     loaded = _load(run, runs_dir)
     if loaded.status == "running":
-        _say(err, "error:", "red", " the run is still live and its own exporter delivers it; "
-             "export it after it ends")
+        _say(err, "error:", "red", f" the run is still live and its own exporter delivers it; {command} it "
+             "after it ends")
         raise SystemExit(1)
     settings = resolve_settings({"endpoint": endpoint, "protocol": protocol})
+    if not settings.otlp_signals:
+        _say(err, "error:", "red", " no OTLP endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
+        raise SystemExit(2)
     try:
         result = export_run(loaded.path, settings, crashed=loaded.status == "crashed", everything=everything)
     except ExportError as error:
-        _say(err, "error:", "red", f" {error}; run export again to resume")
+        _say(err, "error:", "red", f" {error}; run {command} again to resume")
         raise SystemExit(1) from None
     for problem in result.problems:
         _say(err, "skipped:", "yellow", f" {problem}")
-    if not result.sent:
-        console.print(f"Nothing to export: {settings.endpoint or 'the collector'} has this run already.")
+    target = settings.endpoint or "the collector"
+    if not result.sent and not result.rejected:
+        console.print(f"Nothing to {command}: {target} has this run already.")
         return
-    console.print("Exported: " + ", ".join(f"{signal} {count}" for signal, count in sorted(result.sent.items())))
-
-
-@main.command()
-@click.argument("run")
-@click.option("--endpoint", default=None, help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT).")
-@click.option("--protocol", type=click.Choice(["http/protobuf", "grpc"]), default=None,
-              help="Default: OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf.")
-@click.option("--all", "everything", is_flag=True, help="Send the whole OTLP-JSON record, not only the spool.")
-@runs_dir_option
-def replay(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None) -> None:
-    """Send RUN's spooled batches (or with --all its whole record) to a collector; resumable, never twice."""
-    from rich.progress import Progress
-
-    from ._internal.replay import ReplayError, pending_lines
-    from ._internal.replay import replay as send
-
-    loaded = _load(run, runs_dir)
-    settings = resolve_settings({"endpoint": endpoint, "protocol": protocol})
-    target = endpoint or settings.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not target:
-        _say(err, "error:", "red", " no endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
-        raise SystemExit(2)
-    if loaded.status == "running" and not everything:
-        _say(err, "error:", "red", " the run is still live and its own retry thread owns the spool; "
-             "replay it after it ends (or send its whole record with --all)")
-        raise SystemExit(1)
-    total = pending_lines(loaded.path, target, everything)
-    if total == 0:
-        console.print(f"Nothing to replay to {target} ({'whole record' if everything else 'spool'} already sent or empty).")
-        return
-    try:
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task(f"replaying to {target}", total=total)
-            result = send(loaded.path, target, settings.protocol, everything, progress=lambda n: bar.advance(task, n),
-                          headers={signal: options["headers"] for signal, options in settings.otlp_options.items()})
-    except ReplayError as error:
-        _say(err, "error:", "red", f" {error}; what was sent is recorded, run replay again to resume")
-        raise SystemExit(1) from None
-    sent = ", ".join(f"{signal} {count}" for signal, count in result.sent.items()) or "nothing"
-    console.print(f"Replayed to {target}: {sent} batches" + (
-        f"; {result.already_sent} lines were already sent" if result.already_sent else ""))
-    for problem in result.corrupt:
-        _say(err, "skipped:", "yellow", f" {problem}")
-    if result.corrupt:
-        err.print(f"{len(result.corrupt)} corrupt line(s) skipped")
+    sent = ", ".join(f"{signal} {count}" for signal, count in sorted(result.sent.items())) or "nothing"
+    console.print(f"Exported to {target}: {sent}")
+    if result.rejected:
+        refused = ", ".join(f"{signal} {count}" for signal, count in sorted(result.rejected.items()))
+        _say(err, "warning:", "yellow", f" refused for good by the collector: {refused}; skipped (the audit "
+             f"keeps them: `lezea-otel {command} --all` sends the whole run again)")
 
 
 @main.command()

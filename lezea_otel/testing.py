@@ -1,5 +1,9 @@
 """A test kit: run a tracker with the SDK's in-memory exporters and read what it produced.
 
+The exporter runs in a thread of the test process (``LEZEA_EXPORTER=thread`` for these trackers:
+exporter objects cannot cross into a process), and every read first delivers what the audit holds,
+so a test reads what the tracker recorded up to that moment, deterministically.
+
 Example:
     ```py
     from lezea_otel.testing import Capture
@@ -20,16 +24,10 @@ from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import (
-    InMemoryMetricReader,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-)
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ._internal.settings import resolve_settings
 from .tracker import ExperimentTracker
 
 __all__ = ["Capture", "Point"]
@@ -74,15 +72,10 @@ class Capture:
 
     runs_dir: Path
     spans_exporter: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
-    metric_reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
+    metric_reader: LatestMetrics = field(default_factory=LatestMetrics)
     logs_exporter: InMemoryLogRecordExporter = field(default_factory=InMemoryLogRecordExporter)
     _last_points: list[Point] = field(default_factory=list)
     _trackers: list[ExperimentTracker] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if resolve_settings({}).exporter_mode != "inline":
-            # The exporter sends hand-built MetricsData, which no MetricReader can take.
-            self.metric_reader = LatestMetrics()  # type: ignore[assignment]
 
     def tracker(self, name: str = "test", **kwargs: Any) -> ExperimentTracker:
         kwargs.setdefault("runs_dir", self.runs_dir)
@@ -99,6 +92,12 @@ class Capture:
         """What the trackers recorded so far reaches the capture now (with the exporter in a thread)."""
         for tracker in self._trackers:
             tracker._sync_exporter()  # noqa: SLF001 - the test kit is part of the package
+
+    def sample_observers(self) -> None:
+        """Every tracker's resource observers take a sample now, as their sampler does every
+        ``LEZEA_OBSERVE_INTERVAL``: a test forces one rather than wait."""
+        for tracker in self._trackers:
+            tracker._sample_observers()
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         self.sync()

@@ -21,15 +21,9 @@ from typing import Any
 
 from ._internal import exit_hooks, names, values
 from ._internal.audit import AuditWriter, open_audit
-from ._internal.delivery import Providers, build_providers
 from ._internal.environment import describe_environment, host_name
-from ._internal.exporter_link import ExporterLink
-from ._internal.logs import LogRecorder
-from ._internal.mapping import SignalMapper
-from ._internal.metrics import MetricRecorder
-from ._internal.observers import Observers
+from ._internal.exporter_link import ExporterLink, delivery_report
 from ._internal.pipeline import Pipeline
-from ._internal.progress import ProgressWatch
 from ._internal.readable import exception_fields
 from ._internal.record import Record
 from ._internal.resource import build_resource, git_facts
@@ -49,8 +43,7 @@ from ._internal.safety import (
 )
 from ._internal.scope_calls import Frame, NetworkType, ScopeCalls
 from ._internal.settings import Settings, resolve_settings
-from ._internal.span_ids import IdSpans
-from ._internal.spans import SpanRecorder, ids
+from ._internal.span_ids import IdSpans, ids
 from ._internal.spec_calls import SpecCalls
 from .exceptions import LezeaConfigError
 from .version import __version__
@@ -143,17 +136,10 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         self._pipeline = Pipeline(audit, self._state, flag(async_mode, "async_mode", warn))
         self._stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
             f"lezea_scope_{self.experiment_id}", default=())
-        self._spans = SpanRecorder(None, __version__)
-        self._providers: Providers | None = None
+        self._spans = IdSpans()
         self._link: ExporterLink | None = None
         self._targets: list[str] = []
-        self._options = {key: value for key, value in {
-            "runs_dir": runs_dir, "service_name": service_name, "endpoint": endpoint, "protocol": protocol,
-            "quiet": quiet, "cost_limit_eur": cost_limit_eur}.items() if value is not None}
-        self._metrics: MetricRecorder | None = None
-        self._logs: LogRecorder | None = None
-        self._observers: Observers | None = None
-        self._progress: ProgressWatch | None = None
+
         self._root: Any = None
         self._root_ids = (0, 0)
         self._started = False
@@ -211,32 +197,16 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         resource = build_resource(
             service_name=self.settings.service_name, experiment_id=self.experiment_id,
             experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
-            version=__version__, parent_pid=os.getppid() if worker else None, ranks=self.settings.ranks)
+            version=__version__, parent_pid=os.getppid() if worker else None, ranks=self.settings.ranks,
+            environment_attributes=self.settings.sdk.get("otel_resource_attributes"))
         constant = {names.EXPERIMENT_ID: self.experiment_id, names.EXPERIMENT_NAME: self.experiment_name}
-        mode = "none" if self.settings.sdk_disabled else self.settings.exporter_mode
+        mode = "none" if self.settings.sdk_disabled or worker else self.settings.exporter_mode
         if mode == "process" and self._extra_exporters:
             mode = "thread"  # exporter objects cannot cross into another process
-        if mode == "inline":
-            self._providers = build_providers(
-                self.settings, resource, self.run_dir / "otlp", self.run_dir / "spool", self._extra_exporters,
-                self._port(prometheus_port), self._warnings.warn)
-            self._targets = list(self._providers.targets)
-            self._metrics = MetricRecorder(self._providers.meter, __version__, constant,
-                                           self.settings.max_metric_names, self._warnings.warn)
-            self._logs = LogRecorder(self._providers.logger, __version__, constant)
-            self._spans = SpanRecorder(self._providers.tracer, __version__)
-            self._pipeline.mapper = SignalMapper(self._metrics, self._logs)
-            self._observers = None if worker else self._start_observers(constant)
-        else:  # the exporter (a thread, a process, or later) makes the OTel data from the audit
-            self._spans = IdSpans()
-            self._link = ExporterLink("none" if worker else mode, self.run_dir, self.settings, self._options,
-                                      self._extra_exporters, self._warnings.warn)
-            self._link.start(self._port(prometheus_port), os.getpid())
-            self._targets = list(self._link.targets)
-        self._progress = ProgressWatch(lambda: list(self._open.values()), self._spans.start, self._spans.end,
-                                       lambda: self._state.steps, self.settings.progress_after_s,
-                                       self.settings.progress_every_s)
-        self._progress.start()
+        # A forked worker's audit is followed by its parent's exporter: it starts none of its own.
+        self._link = ExporterLink(mode, self.run_dir, self.settings, self._extra_exporters, self._warnings.warn)
+        self._link.start(self._port(prometheus_port), os.getpid())
+        self._targets = list(self._link.targets)
         root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
         self._root = self._spans.start(names.WORKER_SPAN_NAME if worker else names.ROOT_SPAN_NAME, {
             **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)},
@@ -250,28 +220,13 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self._targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
             "max_metric_names": self.settings.max_metric_names, "worker": worker,
-            "resource": dict(resource.attributes)},
+            "resource": resource},
             time_ns=root_start_ns, parent_span_id=ids(self._worker_of)[1] if worker else 0)
         if not worker:
             self._emit("environment", None, {**describe_environment(self.settings.env_allowlist), "git": git})
         self._pipeline.flush()  # the start of a run is on disk at once, whatever happens next
-        if self._providers is not None:
-            self._providers.announce()  # the started span and record are exported at once
         self._console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self._targets[1:]) or "local mode (no OTLP endpoint configured)"))
-
-    def _start_observers(self, constant: dict[str, Any]) -> Observers | None:
-        if not self.settings.observers or self._providers is None:
-            return None
-        try:
-            meter = self._providers.meter.get_meter(names.INSTRUMENTATION_NAME, __version__)
-            observers = Observers(meter, constant, self.settings.observe_interval_s,
-                                  self.settings.gpus, self._warnings.warn, logger.info)
-            observers.start()
-        except Exception as error:  # noqa: BLE001 - psutil refused, /proc unreadable, ...
-            self._warnings.warn("start", "resource observers could not start", f"{type(error).__name__}: {error}")
-            return None
-        return observers
 
     def _port(self, port: Any) -> int | None:
         if port is None or port == 0:
@@ -324,16 +279,9 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
             self._finalized = True
             exit_hooks.unregister(self)
             status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
-            if self._progress is not None:
-                attempt(self._progress.stop)
             for frame in sorted(self._open.values(), key=lambda f: f.start_ns, reverse=True):
                 attempt(self._exit_block, frame, error, ended_by)  # innermost first, marked truncated
-            observers = self._observers
-            if observers is not None:
-                attempt(observers.stop)
-                attempt(lambda: self._emit("resource_totals", None, {
-                    "observed": observers.totals(), "components": self._state.resource_totals()}))
-            elif self._link is not None and self._link.observes:
+            if self._link is not None and self._link.observes:
                 link = self._link
                 attempt(lambda: self._emit("resource_totals", None, {
                     "observed": link.observed_totals(), "components": self._state.resource_totals()}))
@@ -348,21 +296,23 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
                                                                      names.RUN_ENDED_BY: ended_by})
             timeout = self.settings.shutdown_timeout_s
             attempt(self._pipeline.close, timeout)
-            self._pipeline.mapper = None  # late calls reach the audit and the summary, not shut-down providers
             lost = self._pipeline.audit.loss()
             if lost:
                 self._warnings.warn(ended_by, "the audit could not be written in full", lost)
             if self._link is not None:
                 attempt(self._close_exporter, timeout)
-            if self._providers is not None:
-                attempt(self._shut_down_providers, timeout)
             attempt(lambda: self._console(closing_line(
                 self.experiment_name, status, duration, self._state, self._warnings.count,
-                self._providers.spool if self._providers else None, self.audit_path)))
+                self._delivery(), self.audit_path)))
         if failures:
             if raise_internal():
                 raise failures[0]
             report_internal_error(ended_by, failures[0])
+
+    def _delivery(self) -> dict[str, Any]:
+        """``summary["delivery"]``: what the exporter delivered, per destination and signal."""
+        link = self._link
+        return delivery_report(link.mode, link.current()) if link is not None else delivery_report("none", {})
 
     def _close_exporter(self, timeout: float) -> None:
         if self._link is not None and not self._link.close(timeout):
@@ -370,17 +320,17 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
                            "the audit %s holds the rest: lezea-otel export %s", timeout, self.audit_path,
                            self.run_dir)
 
+    def _sample_observers(self) -> None:
+        """Tests: the exporter's observers take a sample now (thread mode)."""
+        self._pipeline.flush()
+        if self._link is not None:
+            self._link.sample_observers()
+
     def _sync_exporter(self) -> None:
         """Thread mode: everything recorded so far reaches the exporter's local destinations now (tests)."""
         self._pipeline.flush()
         if self._link is not None:
             self._link.sync()
-
-    def _shut_down_providers(self, timeout: float) -> None:
-        if self._providers is not None and not self._providers.shutdown(timeout):
-            logger.warning("finalize: telemetry export did not finish within %.1f s (LEZEA_SHUTDOWN_TIMEOUT); "
-                           "the audit %s %s", timeout, self.audit_path,
-                           "holds the rest" if self._pipeline.audit.loss() else "is complete")
 
     # --- records -------------------------------------------------------------------------------
 
@@ -417,8 +367,6 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         under ``workers/<pid>/``, and a ``worker`` span under the scope open at the fork. Nothing is
         set up until it logs, so silent workers cost nothing; the parent's data is never touched."""
         exit_hooks.forget_ending_lock(self)
-        if self._providers is not None:
-            self._providers.abandon_in_child()
         if not self._started or self._finalized:
             return
         stack = self._stack.get()
@@ -427,7 +375,6 @@ class ExperimentTracker(ScopeCalls, SpecCalls):
         self._state = RunState(self.settings.max_metric_names, warn=self._warnings.warn)
         self._stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
         self._open, self._last = {}, {}
-        self._providers = self._metrics = self._logs = self._observers = self._progress = None
         self._link = None
 
     def _warner(self, call: str) -> values.Warn:

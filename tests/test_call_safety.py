@@ -8,14 +8,11 @@ These run with ``LEZEA_RAISE_INTERNAL=1`` (conftest): a user's mistake must not 
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from typing import Any
 
 import pytest
 
 from lezea_otel import ExperimentTracker, LezeaConfigError
-from lezea_otel.testing import Capture
 
 from .hostile import BadBool, BadHash, BadText, failing_generator
 from .otlp_receiver import HttpReceiver
@@ -264,35 +261,3 @@ class TestOtlpValues:
             assert all(encodable(k) and encodable(v) for k, v in (record.log_record.attributes or {}).items())
 
 
-class TestMetricTableRace:
-    def test_a_collection_in_the_middle_of_a_step_loses_no_gauge(self, tmp_path, caplog):
-        """A collection can land at any moment of a step (the exporter's thread does not wait): here one
-        lands at every line of the metric write, and every one of them sees each gauge already written."""
-        caplog.set_level(logging.ERROR, logger="opentelemetry")
-        capture = Capture(tmp_path / "runs")
-        tracker = capture.tracker("race", auto_start=True)
-        gauges_seen: list[set[str]] = []
-
-        def at_each_line(frame: Any, event: str, _arg: Any) -> Any:
-            if event == "line":
-                gauges_seen.append({p.name for p in capture.collect() if p.name.startswith("lezea.training.")})
-            return at_each_line
-
-        def tracer(frame: Any, event: str, _arg: Any) -> Any:
-            code = frame.f_code
-            return at_each_line if code.co_name == "set_training" and code.co_filename.endswith("metrics.py") \
-                else None
-
-        previous = sys.gettrace()
-        sys.settrace(tracer)
-        try:
-            for step in range(1, 6):  # a new data split each step: a new series in each table
-                tracker.log_training_step(step, {"loss": 1.0 / step, "acc": 0.5}, data_split=f"split{step}")
-        finally:
-            sys.settrace(previous)
-        tracker.finalize_experiment()
-        failed = [r.getMessage() for r in caplog.records if "Callback failed" in r.getMessage()]
-        assert not failed, failed[:3]
-        first = next(i for i, names in enumerate(gauges_seen) if "lezea.training.acc" in names)
-        assert len(gauges_seen) > 20
-        assert all({"lezea.training.loss", "lezea.training.acc"} <= names for names in gauges_seen[first:])

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from lezea_otel._internal.audit import read_events
-from lezea_otel._internal.replay import replay
 from lezea_otel._internal.runs import load_run
 
 from .otlp_receiver import HttpReceiver
@@ -76,12 +75,21 @@ def test_sigkill_leaves_a_readable_run(tmp_path, seed):
 
 
 def test_crashed_run_replays(tmp_path):
-    """A killed run's OTLP record goes to a collector afterwards with `replay --all`."""
-    run_dir = kill_at_random(tmp_path, 0, delay=1.6)  # past the first 1 s file flush
+    """A killed run goes to a collector afterwards with `replay --all` (the alias of `export`): what it
+    recorded, its open spans ended truncated and its root ``crashed``, with its metrics."""
+    from click.testing import CliRunner
+
+    from lezea_otel.cli import main
+
+    run_dir = kill_at_random(tmp_path, 0, delay=0.4)  # the audit reaches the file every 200 ms
     receiver = HttpReceiver()
     try:
-        result = replay(run_dir, receiver.endpoint, everything=True)
+        result = CliRunner().invoke(main, ["replay", str(run_dir), "--all", "--endpoint", receiver.endpoint])
     finally:
         receiver.stop()
-    assert sum(result.sent.values()) >= 1 and len(result.corrupt) <= 3
-    assert receiver.received.spans() and receiver.received.metric_points("lezea.training.loss")
+    assert result.exit_code == 0, result.output
+    spans = receiver.received.spans()
+    root = next(span for span in spans if span.name == "experiment")
+    assert {a.key: a.value.string_value for a in root.attributes}["lezea.run.status"] == "crashed"
+    assert sum(span.name == "forward" for span in spans) >= 1
+    assert receiver.received.metric_points("lezea.training.loss")

@@ -15,14 +15,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import lezea_otel
-from lezea_otel._internal.spool import Spool
 
 SEEDS = 20
 
@@ -355,39 +353,6 @@ def test_finalize_from_anywhere_ends_the_run_exactly_once(finalize_runs, caller)
         assert (end["status"], end["ended_by"]) == ("finished", "finalize_experiment")
         assert _steps(events) == list(range(1, result["last_step"] + 1))
         _check_scopes(events, "finalize_experiment")
-
-
-# --- the spool's retry thread ---------------------------------------------------------------------
-
-def test_spool_stop_while_its_retry_thread_is_being_started(tmp_path, monkeypatch):
-    """finalize stops the spool while an export thread is just starting the retry thread: the stop
-    waits for that start instead of failing with "cannot join thread before it is started" (which
-    made finalize skip the providers' shutdown)."""
-    spool = Spool(tmp_path / "spool")
-    spool.register(object(), "traces", lambda request: True)
-    real_thread = threading.Thread
-    failures: list[BaseException] = []
-
-    def stop() -> None:
-        try:
-            spool.stop(5.0)
-        except BaseException as error:  # noqa: BLE001 - the failure under test
-            failures.append(error)
-
-    stopper = real_thread(target=stop)
-
-    class StartsSlowly(real_thread):  # type: ignore[misc, valid-type]
-        def start(self) -> None:
-            stopper.start()  # finalize arrives between the thread's creation and its start
-            stopper.join(0.3)  # it fails at once, or waits for this start to finish
-            super().start()
-
-    monkeypatch.setattr(threading, "Thread", StartsSlowly)
-    assert spool.write("traces", {"resourceSpans": []})
-    monkeypatch.setattr(threading, "Thread", real_thread)
-    stopper.join(5.0)
-    assert not stopper.is_alive() and failures == []
-    assert not any(t.name == "lezea-otel-spool" and t.is_alive() for t in threading.enumerate())
 
 
 # --- a multiprocessing pool's terminate() -----------------------------------------------------------

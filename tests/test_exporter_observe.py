@@ -1,4 +1,5 @@
-"""The exporter's observers: a trainer watched by pid from outside, and the run's heartbeat.
+"""The exporter's observers: a trainer watched by pid from outside, the run's heartbeat, and the
+per-scope resource windows (their arithmetic, their sharing between followers, their hook in the spans).
 
 The trainer is a real child process (with a grandchild) that allocates and burns CPU, then blocks on
 its stdin: it says "ready" when it is there to be measured, so nothing here sleeps to synchronise.
@@ -24,7 +25,9 @@ from opentelemetry.sdk.resources import Resource
 
 from lezea_otel._internal import names
 from lezea_otel._internal import observers as observers_module
-from lezea_otel.exporter.observe import HEARTBEAT_DESCRIPTION, ObservedMetrics
+from lezea_otel._internal.windows import History, Point
+from lezea_otel.exporter import AuditRecord, RunConverter
+from lezea_otel.exporter.observe import HEARTBEAT_DESCRIPTION, ObservedMetrics, ScopeWindows
 from lezea_otel.version import __version__
 
 from .fake_nvml import FakeGpu, build
@@ -37,7 +40,8 @@ RESOURCE = Resource({"service.name": "trainer-service", "service.instance.id": "
                      names.EXPERIMENT_ID: "exp-1"})
 
 # argv: MiB to touch, CPU seconds to burn, grandchildren to start, this code. Prints "ready <pids>",
-# then each stdin line "<MiB>" touches that much more and prints "grown"; stdin's end ends it.
+# then each stdin line "<MiB>" touches that much more and prints "grown", "cpu <seconds>" burns that
+# much CPU and prints "burned"; stdin's end ends it.
 TRAINER = """
 import os, subprocess, sys, time
 mib, cpu, kids, code = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -48,9 +52,11 @@ def grow(n):
         block[i] = 1
     blocks.append(block)
 grow(mib)
-end = time.process_time() + cpu
-while time.process_time() < end:
-    pass
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+burn(cpu)
 pids, started = [os.getpid()], []
 for _ in range(kids):
     kid = subprocess.Popen([sys.executable, "-c", code, str(mib), str(cpu), "0", code],
@@ -59,6 +65,10 @@ for _ in range(kids):
     started.append(kid)
 print("ready", *pids, flush=True)
 for line in sys.stdin:
+    if line.startswith("cpu "):
+        burn(float(line.split()[1]))
+        print("burned", flush=True)
+        continue
     grow(int(line))
     print("grown", flush=True)
 for kid in started:
@@ -81,6 +91,12 @@ class Trainer:
         self.process.stdin.write(f"{mib}\n")
         self.process.stdin.flush()
         assert self.process.stdout.readline().strip() == "grown"
+
+    def burn(self, cpu_s: float) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"cpu {cpu_s}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "burned"
 
     def exit(self) -> None:
         assert self.process.stdin is not None
@@ -148,12 +164,13 @@ class Watch:
 def watch() -> Iterator[Callable[..., Watch]]:
     made: list[ObservedMetrics] = []
 
-    def make(pid: int, *, observers: bool = True, interval_s: float = 60.0, start: bool = True) -> Watch:
+    def make(pid: int, *, observers: bool = True, interval_s: float = 60.0, start: bool = True,
+             point_gap_s: float = 0.0) -> Watch:
         warnings: list[tuple[str, str, str]] = []
         infos: list[str] = []
         observed = ObservedMetrics(RESOURCE, dict(CONSTANT), pid, interval_s=interval_s, gpus="job",
                                    observers=observers, warn=lambda *args: warnings.append(args),
-                                   info=infos.append)
+                                   info=infos.append, point_gap_s=point_gap_s)
         w = Watch(observed, warnings, infos)
         made.append(w.observed)
         if start:
@@ -281,9 +298,10 @@ class TestLifecycle:
         """A late start() (the run ended first) neither raises nor starts a sampler."""
         w = watch(trainer(mib=8, cpu_s=0.0, kids=0).pid, start=False)
         w.observed.stop()
+        samplers = {t for t in threading.enumerate() if t.name == "lezea-otel-observers"}  # other tests' too
         w.observed.start()
         assert w.observed.totals() == {}
-        assert not [t for t in threading.enumerate() if t.name == "lezea-otel-observers" and t.is_alive()]
+        assert {t for t in threading.enumerate() if t.name == "lezea-otel-observers"} <= samplers
 
     def test_collections_from_two_threads_while_stopping_all_get_data(self, watch, trainer):
         """Two followers collecting while the run stops each get data every time, never None or an error."""
@@ -314,3 +332,204 @@ class TestLifecycle:
             thread.join(5)
         assert errors == [] and final_seen.is_set()
         assert all(data is not None for data in results)
+
+
+def burn(cpu_s: float) -> None:
+    end = time.process_time() + cpu_s
+    while time.process_time() < end:
+        pass
+
+
+class TestHistory:
+    """The window arithmetic: counters between two points by linear interpolation, with a bound on the error."""
+
+    @staticmethod
+    def two_points() -> History:
+        history = History()
+        history.add(Point(1_000_000_000, 10.0, 100, {GPU0: 50.0}))
+        history.add(Point(3_000_000_000, 12.0, 300, {GPU0: 70.0}))
+        return history
+
+    def test_interpolates_between_points(self):
+        estimate = self.two_points().estimate(2_000_000_000)
+        assert estimate is not None
+        assert estimate.cpu_s == pytest.approx(11.0) and estimate.energy == {GPU0: pytest.approx(60.0)}
+        assert estimate.rss == 100  # the last point's at or before the instant
+        assert estimate.uncertainty_s == pytest.approx(0.5)  # (1 s)(1 s) / (2 s)
+
+    def test_exact_at_a_point(self):
+        at = self.two_points().estimate(3_000_000_000)
+        assert at is not None and at.cpu_s == 12.0 and at.uncertainty_s == 0
+
+    def test_before_the_first_point_off_by_the_time_until_it(self):
+        """A scope that began before the observers: counted from their first point, with that gap as its
+        uncertainty; without any point, nothing."""
+        before = self.two_points().estimate(250_000_000)
+        assert before is not None and before.cpu_s == 10.0 and before.uncertainty_s == pytest.approx(0.75)
+        assert History().estimate(0) is None
+
+    def test_after_the_last_point_off_by_the_time_since(self):
+        after = self.two_points().estimate(4_500_000_000)
+        assert after is not None and after.cpu_s == 12.0 and after.uncertainty_s == pytest.approx(1.5)
+
+    def test_a_gpu_missing_at_either_point_is_left_out(self):
+        history = self.two_points()
+        history.add(Point(5_000_000_000, 13.0, 300, {}))  # GPU0's counter could not be read
+        estimate = history.estimate(4_000_000_000)
+        assert estimate is not None and estimate.energy == {}
+
+    def test_bounded_yet_covers_the_oldest(self):
+        """Full, the older half is thinned: the newest point stays, and the first one, so a long window's
+        start is still found (coarser)."""
+        history = History(limit=8)
+        for i in range(100):
+            history.add(Point(i * 10**9, float(i), 0, {}))
+        assert len(history) <= 8
+        assert history.latest is not None and history.latest.time_ns == 99 * 10**9
+        old, mid = history.estimate(0), history.estimate(50 * 10**9 + 5 * 10**8)
+        assert old is not None and old.cpu_s == 0.0
+        assert mid is not None and mid.cpu_s == pytest.approx(50.5)  # these counters grow linearly
+
+
+@pytest.fixture
+def windows(watch):
+    def make(pid: int, *, levels: tuple[str, ...] = ("builder", "phase"), readers: int = 1,
+             observers: bool = True) -> ScopeWindows:
+        w = watch(pid, observers=observers)
+        return ScopeWindows(lambda: w.observed, levels, readers=readers)
+
+    return make
+
+
+BUILDER = ("scopes", "builder:b")
+
+
+class TestScopeWindows:
+    def test_cpu_is_the_trainers_not_the_exporters(self, windows, trainer):
+        """Inside the window the exporter burns 0.4 s and the trainer 0.2 s: the summary is the trainer's."""
+        t = trainer(mib=8, cpu_s=0.0, kids=0)
+        scopes = windows(t.pid)
+        scopes.open(1, "builder", time.time_ns())
+        burn(0.4)
+        t.burn(0.2)
+        summary = scopes.close(1, time.time_ns(), BUILDER)
+        assert 0.15 <= summary[names.SCOPE_CPU_SECONDS] <= 0.3
+        assert summary[names.SCOPE_MEMORY_PEAK] >= 8 * MiB
+
+    def test_a_follower_behind_gets_the_same_summary(self, windows, trainer):
+        """Two destinations: the first follower to read the scope measures it, the one behind gets that."""
+        t = trainer(mib=8, cpu_s=0.0, kids=0)
+        scopes = windows(t.pid, readers=2)
+        start = time.time_ns()
+        scopes.open(7, "builder", start)
+        t.burn(0.05)
+        end = time.time_ns()
+        first = scopes.close(7, end, BUILDER)
+        t.burn(0.1)  # later work must not reach the late follower's copy
+        scopes.open(7, "builder", start)  # the follower behind reads the same records
+        assert scopes.close(7, end, BUILDER) == first and first[names.SCOPE_CPU_SECONDS] > 0.03
+        assert scopes.close(7, end, BUILDER) == {}  # both have it: nothing is kept
+        folded = scopes.summaries()["scopes"]["builder:b"]
+        assert folded["measured"] == 1 and folded["cpu.seconds"] == pytest.approx(first[names.SCOPE_CPU_SECONDS])
+
+    def test_summaries_fold_as_the_run_summary_does(self, windows, trainer):
+        t = trainer(mib=8, cpu_s=0.0, kids=0)
+        scopes = windows(t.pid)
+        made = []
+        for span_id in (1, 2):
+            scopes.open(span_id, "builder", time.time_ns())
+            t.burn(0.03)
+            made.append(scopes.close(span_id, time.time_ns(), BUILDER))
+        folded = scopes.summaries()["scopes"]["builder:b"]
+        assert folded["measured"] == 2
+        assert folded["cpu.seconds"] == pytest.approx(sum(m[names.SCOPE_CPU_SECONDS] for m in made))
+        assert folded["memory.peak"] == max(m[names.SCOPE_MEMORY_PEAK] for m in made)
+        assert folded["approximate"] == sum(m[names.SCOPE_RESOURCES_APPROXIMATE] for m in made)
+
+    def test_levels_not_chosen_and_no_observers_get_nothing(self, windows, trainer):
+        t = trainer(mib=8, cpu_s=0.0, kids=0)
+        scopes = windows(t.pid)
+        scopes.open(2, "layer", time.time_ns())
+        assert scopes.close(2, time.time_ns(), ("scopes", "layer:l")) == {}
+        off = windows(t.pid, observers=False)
+        off.open(3, "builder", time.time_ns())
+        assert off.close(3, time.time_ns(), BUILDER) == {}
+        assert scopes.summaries() == off.summaries() == {"scopes": {}, "phases": {}}
+
+
+class RecordingWindows:
+    """A ``spans.Windows`` that records its calls and measures 1.5 CPU seconds for everything."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def open(self, span_id: int, level: str, start_ns: int) -> None:
+        self.calls.append(("open", span_id, level, start_ns))
+
+    def close(self, span_id: int, end_ns: int, key: tuple[str, str]) -> dict[str, Any]:
+        self.calls.append(("close", span_id, end_ns, key))
+        return {names.SCOPE_CPU_SECONDS: 1.5}
+
+
+TRACE, ROOT, SCOPE_SPAN, PHASE_SPAN = 0xABC, 0x1, 0x2, 0x3
+
+
+def record(seq: int, kind: str, time_ns: int, span_id: int, scope: str = "", **data: Any) -> AuditRecord:
+    return AuditRecord(seq=seq, time_ns=time_ns, kind=kind, step=None, scope=scope, trace_id=TRACE,
+                       span_id=span_id, data=data)
+
+
+START = record(1, "experiment_start", 1_000, ROOT, experiment_id="exp-1", name="n")
+SCOPE_START = record(2, "scope_start", 2_000, SCOPE_SPAN, "builder:b", level="builder", id="b")
+
+
+def scope_end(seq: int, time_ns: int, **data: Any) -> AuditRecord:
+    return record(seq, "scope_end", time_ns, SCOPE_SPAN, "builder:b", level="builder", id="b", **data)
+
+
+class TestSpansGetTheirWindows:
+    def test_scope_and_phase_spans_carry_what_was_measured(self):
+        """A scope's window opens at its start record and closes at its end; a phase's at its one record,
+        back from its end by its duration."""
+        measured = RecordingWindows()
+        batch = RunConverter(windows=measured).feed([
+            START, SCOPE_START,
+            record(3, "phase", 5_000, PHASE_SPAN, "builder:b", name="forward", duration_s=2e-6),
+            scope_end(4, 9_000, duration_s=7e-6)])
+        assert measured.calls == [("open", SCOPE_SPAN, "builder", 2_000), ("open", PHASE_SPAN, "phase", 3_000),
+                                  ("close", PHASE_SPAN, 5_000, ("phases", "forward")),
+                                  ("close", SCOPE_SPAN, 9_000, ("scopes", "builder:b"))]
+        spans = {span.name: span for span in batch.spans}
+        assert spans["builder"].attributes[names.SCOPE_CPU_SECONDS] == 1.5
+        assert spans["forward"].attributes[names.SCOPE_CPU_SECONDS] == 1.5
+        assert names.SCOPE_CPU_SECONDS not in spans[names.STARTED_SPAN_NAME].attributes
+
+    def test_resources_in_the_record_win(self):
+        """An audit written with its own summaries keeps them; the window is released all the same."""
+        measured = RecordingWindows()
+        batch = RunConverter(windows=measured).feed([
+            START, SCOPE_START, scope_end(3, 9_000, resources={names.SCOPE_CPU_SECONDS: 9.0})])
+        (scope,) = [span for span in batch.spans if span.name == "builder"]
+        assert scope.attributes[names.SCOPE_CPU_SECONDS] == 9.0
+        assert measured.calls[-1][0] == "close"
+
+    def test_records_before_the_cursor_open_no_window(self):
+        """Resuming: the records already delivered are past, so nothing is measured for them."""
+        measured = RecordingWindows()
+        converter = RunConverter(windows=measured)
+        converter.skip([START, SCOPE_START])
+        batch = converter.feed([scope_end(3, 9_000)])
+        assert measured.calls == []
+        (scope,) = batch.spans
+        assert names.SCOPE_CPU_SECONDS not in scope.attributes
+        converter.feed([record(4, "scope_start", 10_000, 0x9, "tasker:t", level="tasker", id="t")])
+        assert measured.calls == [("open", 0x9, "tasker", 10_000)]  # live again after the skip
+
+    def test_a_crash_closes_the_open_windows(self):
+        measured = RecordingWindows()
+        converter = RunConverter(windows=measured)
+        converter.feed([START, SCOPE_START])
+        batch = converter.end_crashed(7_000)
+        assert ("close", SCOPE_SPAN, 7_000, ("scopes", "builder:b")) in measured.calls
+        (scope,) = [span for span in batch.spans if span.name == "builder"]
+        assert scope.attributes[names.SCOPE_CPU_SECONDS] == 1.5 and scope.attributes[names.SPAN_TRUNCATED]

@@ -189,13 +189,13 @@ class TestErrors:
     def test_lost_gpu_is_dropped(self, harness, gpus):
         h = harness()
         h.observers.sample()
-        token = h.observers.scope_enter()
+        token = h.observers.open_window(time.time_ns())
         gpus.devices[0].errors["nvmlDeviceGetUtilizationRates"] = pynvml.NVML_ERROR_GPU_IS_LOST
         gpus.devices[0].errors["nvmlDeviceGetTotalEnergyConsumption"] = pynvml.NVML_ERROR_GPU_IS_LOST
         gpus.devices[1].energy_mj += 4_000
         h.observers.sample()
         h.observers.sample()
-        summary = h.observers.scope_exit(token)
+        summary = h.observers.close_window(token, time.time_ns())
         assert set(by_id(h, names.GPU_UTILIZATION)) == {GPU1}
         assert set(by_id(h, names.GPU_MEMORY_USAGE)) == {GPU1}
         (problem,) = h.problems()
@@ -242,8 +242,8 @@ class TestErrors:
         assert not any(name.startswith(("hw.", "lezea.gpu.", "lezea.process.gpu")) for name in metrics)
         assert names.PROCESS_MEMORY_USAGE in metrics
         assert len(h.infos) == 1 and h.warnings == []
-        token = h.observers.scope_enter()
-        assert names.SCOPE_GPU_ENERGY not in h.observers.scope_exit(token)
+        token = h.observers.open_window(time.time_ns())
+        assert names.SCOPE_GPU_ENERGY not in h.observers.close_window(token, time.time_ns())
 
     def test_without_nvidia_ml_py(self, harness, monkeypatch):
         monkeypatch.setitem(sys.modules, "pynvml", None)
@@ -253,29 +253,44 @@ class TestErrors:
         assert len(h.infos) == 1 and h.warnings == []
 
 
-class TestScopesAndTotals:
-    def test_scope_energy_reads_one_counter_per_device(self, harness, gpus):
+class TestWindowsAndTotals:
+    def test_window_energy_reads_one_counter_per_device(self, harness, gpus):
+        """A boundary reads each GPU's energy counter only, not a full sample; the energy is the difference."""
         h = harness()
         h.observers.sample()
         before = len(gpus.calls)
-        token = h.observers.scope_enter()
+        token = h.observers.open_window(time.time_ns())
         assert gpus.calls[before:] == ["nvmlDeviceGetTotalEnergyConsumption"] * 2
         gpus.devices[0].energy_mj += 12_000
         gpus.devices[1].energy_mj += 500
-        summary = h.observers.scope_exit(token)
+        h.observers.sample()  # inside the window: its counters are the ones at the end
+        summary = h.observers.close_window(token, time.time_ns())
         assert summary[names.SCOPE_GPU_ENERGY] == pytest.approx(12.5)
         assert summary[names.SCOPE_GPU_UTILIZATION_MEAN] == pytest.approx((0.5 + 0.05) / 2)
         assert names.SCOPE_GPU_MEMORY_PEAK in summary
 
-    def test_scope_gpu_memory_peak_is_the_trees(self, harness, gpus):
+    def test_window_gpu_memory_peak_is_the_trees(self, harness, gpus):
         h = harness()
-        token = h.observers.scope_enter()
-        h.observers.sample()
+        h.observers.sample()  # the tree holds 3 GiB on GPU0 (another process's 1 GiB is not ours)
+        token = h.observers.open_window(time.time_ns())
         gpus.devices[0].processes = [(os.getpid(), 5 * GiB)]
         h.observers.sample()
         gpus.devices[0].processes = [(os.getpid(), 2 * GiB)]
         h.observers.sample()
-        assert h.observers.scope_exit(token)[names.SCOPE_GPU_MEMORY_PEAK] == 5 * GiB
+        assert h.observers.close_window(token, time.time_ns())[names.SCOPE_GPU_MEMORY_PEAK] == 5 * GiB
+
+    def test_a_window_closed_after_stop_reads_no_nvml(self, harness, gpus):
+        """NVML is released at stop: a window still open closes on the points taken until then."""
+        h = harness()
+        h.observers.sample()
+        token = h.observers.open_window(time.time_ns())
+        gpus.devices[0].energy_mj += 4_000
+        h.observers.stop()  # its last sample sees the energy
+        after_stop = len(gpus.calls)
+        summary = h.observers.close_window(token, time.time_ns())
+        assert gpus.calls[after_stop:] == []
+        assert summary[names.SCOPE_GPU_ENERGY] == pytest.approx(4.0)
+        assert h.observers.open_window(time.time_ns()) is None
 
     def test_totals(self, harness, gpus):
         h = harness()

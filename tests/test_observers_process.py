@@ -1,7 +1,7 @@
 """Observers on their own, through a real MeterProvider: the process tree with real child processes.
 
-These drive ``Observers`` directly (no tracker), so they pin the interface the tracker relies on:
-``sample``, ``start``/``stop``, ``scope_enter``/``scope_exit`` and ``totals``.
+These drive ``Observers`` directly (no tracker), so they pin the interface the exporter relies on:
+``sample``, ``start``/``stop``, ``open_window``/``close_window`` and ``totals``.
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ class Harness:
     infos: list[str] = field(default_factory=list)
 
     @classmethod
-    def make(cls, interval_s: float = 60.0, gpus: str = "job", pid: int | None = None) -> Harness:
+    def make(cls, interval_s: float = 60.0, gpus: str = "job", pid: int | None = None,
+             point_gap_s: float = 0.0) -> Harness:
+        """``point_gap_s`` 0: every boundary newer than the latest point takes one (deterministic windows)."""
         reader = InMemoryMetricReader()
         provider = MeterProvider(metric_readers=[reader])
         warnings: list[tuple[str, str, str]] = []
         infos: list[str] = []
         observers = Observers(provider.get_meter("lezea_otel"), dict(CONSTANT), interval_s, gpus,
                               lambda call, problem, detail: warnings.append((call, problem, detail)),
-                              infos.append, pid=pid)
+                              infos.append, pid=pid, point_gap_s=point_gap_s)
         return cls(reader, provider, observers, warnings, infos)
 
     def metrics(self) -> dict[str, Any]:
@@ -232,54 +234,106 @@ class TestSampler:
             assert h.value(names.PROCESS_MEMORY_USAGE) > 0
 
 
-class TestScopes:
-    def test_scope_reports_cpu_seconds_and_peak_rss(self, harness):
+def now() -> int:
+    return time.time_ns()
+
+
+def count_tree_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one at each walk of the process tree (each point or sample)."""
+    reads: list[int] = []
+    children_of = psutil.Process.children
+    monkeypatch.setattr(psutil.Process, "children", lambda self, **kw: reads.append(1) or children_of(self, **kw))
+    return reads
+
+
+class TestWindows:
+    """Scope windows, cut from points at the records' own times (``_internal/windows.py``)."""
+
+    def test_window_is_the_trees_cpu_and_peak_rss(self, harness, children):
+        """A child's CPU time and memory inside the window count: psutil over the tree, not this thread."""
         h = harness()
         h.observers.sample()
-        token = h.observers.scope_enter()
-        burn(0.2)
-        summary = h.observers.scope_exit(token)
-        assert summary[names.SCOPE_CPU_SECONDS] >= 0.15
-        assert summary[names.SCOPE_MEMORY_PEAK] > 0
-        assert names.SCOPE_GPU_ENERGY not in summary  # no GPU: no GPU attributes at all
-        assert all(isinstance(v, float) for v in summary.values())
-
-    def test_scope_counts_children_seen_by_a_sample(self, harness, children):
-        """CPU burned by a child inside the scope counts once a sample has seen it."""
-        h = harness(interval_s=0.1)
-        h.observers.start()
-        token = h.observers.scope_enter()
-        worker = children(100, 0.5)
-        wait_done(worker)
-        time.sleep(0.35)  # let the sampler see the child at its full CPU time and RSS
-        summary = h.observers.scope_exit(token)
-        assert summary[names.SCOPE_CPU_SECONDS] >= 0.4
+        token = h.observers.open_window(now())
+        wait_done(children(100, 0.4))
+        summary = h.observers.close_window(token, now())
+        assert summary[names.SCOPE_CPU_SECONDS] >= 0.35
         assert summary[names.SCOPE_MEMORY_PEAK] >= 100 * MiB
+        assert summary[names.SCOPE_RESOURCES_APPROXIMATE] is False  # both ends read at once
+        assert names.SCOPE_GPU_ENERGY not in summary  # no GPU: no GPU attributes at all
+
+    def test_a_window_read_after_its_end_is_approximate(self, harness):
+        """Start and end both read later (a short scope, a phase, a backlog): the tree's average rate between
+        the points around them times the duration, marked approximate."""
+        h = harness()
+        h.observers.sample()
+        start = now()
+        burn(0.1)
+        end = now()
+        burn(0.1)
+        token = h.observers.open_window(start)  # the point taken here is after the end too
+        summary = h.observers.close_window(token, end)
+        assert 0.05 <= summary[names.SCOPE_CPU_SECONDS] <= 0.16  # 0.2 s burned over ~0.2 s, half in the window
+        assert summary[names.SCOPE_RESOURCES_APPROXIMATE] is True
 
     def test_nested_and_unknown_tokens(self, harness):
         h = harness()
         h.observers.sample()
-        outer = h.observers.scope_enter()
-        inner = h.observers.scope_enter()
+        outer = h.observers.open_window(now())
+        inner = h.observers.open_window(now())
         burn(0.05)
-        inner_summary = h.observers.scope_exit(inner)
-        outer_summary = h.observers.scope_exit(outer)
-        assert outer_summary[names.SCOPE_CPU_SECONDS] >= inner_summary[names.SCOPE_CPU_SECONDS] > 0
-        assert h.observers.scope_exit(inner) == {}  # exited twice: nothing, no error
+        inner_summary = h.observers.close_window(inner, now())
+        outer_summary = h.observers.close_window(outer, now())
+        assert outer_summary[names.SCOPE_CPU_SECONDS] >= inner_summary[names.SCOPE_CPU_SECONDS] > 0.03
+        assert h.observers.close_window(inner, now()) == {}  # closed twice: nothing, no error
 
-    def test_scope_cost_is_measured(self, harness, children):
-        """Enter+exit with a tree of 8 processes (not a timed assertion: printed for the README)."""
-        for _ in range(7):
-            children(1, 0)
+    def test_a_window_that_began_before_the_observers_is_approximate(self, harness):
+        """A scope that started before the observers' first sample counts from it, and says so."""
+        h = harness()
+        start = now()
+        burn(0.05)  # used before the first sample: not counted
+        h.observers.sample()
+        token = h.observers.open_window(start)
+        burn(0.05)
+        summary = h.observers.close_window(token, now())
+        assert 0.03 <= summary[names.SCOPE_CPU_SECONDS] <= 0.08
+        assert summary[names.SCOPE_RESOURCES_APPROXIMATE] is True
+
+    def test_records_read_together_cost_one_point(self, harness, monkeypatch):
+        """Boundaries older than the latest point reuse it: a backlog of scopes reads the tree once."""
         h = harness()
         h.observers.sample()
-        rounds = 2000
-        began = time.perf_counter()
-        for _ in range(rounds):
-            h.observers.scope_exit(h.observers.scope_enter())
-        cost_us = (time.perf_counter() - began) / rounds * 1e6
-        print(f"scope_enter+scope_exit: {cost_us:.1f} us")
-        assert cost_us > 0
+        times = [now() for _ in range(4)]
+        reads = count_tree_reads(monkeypatch)
+        tokens = [h.observers.open_window(t) for t in times]
+        summaries = [h.observers.close_window(token, t) for token, t in zip(tokens, times[1:] + [times[-1]])]
+        assert len(reads) == 1
+        assert all(names.SCOPE_CPU_SECONDS in summary for summary in summaries)
+
+    def test_points_are_spaced(self, harness, monkeypatch):
+        """Scopes by the hundred a second read the tree at most once per ``point_gap_s``; such short
+        windows, between points, are marked approximate."""
+        h = harness(point_gap_s=60.0)
+        h.observers.sample()
+        reads = count_tree_reads(monkeypatch)
+        summaries = []
+        for _ in range(100):
+            token = h.observers.open_window(now())
+            summaries.append(h.observers.close_window(token, now()))
+        assert reads == []
+        assert all(summary[names.SCOPE_RESOURCES_APPROXIMATE] for summary in summaries)
+
+    def test_a_point_leaves_the_exported_utilization_alone(self, harness, children):
+        """The tree read for a boundary does not shorten the window the next utilization is measured over."""
+        h = harness(interval_s=60.0)
+        h.observers.sample()
+        child = children(1, 60)  # busy for the rest of the test
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            h.observers.close_window(h.observers.open_window(now()), now())  # points, many
+        h.observers.sample()
+        (utilization,) = h.points(names.PROCESS_CPU_UTILIZATION)
+        assert utilization.value > 0.1  # over the 0.3 s since the last sample, not the last few microseconds
+        assert child.poll() is None
 
 
 class TestTotals:

@@ -30,12 +30,14 @@ MAX_RESTARTS = 3
 class ExporterLink:
     """Starts, watches and ends the run's exporter; ``mode`` is ``LEZEA_EXPORTER`` (thread/process/none)."""
 
-    def __init__(self, mode: str, run_dir: Path, settings: Settings, options: dict[str, Any],
-                 extra_exporters: Sequence[Any], warn: Warn) -> None:
+    def __init__(self, mode: str, run_dir: Path, settings: Settings, extra_exporters: Sequence[Any],
+                 warn: Warn) -> None:
         self.mode = mode
         self.run_dir = run_dir
         self._settings = settings
-        self._options = options
+        # The settings a process re-resolves from its (inherited) environment, plus what only arguments said.
+        self._options = {"runs_dir": str(settings.runs_dir), "service_name": settings.service_name,
+                         "endpoint": settings.endpoint, "protocol": settings.protocol, "quiet": settings.quiet}
         self._extra = extra_exporters
         self._warn = warn
         self._service: Any = None
@@ -56,7 +58,7 @@ class ExporterLink:
                 prometheus_port=prometheus_port, warn=self._warn, info=logger.info)
             self._service.start()
         elif self.mode == "process":
-            self.targets = [f"files {self.run_dir / names.OTLP_DIR}", "exporter process"]
+            self.targets = self._planned_targets(prometheus_port)
             self._spawn(trainer_pid)
 
     @property
@@ -70,6 +72,18 @@ class ExporterLink:
             return {}
         totals: dict[str, Any] = self._service.observed_totals()
         return totals
+
+    def sample_observers(self) -> None:
+        """Thread mode: the exporter's observers take a sample now (tests)."""
+        if self._service is not None:
+            self._service.sample_observers()
+
+    def scope_summaries(self) -> dict[str, Any]:
+        """Resources measured per scope path / phase name (live in thread mode; the report's in process mode)."""
+        if self._service is not None:
+            summaries: dict[str, Any] = self._service.scope_summaries()
+            return summaries
+        return dict(self.current().get("scope_resources") or {})
 
     def sync(self) -> None:
         """Thread mode: deliver what the audit holds now (the caller flushed it); tests read the result."""
@@ -106,11 +120,22 @@ class ExporterLink:
 
     # --- process mode -----------------------------------------------------------------------------
 
+    def _planned_targets(self, prometheus_port: int | None) -> list[str]:
+        """What the exporter process delivers to, as the settings say (it reports problems itself)."""
+        settings = self._settings
+        targets = [f"files {self.run_dir / names.OTLP_DIR}"]
+        if settings.otlp_signals:
+            targets.append(f"OTLP {settings.protocol} {settings.endpoint or '(OTEL_EXPORTER_OTLP_* variables)'}"
+                           f" [{', '.join(sorted(settings.otlp_signals))}]")
+        if prometheus_port:
+            targets.append(f"/metrics on {settings.prometheus_addr}:{prometheus_port}")
+        return targets
+
     def _spawn(self, trainer_pid: int) -> None:
         log = self.run_dir / names.EXPORTER_DIR / "exporter.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "lezea_otel.exporter", str(self.run_dir), "--pid", str(trainer_pid),
-                   "--options", orjson.dumps(self._options, default=str).decode()]
+                   "--options", orjson.dumps(self._options).decode()]
         if self._port:
             command += ["--prometheus-port", str(self._port)]
         with open(log, "ab") as output:
@@ -146,15 +171,25 @@ class ExporterLink:
 
 def delivery_report(mode: str, report: dict[str, Any]) -> dict[str, Any]:
     """``summary["delivery"]`` from the exporter's report: per signal, for the collector (``signals``) and
-    the local files (``files``), what was produced, exported, dropped, and left in the audit."""
+    the local files (``files``), what was produced, exported, dropped (a destination that does not retry),
+    rejected (refused for good by a collector that took the rest), and left in the audit for
+    ``lezea-otel export``. A collector's follower reads nothing new while a batch is held, so the spans
+    and log records the run produced are the local files' count (they read everything, never hold)."""
     destinations = report.get("destinations") or {}
+    local = (destinations.get("local") or {}).get("signals") or {}
 
     def signals(name: str) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for signal, counts in ((destinations.get(name) or {}).get("signals") or {}).items():
             produced, exported = int(counts.get("produced", 0)), int(counts.get("exported", 0))
-            out[signal] = {"produced": produced, "exported": exported, "dropped": int(counts.get("dropped", 0)),
-                           "left_in_audit": max(0, produced - exported - int(counts.get("dropped", 0))),
+            if name != "local" and signal != "metrics":
+                produced = max(produced, int((local.get(signal) or {}).get("produced", 0)))
+            dropped, rejected = int(counts.get("dropped", 0)), int(counts.get("rejected", 0))
+            left = max(0, produced - exported - dropped - rejected)
+            if name != "local" and signal == "metrics":  # cumulative batches: 1 while the final values are not there
+                left = int(counts.get("held", left))
+            out[signal] = {"produced": produced, "exported": exported, "dropped": dropped, "rejected": rejected,
+                           "left_in_audit": left,
                            "failed_attempts": int(counts.get("failed_attempts", 0))}
         return out
 

@@ -7,6 +7,7 @@ device that is lost is dropped (one warning); everything else goes on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -159,54 +160,55 @@ class GpuSampler:
         return value / 1000.0 if value is not None else None
 
     def sample(self) -> list[GpuReading]:
-        nvml = self.nvml
         readings = []
         for device in self.devices:
             if device.lost:
                 continue
-            h = device.handle
-            reading = GpuReading(device.uuid)
-            rates = self._read(device, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(h))
-            reading.utilization = rates.gpu / 100.0 if rates is not None else None
-            memory = self._read(device, "memory", lambda: nvml.nvmlDeviceGetMemoryInfo(h))
-            if memory is not None:
-                reading.memory_used, reading.memory_total = int(memory.used), int(memory.total)
-            power = self._read(device, "power", lambda: nvml.nvmlDeviceGetPowerUsage(h))
-            reading.power_w = power / 1000.0 if power is not None else None
-            reading.energy_j = self.energy(device)
-            reading.temperature_c = self._read(
-                device, "temperature", lambda: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
-            reading.clock_graphics_mhz = self._read(
-                device, "clock_graphics", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
-            reading.clock_memory_mhz = self._read(
-                device, "clock_memory", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM))
-            limit = self._read(device, "power_limit", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
-            reading.power_limit_w = limit / 1000.0 if limit is not None else None
-            reading.throttle_reasons = self._read(
-                device, "throttle_reasons", lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(h))
-            reading.ecc_corrected = self._read(device, "ecc", lambda: nvml.nvmlDeviceGetTotalEccErrors(
-                h, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC))
-            reading.ecc_uncorrected = self._read(device, "ecc", lambda: nvml.nvmlDeviceGetTotalEccErrors(
-                h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC))
-            reading.pcie_tx_kbs = self._read(
-                device, "pcie", lambda: nvml.nvmlDeviceGetPcieThroughput(h, nvml.NVML_PCIE_UTIL_TX_BYTES))
-            reading.pcie_rx_kbs = self._read(
-                device, "pcie", lambda: nvml.nvmlDeviceGetPcieThroughput(h, nvml.NVML_PCIE_UTIL_RX_BYTES))
-            processes = self._read(device, "processes", lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h))
-            for process in processes or []:
-                reading.process_memory[int(process.pid)] = process.usedGpuMemory
-                if process.usedGpuMemory is None:
-                    self._warn("observers", f"GPU {device.uuid}: per-process memory unavailable (usedGpuMemory is None)",
-                               "process GPU memory is left out; device memory is still reported")
+            reading = self._sample_device(device)
             if not device.lost:
                 readings.append(reading)
         return readings
 
+    def _sample_device(self, device: Device) -> GpuReading:
+        nvml, h = self.nvml, device.handle
+        reading = GpuReading(device.uuid)
+        rates = self._read(device, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(h))
+        reading.utilization = rates.gpu / 100.0 if rates is not None else None
+        memory = self._read(device, "memory", lambda: nvml.nvmlDeviceGetMemoryInfo(h))
+        if memory is not None:
+            reading.memory_used, reading.memory_total = int(memory.used), int(memory.total)
+        power = self._read(device, "power", lambda: nvml.nvmlDeviceGetPowerUsage(h))
+        reading.power_w = power / 1000.0 if power is not None else None
+        reading.energy_j = self.energy(device)
+        reading.temperature_c = self._read(
+            device, "temperature", lambda: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
+        reading.clock_graphics_mhz = self._read(
+            device, "clock_graphics", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
+        reading.clock_memory_mhz = self._read(
+            device, "clock_memory", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM))
+        limit = self._read(device, "power_limit", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
+        reading.power_limit_w = limit / 1000.0 if limit is not None else None
+        reading.throttle_reasons = self._read(
+            device, "throttle_reasons", lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(h))
+        reading.ecc_corrected = self._read(device, "ecc", lambda: nvml.nvmlDeviceGetTotalEccErrors(
+            h, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC))
+        reading.ecc_uncorrected = self._read(device, "ecc", lambda: nvml.nvmlDeviceGetTotalEccErrors(
+            h, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC))
+        reading.pcie_tx_kbs = self._read(
+            device, "pcie", lambda: nvml.nvmlDeviceGetPcieThroughput(h, nvml.NVML_PCIE_UTIL_TX_BYTES))
+        reading.pcie_rx_kbs = self._read(
+            device, "pcie", lambda: nvml.nvmlDeviceGetPcieThroughput(h, nvml.NVML_PCIE_UTIL_RX_BYTES))
+        processes = self._read(device, "processes", lambda: nvml.nvmlDeviceGetComputeRunningProcesses(h))
+        for process in processes or []:
+            reading.process_memory[int(process.pid)] = process.usedGpuMemory
+            if process.usedGpuMemory is None:
+                self._warn("observers", f"GPU {device.uuid}: per-process memory unavailable (usedGpuMemory is None)",
+                           "process GPU memory is left out; device memory is still reported")
+        return reading
+
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # NVML gone already: nothing left to release
             self.nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def torch_memory() -> dict[str, dict[str, int]]:

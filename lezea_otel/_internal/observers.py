@@ -1,26 +1,32 @@
-"""Automatic observers: one sampler thread, observable instruments that read its latest snapshot,
-per-scope resource windows, and run totals.
+"""Automatic observers of a process tree: one sampler thread, observable instruments that read its
+latest snapshot, per-scope resource windows, and run totals.
 
 The sampler runs every ``interval_s`` on a thread of its own; metric callbacks never call NVML or
 psutil, they read the last snapshot. The tree observed is any process's (``pid``): the exporter
-watches its trainer from outside.
+watches its trainer from outside, so nothing here runs on the training thread.
 
-Scope windows come in two kinds:
+Scope windows (:meth:`Observers.open_window` / :meth:`Observers.close_window`) are cut from *points*:
+the tree's cumulative CPU time (psutil, children included) and each GPU's energy counter at known
+wall-clock times (``_internal/windows.py``). A boundary (a scope's start or end, at the time its
+record says) is estimated by linear interpolation between the points around it, the start only when
+the window closes, so that points taken after it bracket it too. A point is taken when the exporter
+reads a boundary, unless one taken after the boundary exists already: the records of one poll (the
+trainer writes its audit in batches, every 200 ms) cost one point, however many scopes and phases
+they hold. A point walks the whole process table (milliseconds), so one less than ``point_gap_s``
+after the last is not taken either: a boundary then counts up to the last point only. The figures are the tree's, never the reader's own ``process_time``, and as precise as the
+points around each boundary are close to it:
 
-- :meth:`Observers.open_window` / :meth:`Observers.close_window` (the exporter). A window is cut from
-  *points*: the tree's cumulative CPU time (psutil, children included) and each GPU's energy counter
-  at known wall-clock times. A boundary (a scope's start or end, at the time its record says) is
-  estimated by linear interpolation between the points around it; the exporter takes a point when it
-  reads the record, unless one taken after the record's time exists already (so a backlog read at
-  once costs one point, not one per record). The figures are the tree's, never the reader's own
-  ``process_time``; their precision is that of the points around each boundary (see
-  :class:`Estimate`): a scope shorter than the exporter's read latency (its start and end read in
-  one poll) gets the tree's average rate over the surrounding points times its duration, and is
-  marked ``lezea.resource.approximate``. Peaks are the largest values sampled from the last point
-  before the start until the end was read.
-- :meth:`Observers.scope_enter` / :meth:`Observers.scope_exit` (the in-process pipeline,
-  ``LEZEA_EXPORTER=inline``): two cheap reads on the training thread at the boundaries themselves
-  (``time.process_time`` and, per GPU, the energy counter); they go with that mode.
+- a scope whose start and end are each read soon after they happen (the exporter keeping up, polling
+  every 50 ms) is measured to within the read latency, ``point_gap_s`` and psutil's clock tick
+  (10 ms a process);
+- a scope shorter than that (start and end read in one poll), a phase (its one record is written at
+  its end), or a backlog read late, gets the tree's average rate between the surrounding points times
+  its duration; a scope that began before the observers' first point is counted from that point;
+- either way the span says ``lezea.resource.approximate`` when the boundaries' uncertainty exceeds a
+  tenth of its duration. Peaks (RSS, GPU memory) are the largest values sampled from the last point
+  before the start until the end was read; GPU utilization is the mean of the full samples inside,
+  else the latest one. In a thread of the trainer (``LEZEA_EXPORTER=thread``) the tree includes the
+  exporter itself.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -38,30 +44,20 @@ from . import names
 from .gpu_sampler import GpuReading, GpuSampler, torch_memory
 from .process_sampler import ProcessSampler, TreeSample
 from .safety import report_internal_error
-from .windows import APPROXIMATE_FRACTION, Estimate, History, Point
+from .windows import APPROXIMATE_FRACTION, History, Point
 
 Warn = Callable[[str, str, str], None]
 
 
-
-@dataclass
-class _Window:
-    """What one open scope has seen of the samples taken while it ran (inline mode)."""
-
-    process_time: float
-    children_cpu: float
-    energy: dict[str, float | None]
-    rss_peak: int
-    gpu_memory_peak: int = 0
-    gpu_utilization: list[float] = field(default_factory=list)
+POINT_GAP_S = 0.05
+"""The least time between two points taken for boundaries: the exporter's poll interval."""
 
 
 @dataclass
 class _Span:
-    """An exporter window: the counters at its start and the peaks of the points since."""
+    """An open window: when it began, and the peaks of the points since."""
 
     start_ns: int
-    start: Estimate
     rss_peak: int
     gpu_memory_peak: int
     utilization_sum: float = 0.0
@@ -69,16 +65,19 @@ class _Span:
 
 
 class Observers:
+    """Samples one process tree (and the run's GPUs) for the instruments registered on ``meter``."""
+
     def __init__(self, meter: Meter, constant_attributes: dict[str, Any], interval_s: float, gpus: str,
-                 warn: Warn, info: Callable[[str], None], pid: int | None = None) -> None:
+                 warn: Warn, info: Callable[[str], None], pid: int | None = None,
+                 point_gap_s: float = POINT_GAP_S) -> None:
         self._constant = constant_attributes
         self._interval = interval_s
+        self._point_gap_ns = int(point_gap_s * 1e9)
         self._process = ProcessSampler(pid) if pid else ProcessSampler()
         self._gpu = GpuSampler.open(gpus, warn, info)
         self.tree: TreeSample | None = None
         self.gpus: list[GpuReading] = []
         self._torch: dict[str, dict[str, int]] = {}
-        self._windows: dict[int, _Window] = {}
         self._spans: dict[int, _Span] = {}
         self._history = History()
         self._ids = itertools.count()
@@ -158,13 +157,8 @@ class Observers:
                 if reading.memory_used is not None:
                     self._gpu_memory_peaks[reading.uuid] = max(self._gpu_memory_peaks.get(reading.uuid, 0),
                                                                self._tree_gpu_memory(reading, tree))
-            self._peaks["rss"] = max(self._peaks["rss"], tree.rss_bytes)
             gpu_memory = sum(self._tree_gpu_memory(r, tree) for r in gpus)
             utilization = [r.utilization for r in gpus if r.utilization is not None]
-            for window in self._windows.values():
-                window.rss_peak = max(window.rss_peak, tree.rss_bytes)
-                window.gpu_memory_peak = max(window.gpu_memory_peak, gpu_memory)
-                window.gpu_utilization.extend(utilization)
             self._add_point(point)
             for span in self._spans.values():
                 span.gpu_memory_peak = max(span.gpu_memory_peak, gpu_memory)
@@ -182,21 +176,23 @@ class Observers:
             span.rss_peak = max(span.rss_peak, point.rss)
 
     def _point_after(self, time_ns: int) -> None:
-        """Make sure a point at or after ``time_ns`` exists: the tree and each GPU's energy counter read
-        now, unless a later point exists already. The instruments' snapshot is left alone: a reading
-        a few milliseconds after the last one would make a noisy utilization."""
+        """A point after ``time_ns``: the tree and each GPU's energy counter read now, unless a later
+        point exists already or the latest is younger than ``point_gap_s``. The instruments' snapshot
+        is left alone: a reading a few milliseconds after the last one would make a noisy utilization."""
         with self._sample_lock:
             latest = self._history.latest
-            if self._closed or (latest is not None and latest.time_ns >= time_ns):
-                return
             before = time.time_ns()
+            if self._closed or (latest is not None and (latest.time_ns >= time_ns
+                                                        or before - latest.time_ns < self._point_gap_ns)):
+                return
             tree = self._process.sample(rate=False)
             energy: dict[str, float] = {}
             gpu = self._gpu
-            for device in gpu.devices if gpu is not None else ():
-                joules = gpu.energy(device) if gpu is not None else None
-                if joules is not None:
-                    energy[device.uuid] = joules
+            if gpu is not None:
+                for device in gpu.devices:
+                    joules = gpu.energy(device)
+                    if joules is not None:
+                        energy[device.uuid] = joules
             point = Point((before + time.time_ns()) // 2, tree.cpu_user_s + tree.cpu_system_s, tree.rss_bytes,
                           energy)
             with self._lock:
@@ -206,20 +202,18 @@ class Observers:
     def _tree_gpu_memory(reading: GpuReading, tree: TreeSample) -> int:
         return sum(m for pid, m in reading.process_memory.items() if pid in tree.pids and m is not None)
 
-    # --- exporter windows -----------------------------------------------------------------------
+    # --- windows ------------------------------------------------------------------------------
 
     def open_window(self, start_ns: int) -> int | None:
-        """A window from ``start_ns`` (a record's time, perhaps some way back); None when nothing was
-        measured then (before the first point) or the observers are stopped."""
+        """A window from ``start_ns`` (a record's time, perhaps some way back); None once stopped."""
         self._point_after(start_ns)
         with self._lock:
-            start = self._history.estimate(start_ns)
-            if start is None or self._closed:
+            if self._closed:
                 return None
             tree = self.tree
             gpu_memory = sum(self._tree_gpu_memory(r, tree) for r in self.gpus) if tree is not None else 0
             token = next(self._ids)
-            self._spans[token] = _Span(start_ns, start, max(p.rss for p in self._history.since(start_ns)),
+            self._spans[token] = _Span(start_ns, max((p.rss for p in self._history.since(start_ns)), default=0),
                                        gpu_memory)
         return token
 
@@ -231,63 +225,25 @@ class Observers:
         self._point_after(end_ns)
         with self._lock:
             span = self._spans.pop(token, None)
+            start = self._history.estimate(span.start_ns) if span is not None else None
             end = self._history.estimate(end_ns)
             latest = [r.utilization for r in self.gpus if r.utilization is not None]
-        if span is None or end is None:
+        if span is None or start is None or end is None:
             return {}
-        out: dict[str, Any] = {names.SCOPE_CPU_SECONDS: max(0.0, end.cpu_s - span.start.cpu_s),
+        out: dict[str, Any] = {names.SCOPE_CPU_SECONDS: max(0.0, end.cpu_s - start.cpu_s),
                                names.SCOPE_MEMORY_PEAK: float(span.rss_peak)}
         if self._gpu is not None:
             out[names.SCOPE_GPU_ENERGY] = sum(max(0.0, end.energy[uuid] - joules)
-                                              for uuid, joules in span.start.energy.items() if uuid in end.energy)
+                                              for uuid, joules in start.energy.items() if uuid in end.energy)
             out[names.SCOPE_GPU_MEMORY_PEAK] = float(span.gpu_memory_peak)
             if span.utilization_count:
                 out[names.SCOPE_GPU_UTILIZATION_MEAN] = span.utilization_sum / span.utilization_count
             elif latest:
                 out[names.SCOPE_GPU_UTILIZATION_MEAN] = sum(latest) / len(latest)
         duration_s = max(0, end_ns - span.start_ns) / 1e9
-        uncertainty_s = span.start.uncertainty_s + end.uncertainty_s
+        uncertainty_s = start.uncertainty_s + end.uncertainty_s
         out[names.SCOPE_RESOURCES_APPROXIMATE] = uncertainty_s > APPROXIMATE_FRACTION * duration_s
         return out
-
-    # --- scopes (inline mode) -------------------------------------------------------------------
-
-    def scope_enter(self) -> int:
-        tree = self.tree
-        window = _Window(time.process_time(), self._children_cpu(tree),
-                         {d.uuid: self._gpu.energy(d) for d in self._gpu.devices} if self._gpu else {},
-                         tree.rss_bytes if tree else 0)
-        token = next(self._ids)
-        with self._lock:
-            self._windows[token] = window
-        return token
-
-    def scope_exit(self, token: int) -> dict[str, float]:
-        with self._lock:
-            window = self._windows.pop(token, None)
-        if window is None:
-            return {}
-        cpu = time.process_time() - window.process_time + max(0.0, self._children_cpu(self.tree) - window.children_cpu)
-        out = {names.SCOPE_CPU_SECONDS: cpu, names.SCOPE_MEMORY_PEAK: float(window.rss_peak)}
-        if self._gpu is not None:
-            energy = 0.0
-            for device in self._gpu.devices:
-                before, after = window.energy.get(device.uuid), self._gpu.energy(device)
-                if before is not None and after is not None:
-                    energy += after - before
-            out[names.SCOPE_GPU_ENERGY] = energy
-            out[names.SCOPE_GPU_MEMORY_PEAK] = float(window.gpu_memory_peak)
-            samples = window.gpu_utilization or [r.utilization for r in self.gpus if r.utilization is not None]
-            if samples:
-                out[names.SCOPE_GPU_UTILIZATION_MEAN] = sum(samples) / len(samples)
-        return out
-
-    def _children_cpu(self, tree: TreeSample | None) -> float:
-        """CPU seconds of the tree minus this process: children are seen at sample resolution."""
-        if tree is None:
-            return 0.0
-        own = time.process_time()
-        return max(0.0, tree.cpu_user_s + tree.cpu_system_s - own)
 
     # --- totals -------------------------------------------------------------------------------
 

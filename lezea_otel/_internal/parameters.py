@@ -39,7 +39,7 @@ from .parsers import (
 )
 
 SIGNALS: Final = ("traces", "metrics", "logs")
-EXPORTER_MODES: Final = ("inline", "thread", "process", "none")
+EXPORTER_MODES: Final = ("process", "thread", "none")
 
 
 @dataclass(frozen=True)
@@ -183,10 +183,10 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               status_codes, "gRPC status codes the exporter retries", "exporter", with_otlp=True,
               shown="the exporter's"),
     Parameter("sdk_disabled", ("OTEL_SDK_DISABLED",), False, flag, "`true`: audit only, no signals"),
-    Parameter("exporter_mode", ("LEZEA_EXPORTER",), "inline", Choice(EXPORTER_MODES),
-              "where the OpenTelemetry work runs: `thread` (an exporter thread following the audit), "
-              "`process` (an exporter process beside the trainer), `none` (audit only; `lezea-otel export` "
-              "later), `inline` (the first wave's in-process SDK pipeline, while the exporter reaches parity)"),
+    Parameter("exporter_mode", ("LEZEA_EXPORTER",), "process", Choice(EXPORTER_MODES),
+              "where the OpenTelemetry work runs: `process` (an exporter process beside the trainer), "
+              "`thread` (an exporter thread in the trainer, for environments that forbid subprocesses), "
+              "`none` (audit only; `lezea-otel export` later)"),
     Parameter("metric_export_interval_ms", ("LEZEA_METRIC_EXPORT_INTERVAL_MS", "OTEL_METRIC_EXPORT_INTERVAL"),
               15_000.0, Number(50, DAY_MS, "ms"), "metric export interval (files and OTLP)"),
     Parameter("shutdown_timeout_s", ("LEZEA_SHUTDOWN_TIMEOUT",), 5.0, Number(0.01, DAY_S, "s"),

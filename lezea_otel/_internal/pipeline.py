@@ -1,9 +1,9 @@
-"""One ordered path for every record: audit first, then the run state, then the signals.
+"""One ordered path for every record: the audit first, then the run state (the exporter reads the audit).
 
 Synchronous by default. In async mode the caller only appends to a deque (far cheaper than
 ``queue.Queue.put``) and one daemon worker drains it in batches, in call order; when the deque is
 full the caller drains it itself under the same lock (backpressure, never loss). Each sink is
-isolated: a failing signal path never costs an audit line.
+isolated: a failing run-state update never costs an audit line.
 
 Reentrant on its own thread: a record submitted while that thread is already handling one (from a
 signal handler that interrupted it, or a callback inside a sink) is queued, and the interrupted
@@ -20,7 +20,6 @@ from typing import Any
 
 from .audit import FLUSH_INTERVAL_S, AuditWriter
 from .exit_hooks import after_fork_in_child
-from .mapping import SignalMapper
 from .record import Record
 from .run_state import RunState
 from .safety import raise_internal, report_internal_error
@@ -33,7 +32,6 @@ class Pipeline:
     def __init__(self, audit: AuditWriter, state: RunState, async_mode: bool) -> None:
         self.audit = audit
         self.state = state
-        self.mapper: SignalMapper | None = None
         self.disabled = False
         self.sink_failures = 0
         self._lock = threading.RLock()
@@ -112,11 +110,6 @@ class Pipeline:
             self.state.apply(record)
         except Exception as error:  # noqa: BLE001
             self._sink_failed("run state", record, error)
-        if self.mapper is not None:
-            try:
-                self.mapper.handle(record)
-            except Exception as error:  # noqa: BLE001
-                self._sink_failed("signals", record, error)
 
     def _sink_failed(self, sink: str, record: Record, error: Exception) -> None:
         self.sink_failures += 1

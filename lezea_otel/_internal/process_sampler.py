@@ -20,7 +20,8 @@ def available_cpus() -> float:
     """CPUs this process may use: its affinity, capped by a cgroup v2 ``cpu.max`` quota."""
     count = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()[:2]
         if quota != "max":
             count = min(count, float(quota) / float(period))
     except (OSError, ValueError):

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 
 class Record:
-    """One tracker call: what the audit writes, what the run state and the signals consume.
+    """One tracker call: what the audit writes and the run state consumes.
 
     ``scope`` is the scope path (``("builder:42", "tasker:A")``); ``values`` holds a call's
     training numbers under their unprefixed keys, so the hot path builds no second dict.
@@ -48,11 +45,3 @@ class Record:
     def scoped(self, key: str) -> str:
         """The spec's scope-prefixed key: ``builder:42/loss``."""
         return "/".join((*self.scope, key)) if self.scope else key
-
-    def otel_context(self) -> Context | None:
-        """A context holding this record's span, so logs and exemplars link to the trace."""
-        if not (self.trace_id and self.span_id):
-            return None
-        span_context = SpanContext(self.trace_id, self.span_id, is_remote=False,
-                                   trace_flags=TraceFlags(TraceFlags.SAMPLED))
-        return trace.set_span_in_context(NonRecordingSpan(span_context))

@@ -1,18 +1,20 @@
 """The OTel resource of a run: who is sending (service, process, host, rank) and which experiment.
 
 Every span, metric point and log record carries it, so Prometheus, Tempo and Loki can filter by
-experiment. Git facts come from gitpython; no repository, or no git binary, is fine.
+experiment. It is resolved here, in the trainer (its process, its environment), without the SDK, and
+written into the ``experiment_start`` record; the exporter builds the SDK ``Resource`` from that.
+Git facts come from gitpython; no repository, or no git binary, is fine.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
 
 from . import names, values
 from .environment import host_name
@@ -58,10 +60,11 @@ def rank_attributes(ranks: Mapping[str, int | None]) -> dict[str, int]:
 def build_resource(
     *, service_name: str, experiment_id: str, experiment_name: str, purpose: str, tags: list[str],
     git: dict[str, Any], version: str, parent_pid: int | None = None,
-    ranks: Mapping[str, int | None] | None = None,
-) -> Resource:
-    """``Resource.create`` merges ``OTEL_RESOURCE_ATTRIBUTES`` (checked and corrected by the settings
-    before the SDK reads it); ours win where both speak. ``ranks``: ``Settings.ranks``."""
+    ranks: Mapping[str, int | None] | None = None, environment_attributes: str | None = None,
+) -> dict[str, Any]:
+    """The resource attributes: ``environment_attributes`` (``OTEL_RESOURCE_ATTRIBUTES`` as the settings
+    checked it: ``k=v`` pairs, values percent-decoded as the SDK does) under ours, which win where both
+    speak. ``ranks``: ``Settings.ranks``."""
     attributes: dict[str, Any] = {
         names.SERVICE_NAME: service_name,
         names.SERVICE_VERSION: version,
@@ -86,4 +89,9 @@ def build_resource(
         attributes[names.VCS_DIRTY] = bool(git["dirty"])
     if git.get("remote"):
         attributes[names.VCS_REPOSITORY_URL] = git["remote"]
-    return Resource.create(attributes)
+    given: dict[str, Any] = {}
+    for item in (environment_attributes or "").split(","):
+        key, separator, value = item.partition("=")
+        if separator and key.strip():
+            given[key.strip()] = urllib.parse.unquote(value.strip())
+    return {**given, **attributes}

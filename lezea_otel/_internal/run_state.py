@@ -349,9 +349,9 @@ class RunState:
         }
 
 
-def closing_line(name: str, status: str, duration: float, state: RunState, warnings: int, spool: Any,
-                 audit_path: Any) -> str:
-    """The one compact console line printed at finalize."""
+def closing_line(name: str, status: str, duration: float, state: RunState, warnings: int,
+                 delivery: dict[str, Any], audit_path: Any) -> str:
+    """The one compact console line printed at finalize; ``delivery``: ``summary["delivery"]``."""
     parts = [f"experiment {name!r} {status} in {duration:.1f} s", f"{state.steps} steps"]
     for key, stats in state.metrics.items():
         if key.endswith("loss"):
@@ -359,10 +359,10 @@ def closing_line(name: str, status: str, duration: float, state: RunState, warni
             break
     if warnings:
         parts.append(f"{warnings} warnings")
-    if spool is not None:
+    if delivery.get("mode") == "otlp" and delivery.get("signals"):
         parts.append("delivered " + ", ".join(
-            f"{signal} {c['exported']}/{c['produced']}" + (f" ({c['spooled']} spooled)" if c["spooled"] else "")
-            + (f" ({c['retried']} after retry)" if c["retried"] else "")
-            for signal, c in spool.report().items()))
+            f"{signal} {c['exported']}/{c['produced']}" + (f" ({c['left_in_audit']} left in the audit)"
+                                                          if c.get("left_in_audit") else "")
+            for signal, c in delivery["signals"].items()))
     parts.append(f"audit {audit_path}")
     return ", ".join(parts)

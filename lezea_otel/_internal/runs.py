@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import names
 from .audit import read_events
 from .environment import host_name
@@ -51,6 +53,8 @@ class Run:
     timed: list[Timed] = field(default_factory=list)
     history: dict[str, list[tuple[int | None, float]]] = field(default_factory=dict)
     last_time_ns: int = 0
+    exporter: dict[str, Any] = field(default_factory=dict)
+    """The exporter's report (``exporter/report.json``): what it measured (observers, per-scope resources)."""
 
     @property
     def id(self) -> str:
@@ -83,6 +87,7 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         summary = self.state.summary(self.state.end_ns or self.last_time_ns)
+        merge_measured(summary, self.exporter)
         summary["duration_s"] = self.duration_s
         summary["status"] = self.status
         summary["cost"]["total_eur"] = self.state.total_cost_eur()
@@ -147,7 +152,28 @@ def load_run(path: Path) -> Run:
             run.timed.append(Timed(name, "scope" if kind == "scope_end" else "phase",
                                    event["data"].get("duration_s") or 0.0, last_step,
                                    event.get("trace_id"), event.get("span_id"), event["data"].get("error")))
+    run.exporter = exporter_report(path)
     return run
+
+
+def exporter_report(run_dir: Path) -> dict[str, Any]:
+    """The exporter's report of a run, {} when there is none (an audit-only run, an older one)."""
+    try:
+        report = orjson.loads((run_dir / names.EXPORTER_DIR / names.EXPORTER_REPORT_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
+    """What the exporter measured, into a run summary: the observers' totals where the audit has none
+    (an exporter process keeps them), and each scope's or phase's resources."""
+    if not summary.get("observed") and isinstance(report.get("observed"), dict):
+        summary["observed"] = report["observed"]
+    for section, entries in (report.get("scope_resources") or {}).items():
+        for name, measured in (entries or {}).items() if isinstance(entries, dict) else ():
+            if name in summary.get(section, {}) and isinstance(measured, dict):
+                summary[section][name].update(measured)
 
 
 _NUMBERS = {"reward": ("reward",), "delta_loss": ("loss", "prev_loss", "delta_loss"),

@@ -2,7 +2,7 @@
 
 A scope or phase is a child span of the one open around it, a path prefix for the records inside
 it (``builder:42/network:n1``), and, where summaries are on, a resource summary on the span. The
-tracker provides ``_ready``, ``_emit_at``, ``_stack``, ``_spans``, ``_root``, ``_open``, ``_observers``...
+tracker provides ``_ready``, ``_emit_at``, ``_stack``, ``_spans``, ``_root``, ``_open``...
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import time
 from enum import Enum
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.trace import set_span_in_context
+
 from . import exit_hooks, names, values
 from .readable import exception_fields
 from .safety import error_text, guarded, shielded
 from .scopes import TracedBlock
-from .spans import ids
+from .span_ids import ids
 
 
 def _quiet(problem: str, detail: str) -> None:
@@ -35,8 +38,8 @@ class NetworkType(str, Enum):
 class Frame:
     """A scope or phase the tracker has entered and not yet left."""
 
-    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "trace_id", "span_id", "resources", "ended",
-                 "steps_at_enter", "parent_span_id", "attributes")
+    __slots__ = ("path", "span", "start_ns", "level", "ident", "token", "context_token", "trace_id", "span_id",
+                 "ended", "parent_span_id", "attributes")
 
     def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str,
                  parent_span_id: int = 0, attributes: dict[str, Any] | None = None) -> None:
@@ -46,9 +49,9 @@ class Frame:
         self.attributes = attributes or {}
         """The user's attributes of a phase (``tracker.span("x", lr=0.1)``): written into its record."""
         self.token: contextvars.Token[tuple[Frame, ...]] | None = None
-        self.resources: int | None = None
+        self.context_token: Any = None
+        """The OTel context attached while the block runs (detached where it was attached)."""
         self.ended = False
-        self.steps_at_enter = 0
 
 
 class ScopeCalls:
@@ -111,6 +114,8 @@ class ScopeCalls:
             return self._open_frame(level, ident, attributes)
 
     def _open_frame(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
+        """The span's ids, the scope path, the OTel context (the user's own spans nest under it), and the
+        start time as the last thing taken: what the tracker itself costs is not in the span."""
         call = f"{level}_scope" if level else "span"
         self._ready(call)
         stack = self._stack.get()
@@ -118,53 +123,35 @@ class ScopeCalls:
         path = parent.path if parent else ()
         if level is not None:
             path = (*path, f"{level}:{ident}")
-            span_name = level
-            attrs = {names.SCOPE_LEVEL: level, names.SCOPE_ID: ident, names.SCOPE_PATH: "/".join(path)}
-        else:
-            span_name = ident
-            attrs = {names.PHASE_NAME: ident, **({names.SCOPE_PATH: "/".join(path)} if path else {})}
-        attrs[names.EXPERIMENT_ID] = self.experiment_id
-        start_ns = time.time_ns()
-        span = self._spans.start(span_name, {**attrs, **attributes}, parent.span if parent else self._root, start_ns)
+        span = self._spans.start(level or ident, {}, parent.span if parent else self._root)
         parent_span_id = parent.span_id if parent else ids(self._root)[1]
-        frame = Frame(path, span, start_ns, level, ident, parent_span_id, attributes if level is None else None)
-        if self._observers is not None and (level or "phase") in self.settings.scope_resources:
-            frame.resources = self._observers.scope_enter()
-        frame.steps_at_enter = self._state.steps
+        frame = Frame(path, span, 0, level, ident, parent_span_id, attributes if level is None else None)
         frame.token = self._stack.set((*stack, frame))
+        frame.context_token = otel_context.attach(set_span_in_context(span))
         self._open[id(frame)] = frame
+        frame.start_ns = time.time_ns()
         if level is not None:
-            self._emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, start_ns)
+            self._emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, frame.start_ns)
         return frame
 
-    def _exit_block(self, frame: Frame, error: BaseException | None, truncated_by: str | None = None) -> None:
+    def _exit_block(self, frame: Frame, error: BaseException | None, truncated_by: str | None = None,
+                    end_ns: int | None = None) -> None:
+        """``end_ns``: taken by the with-block as the first thing on exit."""
         # A finalize in another thread truncates the open scopes: under this lock each ends once, and
         # an exit already under way finishes before the run's end record.
         with exit_hooks.ending_lock(self):
-            self._end_frame(frame, error, truncated_by)
+            self._end_frame(frame, error, truncated_by, end_ns or time.time_ns())
 
-    def _end_frame(self, frame: Frame, error: BaseException | None, truncated_by: str | None) -> None:
+    def _end_frame(self, frame: Frame, error: BaseException | None, truncated_by: str | None, end_ns: int) -> None:
         self._open.pop(id(frame), None)
         if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
             if truncated_by is None:
-                try:
-                    self._stack.reset(frame.token)  # type: ignore[arg-type]
-                except (ValueError, RuntimeError):  # another context, or the token was used already
-                    pass
+                self._leave(frame)
             return
         frame.ended = True
-        end_ns = time.time_ns()
-        resources = self._observers.scope_exit(frame.resources) if self._observers and frame.resources is not None \
-            else {}
-        if truncated_by is not None:
-            frame.span.add_event(names.EVENT_TRUNCATED, {"reason": truncated_by})
-            resources = {**resources, names.SPAN_TRUNCATED: True}
-        self._spans.end(frame.span, error, end_ns, resources)
+        self._spans.end(frame.span)
         if truncated_by is None:
-            try:
-                self._stack.reset(frame.token)  # type: ignore[arg-type]
-            except ValueError:  # exited in another context (e.g. a generator): drop this frame only
-                self._stack.set(tuple(f for f in self._stack.get() if f is not frame))
+            self._leave(frame)
         data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
         if error is not None:
             data["error"] = error_text(error)
@@ -173,9 +160,20 @@ class ScopeCalls:
             data["attributes"] = frame.attributes
         if truncated_by is not None:
             data["truncated"] = truncated_by
-        if resources:
-            data["resources"] = {k: v for k, v in resources.items() if k != names.SPAN_TRUNCATED}
         if frame.level is not None:
             self._emit_at(frame, "scope_end", {"level": frame.level, "id": frame.ident, **data}, end_ns)
         else:
             self._emit_at(frame, "phase", {"name": frame.ident, **data}, end_ns)
+
+    def _leave(self, frame: Frame) -> None:
+        """The scope path and the OTel context as they were before the block, in the block's own context."""
+        try:
+            self._stack.reset(frame.token)  # type: ignore[arg-type]
+        except ValueError:  # exited in another context (e.g. a generator): drop this frame only
+            self._stack.set(tuple(f for f in self._stack.get() if f is not frame))
+            return
+        except RuntimeError:  # the token was used already
+            return
+        token, frame.context_token = frame.context_token, None
+        if token is not None:
+            otel_context.detach(token)

@@ -8,6 +8,7 @@ exception inside either is recorded on the span and re-raised unchanged.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,10 +53,11 @@ class TracedBlock:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+        end_ns = time.time_ns()  # the first thing on exit: the tracker's own cost is not in the span
         frame = self._frames.pop() if self._frames else None
         if frame is not None and self._tracker is not None:
             try:
-                self._tracker._exit_block(frame, error)
+                self._tracker._exit_block(frame, error, None, end_ns)
             except Exception as internal:  # noqa: BLE001
                 if raise_internal():
                     raise

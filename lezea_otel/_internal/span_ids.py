@@ -38,3 +38,11 @@ class IdSpans:
     def end(self, span: Span, error: BaseException | None = None, end_ns: int | None = None,
             attributes: dict[str, Any] | None = None) -> None:
         self.ended += 1
+
+
+def ids(span: Span | None) -> tuple[int, int]:
+    """(trace id, span id) of a span; zeros when there is none."""
+    if span is None:
+        return 0, 0
+    context = span.get_span_context()
+    return context.trace_id, context.span_id

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import calls, values
 from .audit import read_events
-from .exporter_link import delivery_report
+from .runs import merge_measured
 from .recommendations import recommend
 from .record import Record
 from .safety import guarded
@@ -40,8 +40,6 @@ class SpecCalls:
             return
         data = calls.config(self._warner("log_lezea_config"), tasker_population_size, builder_population_size,
                             algorithm_type, start_network_id, hyperparameters, seeds, initialization_scheme)
-        if self._root is not None and not self._finalized:
-            self._spans.set_attributes(self._root, values.flat_attributes(data, "lezea.config."))
         self._emit("config", None, data)
 
     # -- 4) training -----------------------------------------------------------------------------
@@ -286,6 +284,10 @@ class SpecCalls:
         """The run so far, from its own record: steps, metrics (last/best per key and scope), ..."""
         self._pipeline.drain()
         summary = self._state.summary(time.time_ns())
+        link = self._link
+        if link is not None:
+            merge_measured(summary, {"observed": link.current().get("observed"),
+                                     "scope_resources": link.scope_summaries()})
         summary["experiment"] = {
             "id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose, "tags": list(self.tags),
             "run_dir": str(self.run_dir), "audit": str(self.audit_path),
@@ -293,22 +295,10 @@ class SpecCalls:
         }
         summary["signals"] = {
             "spans": self._spans.ended,
-            "metric_values": self._metrics.values_recorded if self._metrics else 0,
-            "log_records": self._logs.emitted if self._logs else 0,
             "audit_lines": self._pipeline.audit.seq,
             "audit_lost": self._pipeline.audit.lost_lines,
         }
-        if self._link is not None:
-            summary["delivery"] = delivery_report(self._link.mode, self._link.current())
-            summary["signals"]["spans"] = self._spans.ended
-        else:
-            spool = self._providers.spool if self._providers else None
-            summary["delivery"] = {
-                "mode": "otlp" if spool is not None else "local",
-                "signals": spool.report() if spool is not None else {},
-                "spool": str(spool.folder) if spool is not None and spool.folder.exists() else None,
-                "files": self._providers.files.report() if self._providers and self._providers.files else {},
-            }
+        summary["delivery"] = self._delivery()
         summary["warnings"] = {"count": self._warnings.count, "messages": list(self._warnings.messages[:50])}
         summary["cost"]["total_eur"] = self._state.total_cost_eur()
         return summary

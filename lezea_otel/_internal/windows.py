@@ -35,7 +35,9 @@ class Estimate:
     With ``l <= t < r`` those points, the interpolated CPU time is off by at most
     ``(t - l)(r - t) / (r - l)`` seconds (``uncertainty_s``) times the CPUs the tree may use, and the
     energy by that times the GPUs' peak power: 0 at a point, at most the distance to the nearer one.
-    After the last point, its counters, off by the time since.
+    Outside the points, the nearest one's counters, off by the time between: after the last point (a
+    record newer than any reading) or before the first (a scope that began before the observers did:
+    what it used until then is not counted, and the uncertainty says how much may be missing).
     """
 
     cpu_s: float
@@ -75,10 +77,13 @@ class History:
         return self._points[max(0, bisect.bisect_right(self._times, time_ns) - 1):]
 
     def estimate(self, time_ns: int) -> Estimate | None:
-        """The counters at ``time_ns``; None before the first point (nothing was measured then)."""
+        """The counters at ``time_ns``; None without any point."""
+        if not self._points:
+            return None
         index = bisect.bisect_right(self._times, time_ns)
         if index == 0:
-            return None
+            first = self._points[0]
+            return Estimate(first.cpu_s, dict(first.energy), first.rss, (first.time_ns - time_ns) / 1e9)
         left = self._points[index - 1]
         if index == len(self._points):
             return Estimate(left.cpu_s, dict(left.energy), left.rss, max(0, time_ns - left.time_ns) / 1e9)

@@ -6,7 +6,9 @@ the observers) is built here, beside the trainer, around the run's audit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +16,88 @@ from opentelemetry.sdk.resources import Resource
 
 from .._internal import names
 from .._internal.readable import error_text
-from .._internal.settings import Settings, exporter_environment
-from .follow import Destination
+from .._internal.settings import Settings
+from .destination import Destination
 from .service import ExporterService
 
 Warn = Callable[[str, str, str], None]
 
 
 def otlp_destination(settings: Settings, warn: Warn) -> tuple[Destination | None, str | None]:
-    """The collector, when an endpoint is configured: (destination, its description) or (None, None)."""
+    """The collector, when an endpoint is configured: (destination, its description) or (None, None).
+
+    Exporters that cannot be made (a certificate file that cannot be read, a credential provider that
+    is missing or makes the wrong type, a value a constructor refuses) cost one warning: local only.
+    """
     if settings.sdk_disabled or not settings.otlp_signals:
         return None, None
-    from .._internal.delivery import _otlp_exporters
+    from . import otlp
 
+    resolved = otlp.targets(settings)
     try:
-        with exporter_environment(settings):
-            exporters = _otlp_exporters(settings)
-    except Exception as error:  # noqa: BLE001 - a bad certificate path, a missing extra
+        made = otlp.exporters(resolved)
+    except (OSError, RuntimeError, TypeError, ValueError) as error:
         warn("start", "OTLP exporters could not be created", f"{error_text(error)}; local only")
         return None, None
-    if not exporters:
+    if not made:
         return None, None
-    destination = Destination("otlp", [exporters["traces"]] if "traces" in exporters else [],
-                              [exporters["logs"]] if "logs" in exporters else [],
-                              [exporters["metrics"]] if "metrics" in exporters else [], retry=True)
-    return destination, (f"OTLP {settings.protocol} {settings.endpoint or '(OTEL_EXPORTER_OTLP_* variables)'}"
-                         f" [{', '.join(sorted(exporters))}]")
+    _quiet_exporter_logs()
+    spans: list[Any] = [made["traces"]] if "traces" in made else []
+    logs: list[Any] = [made["logs"]] if "logs" in made else []
+    metrics: list[Any] = [made["metrics"]] if "metrics" in made else []
+    destination = Destination("otlp", spans, logs, metrics, retry=True, key=collector_key(resolved))
+    return destination, otlp.describe(resolved)
+
+
+def collector_key(targets: Mapping[str, Any]) -> str:
+    """Names the cursor files of one collector (its endpoint and protocol per signal): the live exporter
+    and ``lezea-otel export`` to the same collector share them, so export resumes where the live one
+    stopped; another collector, or another choice of signals, is another destination, sent everything."""
+    identity = sorted((signal, target.protocol, target.endpoint.rstrip("/")) for signal, target in targets.items())
+    return "otlp-" + hashlib.sha256(repr(identity).encode()).hexdigest()[:12]
+
+
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+    "opentelemetry.exporter.otlp.json.file._internal",  # a full disk: one traceback, not one per batch
+    "opentelemetry.exporter.otlp.json.file.trace_exporter",
+    "opentelemetry.exporter.otlp.json.file._log_exporter",
+    "opentelemetry.exporter.otlp.json.file.metric_exporter",
+)
+
+
+class _FirstOnly(logging.Filter):
+    """The first record of each exporter logger per run: a collector that is down for an hour, retried
+    with backoff, is one line per signal in the trainer's console (thread mode), not one per attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in self.seen:
+            return False
+        self.seen.add(record.name)
+        record.msg = f"{record.msg} (lezea_otel: further messages of this exporter are suppressed)"
+        return True
+
+
+_first_only = _FirstOnly()
+
+
+def _quiet_exporter_logs() -> None:
+    _first_only.seen.clear()  # a new run: its first problem is shown again
+    for name in _EXPORTER_LOGGERS:
+        exporter_logger = logging.getLogger(name)
+        if _first_only not in exporter_logger.filters:
+            exporter_logger.addFilter(_first_only)
 
 
 def observers_factory(settings: Settings, trainer_pid: int, warn: Warn,
@@ -67,6 +125,7 @@ def build_service(run_dir: Path, settings: Settings, *, trainer_pid: int, extra_
                   ) -> tuple[ExporterService, list[str]]:
     """The service and what it delivers to (for the console line and ``summary["experiment"]["targets"]``)."""
     targets = [f"files {run_dir / names.OTLP_DIR}"]
+    _quiet_exporter_logs()
     otlp, described = otlp_destination(settings, warn)
     if described:
         targets.append(described)

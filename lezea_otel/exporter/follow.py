@@ -24,138 +24,35 @@ there: nothing acknowledged is sent twice.
 
 from __future__ import annotations
 
-import functools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .._internal.names import AUDIT_FILE, WORKERS_DIR
 from .._internal.readable import error_text
-from .._internal.safety import raise_internal
-from .cursor import AuditCursor, Position
-from .logs import LogRecordExporter, ReadableLogRecord, succeeded
-from .records import Kind
-from .run import Batch, RunConverter, merge_metrics
+from .cursor import Position
+from .destination import Destination
+from .logs import ReadableLogRecord
+from .run import Batch, merge_metrics
+from .source import Source
+from .spans import Windows
+
+__all__ = ["Destination", "Follower", "wind_down"]  # Destination: where it was defined first
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 SCAN_WORKERS_S = 1.0
-MAX_CHUNKS_PER_POLL = 8
-"""Chunks (about 1 MiB each) read per source and poll: a long backlog goes out as several batches."""
 REFUSED_FOR_GOOD_AFTER = 5
 """Refusals in a row, the collector answering, before a live batch is split (with the backoff: 7.5 s)."""
 STALL_S = 1.0
 """At the end, a collector that takes nothing for this long (down, refusing, hanging) is given up on."""
-
-
-@dataclass
-class SignalCounts:
-    """Items of one signal: converted from the audit, taken by the destination, refused (counted)."""
-
-    produced: int = 0
-    exported: int = 0
-    failed_attempts: int = 0
-    dropped: int = 0
-    """Refused by a destination that does not retry; the audit still holds their records."""
-    rejected: int = 0
-    """Refused for good by a collector that takes other data: skipped; the audit still holds them."""
-
-
-@dataclass
-class Destination:
-    """Exporters that receive the same data, and whether a refusal is retried.
-
-    ``on_metrics`` also gets each interval's metrics (the Prometheus endpoint's latest values).
-    ``key`` names its cursor files (default: ``name``): the same collector gets the same key in the live
-    exporter and in ``lezea-otel export``, which so resumes where the live one stopped.
-    """
-
-    name: str
-    spans: Sequence[SpanExporter] = ()
-    logs: Sequence[LogRecordExporter] = ()
-    metrics: Sequence[MetricExporter] = ()
-    retry: bool = False
-    on_metrics: Callable[[MetricsData], None] | None = None
-    key: str = ""
-    counts: dict[str, SignalCounts] = field(default_factory=lambda: {
-        signal: SignalCounts() for signal in ("traces", "metrics", "logs")})
-    last_taken: float = field(default_factory=time.monotonic)
-    """When it last took something (``time.monotonic``): how long a collector has been taking nothing."""
-    _shut: bool = field(default=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.key = self.key or self.name
-
-    def send_spans(self, spans: list[ReadableSpan]) -> bool:
-        return self._send("traces", spans, [functools.partial(_span_export, e, spans) for e in self.spans])
-
-    def send_logs(self, logs: list[ReadableLogRecord]) -> bool:
-        return self._send("logs", logs, [functools.partial(_log_export, e, logs) for e in self.logs])
-
-    def send_metrics(self, data: MetricsData) -> bool:
-        if self.on_metrics is not None:
-            on_metrics = self.on_metrics
-            self._attempt(lambda: on_metrics(data) is None)
-        if not self.metrics:
-            return True
-        return self._send("metrics", [data], [functools.partial(_metric_export, e, data) for e in self.metrics])
-
-    def answers(self, signal: str) -> bool:
-        """Whether every exporter of ``signal`` gets an empty request taken: the collector is up (and, if
-        it refused a batch just now, refused that batch's content). Spans and logs only."""
-        if signal == "traces":
-            return bool(self.spans) and all([self._attempt(functools.partial(_span_export, e, []))
-                                             for e in self.spans])
-        return bool(self.logs) and all([self._attempt(functools.partial(_log_export, e, [])) for e in self.logs])
-
-    def shutdown(self) -> None:
-        """Once (a second call is a no-op); from another thread too: an exporter waiting to retry stops."""
-        if self._shut:
-            return
-        self._shut = True
-        exporters: list[Any] = [*self.spans, *self.logs, *self.metrics]
-        for exporter in exporters:
-            self._attempt(lambda: exporter.shutdown() is None)  # noqa: B023 - called at once
-
-    def _send(self, signal: str, items: Sequence[Any], exports: list[Callable[[], bool]]) -> bool:
-        counts = self.counts[signal]
-        ok = all([self._attempt(export) for export in exports])  # every exporter tries, whatever the first did
-        if ok:
-            counts.exported += len(items)
-            self.last_taken = time.monotonic()
-        else:
-            counts.failed_attempts += 1
-            if not self.retry:
-                counts.dropped += len(items)
-        return ok or not self.retry
-
-    @staticmethod
-    def _attempt(export: Callable[[], bool]) -> bool:
-        try:
-            return export()
-        except Exception:  # noqa: BLE001 - the gRPC exporter raises on an encoding error: a refusal
-            if raise_internal():
-                raise
-            return False
-
-
-def _span_export(exporter: SpanExporter, spans: list[ReadableSpan]) -> bool:
-    return exporter.export(spans) == SpanExportResult.SUCCESS
-
-
-def _log_export(exporter: LogRecordExporter, logs: list[ReadableLogRecord]) -> bool:
-    return succeeded(exporter.export(logs))
-
-
-def _metric_export(exporter: MetricExporter, data: MetricsData) -> bool:
-    return exporter.export(data) == MetricExportResult.SUCCESS
 
 
 @dataclass
@@ -167,40 +64,11 @@ class _Held:
     positions: dict[Path, Position]
     refusals: dict[str, int] = field(default_factory=lambda: {"traces": 0, "logs": 0})
     """Per signal, the refusals in a row while the collector took an empty request."""
+    marked: set[str] = field(default_factory=set)
+    """Signals whose part went while the other's is held: marked taken beside the cursor."""
 
 
 _ITEM = {"traces": "span", "logs": "log record"}
-
-
-class _Source:
-    """One audit file: its cursor and converter, resumed from the committed position."""
-
-    def __init__(self, path: Path, state_path: Path | None) -> None:
-        self.cursor = AuditCursor(path, state_path)
-        self.converter = RunConverter()
-        self.ended = False
-        """Its ``experiment_end`` was read."""
-        if self.cursor.committed.seq:
-            self._catch_up_state(path, self.cursor.committed)
-
-    def _catch_up_state(self, path: Path, committed: Position) -> None:
-        replay = AuditCursor(path)
-        while True:
-            records = [r for r in replay.read() if r.seq <= committed.seq]
-            self.converter.skip(records)
-            self.ended = self.ended or any(r.kind == Kind.EXPERIMENT_END for r in records)
-            if not records or replay.position.seq >= committed.seq:
-                break
-
-    def read(self, final: bool) -> Batch:
-        batch = Batch()
-        for _ in range(MAX_CHUNKS_PER_POLL):
-            records = self.cursor.read(final=final)
-            if not records:
-                break
-            self.ended = self.ended or any(r.kind == Kind.EXPERIMENT_END for r in records)
-            batch.extend(self.converter.feed(records))
-        return batch
 
 
 class Follower:
@@ -209,7 +77,7 @@ class Follower:
     def __init__(self, run_dir: Path, destination: Destination, *, state_dir: Path | None,
                  metric_interval_s: float, extra_metrics: Callable[[], MetricsData | None] | None = None,
                  progress: tuple[float, float] | None = None, clock: Callable[[], float] = time.monotonic,
-                 refused_for_good_after: int = REFUSED_FOR_GOOD_AFTER) -> None:
+                 refused_for_good_after: int = REFUSED_FOR_GOOD_AFTER, windows: Windows | None = None) -> None:
         """
         Args:
             progress: (after, every) seconds: markers under scopes open longer (live runs only).
@@ -225,18 +93,21 @@ class Follower:
         self._extra_metrics = extra_metrics
         self._clock = clock
         self._progress = progress
-        self._sources: dict[Path, _Source] = {}
+        self._windows = windows
+        self._sources: dict[Path, Source] = {}
         self._held: _Held | None = None
         self._retry_at = 0.0
         self._backoff = FIRST_BACKOFF_S
-        self._next_metrics = 0.0
+        self._next_metrics = 0.0 if metric_interval_s != float("inf") else float("inf")  # export: at the end
         self._next_scan = 0.0
         self.problems: list[str] = []
         self.fed = False
         """Records past the committed cursors were read (so there are metrics to send)."""
+        self._metrics_done = False
+        """The last metrics went out after the run's end was delivered: the collector has its final values."""
 
     @property
-    def main(self) -> _Source | None:
+    def main(self) -> Source | None:
         return self._sources.get(self.run_dir / AUDIT_FILE)
 
     @property
@@ -250,6 +121,12 @@ class Follower:
         """The run's end record was read and everything before it delivered."""
         main = self.main
         return main is not None and main.ended and self._held is None
+
+    @property
+    def end_time_ns(self) -> int | None:
+        """When the trainer wrote its end record (its finalize waits from then on), once read."""
+        main = self.main
+        return main.end_ns if main is not None else None
 
     @property
     def failing(self) -> bool:
@@ -289,7 +166,8 @@ class Follower:
             for path, source in list(self._sources.items()):
                 batch.extend(source.read(final))
                 positions[path] = source.cursor.position
-                self.fed = self.fed or positions[path] != source.cursor.committed
+                if positions[path] != source.cursor.committed:
+                    self.fed, self._metrics_done = True, False
             if batch.spans or batch.logs or any(
                     positions[p] != s.cursor.committed for p, s in self._sources.items()):
                 moved = self._deliver(_Held(batch.spans, batch.logs, positions)) or moved
@@ -330,18 +208,23 @@ class Follower:
         return merge_metrics(parts)
 
     def send_metrics(self) -> None:
+        complete = self.ended  # before collecting: what is collected then holds everything
         data = self.current_metrics()
         if data is not None and not self._stopped:
             if self.destination.metrics:
                 self.destination.counts["metrics"].produced += 1
-            self.destination.send_metrics(data)
+            self._metrics_done = self.destination.send_metrics(data) and complete
 
     def report(self) -> dict[str, Any]:
         """Per signal what was produced, exported, refused; what is still held; cursor problems."""
-        signals = {signal: asdict(counts) for signal, counts in self.destination.counts.items()}
+        signals = {signal: asdict(counts) for signal, counts in self.destination.counts.items()
+                   if self.destination.takes(signal)}
         if self._held is not None:
-            signals["traces"]["held"] = len(self._held.spans)
-            signals["logs"]["held"] = len(self._held.logs)
+            for signal, held in (("traces", self._held.spans), ("logs", self._held.logs)):
+                if signal in signals:
+                    signals[signal]["held"] = len(held)
+        if self.destination.retry and "metrics" in signals:  # cumulative: 1 while the final values are not there
+            signals["metrics"]["held"] = int(self.fed and not self._metrics_done)
         problems = [*self.problems]
         for source in self._sources.values():
             problems.extend(source.cursor.problems)
@@ -364,12 +247,13 @@ class Follower:
             self._problem(f"{workers}: {error_text(error)}")
         for path in paths:
             if path not in self._sources:
-                self._sources[path] = _Source(path, self._state_path(path))
+                self._sources[path] = Source(path, self._state_path(path), self._windows)
 
     def _state_path(self, path: Path) -> Path | None:
         if self._state_dir is None:
             return None
-        relative = path.parent.relative_to(self.run_dir).as_posix().replace("/", "-") or "run"
+        relative = "run" if path.parent == self.run_dir else \
+            path.parent.relative_to(self.run_dir).as_posix().replace("/", "-")
         return self._state_dir / f"{self.destination.key}-{relative}.json"
 
     def _deliver(self, held: _Held) -> bool:
@@ -384,6 +268,10 @@ class Follower:
         if held.logs:
             held.logs = self._offer("logs", held.logs, held)  # the spans went: only the logs are offered again
         if held.spans or held.logs:
+            for signal, left in (("traces", held.spans), ("logs", held.logs)):
+                if not left and signal not in held.marked:
+                    held.marked.add(signal)
+                    self._mark_taken(signal, held)
             self._held = held
             self._retry_at = self._clock() + self._backoff
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
@@ -395,9 +283,19 @@ class Follower:
             if source is not None and position != source.cursor.committed:
                 try:
                     source.cursor.commit(position)
+                    source.committed(position)
                 except OSError as error:  # the state file: resuming would resend, never lose
                     self._problem(f"cursor of {path} not saved: {error_text(error)}")
         return True
+
+    def _mark_taken(self, signal: str, held: _Held) -> None:
+        for path, position in held.positions.items():
+            source = self._sources.get(path)
+            if source is not None and position.seq > source.cursor.committed.seq:
+                try:
+                    source.mark_taken(signal, position.seq)
+                except OSError as error:  # resuming would send that signal's part again, never lose it
+                    self._problem(f"delivery mark of {path} not saved: {error_text(error)}")
 
     def _send(self, signal: str, items: list[Any]) -> bool:
         if self._stopped:
@@ -448,3 +346,30 @@ class Follower:
     def _problem(self, text: str) -> None:
         if len(self.problems) < 100:
             self.problems.append(text)
+
+
+def wind_down(pairs: Sequence[tuple[Follower, threading.Thread]], timeout_s: float,
+              stall_s: float = STALL_S) -> bool:
+    """Wait, within ``timeout_s``, for each follower's thread (told to finish) to deliver to the end.
+
+    A destination that does not retry (the local files) has the whole bound. One that retries (a
+    collector) has it while it takes something at least every ``stall_s``; taking nothing for that long
+    (down, refusing, hanging) it is given up on (:meth:`Follower.stop_trying`): a dead collector costs
+    the caller about ``stall_s``, and what it did not take stays in the audit, counted in the report.
+    True when every follower delivered to the end.
+    """
+    began = time.monotonic()
+    deadline = began + timeout_s
+    complete = True
+    for follower, thread in pairs:
+        while thread.is_alive():
+            now = time.monotonic()
+            if now >= deadline or (follower.destination.retry
+                                   and now - max(began, follower.destination.last_taken) >= stall_s):
+                break
+            thread.join(min(0.02, deadline - now))
+        if thread.is_alive():
+            complete = False
+            follower.stop_trying()
+            thread.join(max(0.0, min(0.2, deadline - time.monotonic())))  # one waiting to retry ends at once
+    return complete and not any(thread.is_alive() for _follower, thread in pairs)

@@ -6,14 +6,15 @@ last collection into points stamped with their own record's time (the full per-s
 the audit). Counters and histograms are cumulative from the run's start, as in-process; the phase
 histogram keeps the last phase per bucket as its exemplar, linked to the phase's span.
 
-Instrument names, units, series attributes and caps are the in-process ones (``_internal/metrics.py``,
-``_internal/mapping.py``). Everything a builder returns is one ``ResourceMetrics`` with one
+Instrument names, units, series attributes and caps are those of the first wave's in-process
+instruments, so dashboards and queries carry over. Everything a builder returns is one ``ResourceMetrics`` with one
 ``ScopeMetrics``; ``run.merge_metrics`` combines several (workers, runs) by (resource, scope), since the
 proto encoder keeps only the last of two equal resources or scopes (reference/exporter.md 0.1).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +36,23 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .._internal import names
-from .._internal.metrics import DATA_SCORE_BUCKETS, MAX_SERIES_PER_NAME, PHASE_BUCKETS_S, metric_name
 from .._internal.safety import encodable_attributes, encodable_number
 from .records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord, Kind
+
+MAX_SERIES_PER_NAME = 1000
+"""Attribute sets (scope, split, ...) per instrument; past it values go to an overflow series."""
+# The SDK's default buckets (0, 5, 10, ... 10000) are for milliseconds; phases are seconds, from a
+# millisecond forward pass to an hour-long evaluation. Score buckets straddle zero: losses can rise.
+PHASE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                   120.0, 300.0, 600.0, 1800.0, 3600.0)
+DATA_SCORE_BUCKETS = (-1.0, -0.1, -0.01, -0.001, 0.0, 0.001, 0.01, 0.1, 1.0)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def metric_name(key: str) -> str:
+    """``lezea.training.<key>``: OTel-legal, at most 255 characters, stable for one key."""
+    return (names.TRAINING_PREFIX + _UNSAFE.sub("_", key))[:255]
+
 
 DEFAULT_MAX_NAMES = 256
 """Training keys before the overflow gauge (LEZEA_MAX_METRIC_NAMES), if ``experiment_start`` lacks it."""
@@ -147,8 +162,7 @@ class MetricsBuilder:
                     points.append(HistogramDataPoint(
                         series.attributes, start, series.time_ns, series.count, series.value,
                         list(series.counts), instrument.bounds, series.minimum, series.maximum,
-                        list(series.exemplars.values())))
-                    series.exemplars.clear()  # as the SDK's reservoir: exemplars of this interval only
+                        list(series.exemplars.values())))  # the latest phase per bucket, until a newer one
                 elif instrument.kind is Sum or series.value - series.value == 0:  # a NaN gauge: no point
                     points.append(NumberDataPoint(series.attributes, start, series.time_ns, series.value))
             if not points:

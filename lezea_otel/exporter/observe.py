@@ -9,6 +9,10 @@ The exporter may be a separate process, so everything is about the trainer's pid
 ``os.getpid()``: the process tree sampled is the trainer's (children included), and the heartbeat
 is observed only while that process runs, so a dead trainer's heartbeat goes stale even while its
 exporter still delivers.
+
+The same observers measure each scope's and phase's resources (:class:`ScopeWindows`, fed by the
+span builder as it reads their records): the trainer no longer knows them, so they are on the spans
+and in the exporter's report (``scope_resources``), not in the audit.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 
 from .._internal import names
-from .._internal.observers import Observers
+from .._internal.observers import POINT_GAP_S, Observers
 from .._internal.readable import error_text
+from .._internal.run_state import MAX_ENTRIES, OTHER
 from .._internal.safety import report_internal_error
 from ..version import __version__
 
@@ -67,7 +72,8 @@ class ObservedMetrics:
     """Observers of one trainer process (by pid) plus the run's liveness gauge, as MetricsData on demand."""
 
     def __init__(self, resource: Resource, constant_attributes: dict[str, Any], pid: int, *, interval_s: float,
-                 gpus: str, observers: bool, warn: Warn, info: Callable[[str], None]) -> None:
+                 gpus: str, observers: bool, warn: Warn, info: Callable[[str], None],
+                 point_gap_s: float = POINT_GAP_S) -> None:
         """
         Args:
             resource: the trainer's (from its ``experiment_start`` record), not the exporter's.
@@ -77,12 +83,14 @@ class ObservedMetrics:
             gpus: which GPUs (``LEZEA_GPUS``: ``job``, ``all`` or UUIDs).
             observers: False leaves only the heartbeat.
             warn, info: the run's once-per-problem warning and its console line.
+            point_gap_s: the least time between two points taken for scope boundaries.
         """
         self._constant = dict(constant_attributes)
         self._pid = pid
         self._interval = interval_s
         self._gpus = gpus
         self._wanted = observers
+        self._point_gap = point_gap_s
         self._warn = warn
         self._info = info
         self._reader = InMemoryMetricReader()
@@ -114,7 +122,7 @@ class ObservedMetrics:
             return
         try:
             observers = Observers(self._meter, self._constant, self._interval, self._gpus, self._warn,
-                                  self._info, pid=self._pid)
+                                  self._info, pid=self._pid, point_gap_s=self._point_gap)
         except Exception as error:  # noqa: BLE001 - the pid is gone, psutil refused, /proc unreadable, ...
             self._warn("start", "resource observers could not start", error_text(error))
             return
@@ -145,6 +153,37 @@ class ObservedMetrics:
             report_internal_error("observers", error)
             return None
 
+    def sample(self) -> bool:
+        """A full sample now, as the sampler thread takes one every interval (a test forcing one, so it
+        need not wait); False without observers."""
+        observers = self._observers
+        if observers is None:
+            return False
+        observers.sample()
+        return True
+
+    def open_window(self, start_ns: int) -> int | None:
+        """A resource window from ``start_ns`` (see ``Observers.open_window``); None without observers."""
+        observers = self._observers
+        if observers is None:
+            return None
+        try:
+            return observers.open_window(start_ns)
+        except Exception as error:  # noqa: BLE001 - psutil or NVML failing costs this window only
+            report_internal_error("observers", error)
+            return None
+
+    def close_window(self, token: int, end_ns: int) -> dict[str, Any]:
+        """The window's summary at ``end_ns`` (``names.SCOPE_*``); ``{}`` when it cannot be had."""
+        observers = self._observers
+        if observers is None:
+            return {}
+        try:
+            return observers.close_window(token, end_ns)
+        except Exception as error:  # noqa: BLE001 - psutil or NVML failing costs this window only
+            report_internal_error("observers", error)
+            return {}
+
     def totals(self) -> dict[str, Any]:
         """What the run's ``resource_totals`` holds (CPU hours, peaks, energy, GPUs); ``{}`` without
         observers. Still readable after :meth:`stop`."""
@@ -174,3 +213,117 @@ class ObservedMetrics:
             observers.stop()
         except Exception as error:  # noqa: BLE001 - the last sample failed: the earlier ones stand
             report_internal_error("observers", error)
+
+
+MAX_KEPT = 10_000
+"""Summaries kept for followers that have not read a scope's end yet (a collector down for a while);
+past it the oldest go first, and a follower that far behind gets none for them."""
+
+
+class ScopeWindows:
+    """Resource summaries of scopes and phases, measured here from the trainer's process tree.
+
+    ``LEZEA_SCOPE_RESOURCES`` says which levels get one (``phase`` for phases). A scope's window opens
+    when its ``scope_start`` is read and closes at its ``scope_end`` (a phase, written once at its end,
+    opens and closes at once, back from its end by its duration); the figures are estimated at the
+    records' own times from the observers' points, so their precision is that of the points around
+    each boundary (``_internal/observers.py`` says how, and when a summary is marked approximate).
+
+    Shared by the service's followers: each span is measured once, by the first follower to read its
+    records, and each of the ``readers`` followers gets the same figures (one further behind, because
+    its collector was down, gets the kept result). Thread-safe.
+    """
+
+    def __init__(self, observed: Callable[[], ObservedMetrics | None], levels: Iterable[str], *,
+                 readers: int = 1, keep: int = MAX_KEPT) -> None:
+        """
+        Args:
+            observed: the service's observers, made once the trainer's resource is known (or None).
+            levels: the scope levels measured (``settings.scope_resources``).
+            readers: the followers that will ask for each span (one per destination).
+        """
+        self._observed = observed
+        self.levels = frozenset(levels)
+        self._readers = max(1, readers)
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[ObservedMetrics, int]] = {}
+        self._done: dict[int, tuple[dict[str, Any], int]] = {}
+        """Summaries some followers have not asked for yet, and how many still will."""
+        self._summaries: dict[str, dict[str, dict[str, Any]]] = {"scopes": {}, "phases": {}}
+
+    def open(self, span_id: int, level: str, start_ns: int) -> None:
+        """A scope (or phase) of ``level`` started at ``start_ns``; a second open of it does nothing."""
+        if level not in self.levels:
+            return
+        try:
+            self._open_window(span_id, start_ns)
+        except Exception as error:  # noqa: BLE001 - a measurement must never cost the span
+            report_internal_error("scope resources", error)
+
+    def _open_window(self, span_id: int, start_ns: int) -> None:
+        with self._lock:
+            if span_id in self._open or span_id in self._done:
+                return
+            observed = self._observed()
+            token = observed.open_window(start_ns) if observed is not None else None
+            if observed is not None and token is not None:
+                self._open[span_id] = (observed, token)
+
+    def close(self, span_id: int, end_ns: int, key: tuple[str, str]) -> dict[str, Any]:
+        """The span's summary (``names.SCOPE_*`` attributes), or ``{}`` when none was measured.
+
+        ``key``: where the run's summary shows it, ``("scopes", scope path)`` or ``("phases", name)``.
+        """
+        try:
+            return self._close_window(span_id, end_ns, key)
+        except Exception as error:  # noqa: BLE001 - a measurement must never cost the span
+            report_internal_error("scope resources", error)
+            return {}
+
+    def _close_window(self, span_id: int, end_ns: int, key: tuple[str, str]) -> dict[str, Any]:
+        with self._lock:
+            done = self._done.pop(span_id, None)
+            if done is not None:
+                summary, waiting = done
+                if waiting > 1:
+                    self._done[span_id] = (summary, waiting - 1)
+                return dict(summary)
+            opened = self._open.pop(span_id, None)
+            if opened is None:
+                return {}
+            observed, token = opened
+            summary = observed.close_window(token, end_ns)
+            if not summary:
+                return {}
+            self._add(key, summary)
+            if self._readers > 1:
+                self._done[span_id] = (summary, self._readers - 1)
+                while len(self._done) > self._keep:
+                    del self._done[next(iter(self._done))]
+            return dict(summary)
+
+    def summaries(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per scope path and phase name, as the run's summary folds them (``run_state``): CPU seconds and
+        energy summed, peaks the largest, a mean the last one (``*_last``), ``approximate`` a count."""
+        with self._lock:
+            return {section: {name: dict(entry) for name, entry in entries.items()}
+                    for section, entries in self._summaries.items()}
+
+    def _add(self, key: tuple[str, str], summary: dict[str, Any]) -> None:
+        section, name = key
+        table = self._summaries.setdefault(section, {})
+        if name not in table and len(table) >= MAX_ENTRIES:
+            name = OTHER  # as the run's summary folds past its cap
+        entry = table.setdefault(name, {"measured": 0})
+        entry["measured"] += 1
+        for attribute, value in summary.items():
+            short = attribute.rsplit("lezea.resource.", 1)[-1]
+            if isinstance(value, bool):
+                entry[short] = entry.get(short, 0) + int(value)
+            elif short.endswith("peak"):
+                entry[short] = max(entry.get(short, 0.0), value)
+            elif short.endswith("mean"):
+                entry[short + "_last"] = value
+            else:
+                entry[short] = entry.get(short, 0.0) + value

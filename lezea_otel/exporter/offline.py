@@ -1,15 +1,21 @@
-"""``lezea-otel export RUN``: the exporter over a finished or crashed run, to a collector, resumable.
+"""``lezea-otel export RUN`` (alias ``replay``): the exporter over a finished or crashed run, to a collector.
 
-The same follower as the live exporter, with a cursor of its own per collector endpoint (kept in
-``exporter/``): run twice, the second run sends nothing; interrupted, the next run goes on where the
-collector's last acknowledgement left it. A run without its end record whose trainer is gone is
-completed as the live exporter would: open spans truncated, the root ``crashed``.
+The same follower as the live exporter, with the same cursor files for the same collector (see
+:func:`~lezea_otel.exporter.assemble.collector_key`): after an outage the export sends exactly what the
+live exporter could not deliver, with the records' original timestamps; run twice, the second run
+sends nothing; interrupted, the next run goes on where the collector's last acknowledgement left it.
+Another collector (``--endpoint``) has cursors of its own and gets the whole run. A run without its
+end record whose trainer is gone is completed as the live exporter would: open spans truncated, the
+root ``crashed``.
+
+A collector that refuses everything (down, 503, ``UNAVAILABLE``) ends the export with an error, what it
+took recorded. One that takes data but refuses a batch for good (HTTP 400) costs that batch's refused
+items only: three refusals in a row, then the halves that go through are sent and the rest counted
+``rejected`` (the audit keeps them; ``--all`` sends the whole run again).
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,69 +25,74 @@ from .._internal.settings import Settings
 from .assemble import otlp_destination
 from .follow import Follower
 
-Warn = Callable[[str, str, str], None]
+REFUSED_FOR_GOOD_AFTER = 3
+"""Refusals in a row of one batch, the collector taking an empty request, before it is split (no
+backoff here: someone is waiting at the terminal, and the collector answered)."""
 
 
 class ExportError(Exception):
-    """The run cannot be exported now (no endpoint, a collector that refuses or cannot be reached)."""
+    """The run cannot be exported now (no endpoint, a collector that cannot be reached or takes nothing)."""
 
 
 @dataclass
 class ExportResult:
     sent: dict[str, int] = field(default_factory=dict)
     """Items per signal the collector took (metrics: batches)."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Items per signal the collector refused for good while taking the rest: skipped."""
     problems: list[str] = field(default_factory=list)
-
-
-def state_name(endpoint: str) -> str:
-    """Cursor files of one collector: a different endpoint is another destination, sent everything."""
-    return "export-" + hashlib.sha256(endpoint.rstrip("/").encode()).hexdigest()[:12]
 
 
 def export_run(run_dir: Path, settings: Settings, *, crashed: bool, everything: bool = False,
                progress: Callable[[int], None] | None = None) -> ExportResult:
-    """Send what the collector at ``settings``' endpoint has not acknowledged yet.
+    """Send what the collector configured in ``settings`` has not acknowledged yet.
 
     Args:
         crashed: the run has no end record and its trainer is gone: complete it as crashed.
-        everything: forget this endpoint's cursor and send the whole run again.
+        everything: forget this collector's cursors and send the whole run again.
+        progress: called with the number of items taken after each round.
     Raises:
-        ExportError: no endpoint configured, or the collector did not take a batch.
+        ExportError: no endpoint configured, or the collector took nothing of a batch.
     """
     problems: list[str] = []
 
-    def warn(call: str, problem: str, detail: str) -> None:
+    def warn(_call: str, problem: str, detail: str) -> None:
         problems.append(f"{problem}: {detail}")
 
     destination, described = otlp_destination(settings, warn)
     if destination is None:
         raise ExportError("; ".join(problems) or "no OTLP endpoint: pass --endpoint URL or set "
                           "OTEL_EXPORTER_OTLP_ENDPOINT")
-    endpoint = settings.endpoint or described or "otlp"
-    state_dir = run_dir / names.EXPORTER_DIR / state_name(endpoint)
+    state_dir = run_dir / names.EXPORTER_DIR
     if everything:
-        shutil.rmtree(state_dir, ignore_errors=True)
-    follower = Follower(run_dir, destination, state_dir=state_dir, metric_interval_s=float("inf"))
+        for state in state_dir.glob(f"{destination.key}-*.json"):
+            state.unlink(missing_ok=True)
+    follower = Follower(run_dir, destination, state_dir=state_dir, metric_interval_s=float("inf"),
+                        refused_for_good_after=REFUSED_FOR_GOOD_AFTER)
+
+    def taken() -> int:
+        return sum(counts.exported for counts in destination.counts.values())
+
     try:
         while True:
-            before = sum(counts.exported for counts in destination.counts.values())
+            before = taken()
             moved = follower.poll(final=True)
             if progress is not None:
-                progress(sum(counts.exported for counts in destination.counts.values()) - before)
-            held = follower.report()["signals"]["traces"].get("held", 0) or \
-                follower.report()["signals"]["logs"].get("held", 0)
-            if held:
-                raise ExportError(f"the collector at {endpoint} did not take a batch (unreachable or refusing); "
+                progress(taken() - before)
+            if follower.failing and not follower.refused:
+                raise ExportError(f"the collector ({described}) is unreachable or takes nothing now; "
                                   "what it took is recorded")
-            if not moved:
+            if not moved and not follower.failing:
                 break
         follower.finish(crashed)
-        if follower.report()["signals"]["traces"].get("held", 0):
-            raise ExportError(f"the collector at {endpoint} did not take the crashed run's last spans")
+        if follower.failing:
+            raise ExportError(f"the collector ({described}) did not take the crashed run's last spans")
     finally:
         destination.shutdown()
     result = ExportResult(problems=[*problems, *follower.report()["problems"]])
     for signal, counts in destination.counts.items():
         if counts.exported:
             result.sent[signal] = counts.exported
+        if counts.rejected:
+            result.rejected[signal] = counts.rejected
     return result

@@ -24,7 +24,7 @@ from .._internal.safety import raise_internal
 from .logs import LogBuilder, ReadableLogRecord
 from .metrics import DEFAULT_MAX_NAMES, MetricsBuilder
 from .records import AuditRecord, Kind, constant_attributes, run_resource
-from .spans import SpanBuilder
+from .spans import SpanBuilder, Windows
 
 _NO_START = AuditRecord(seq=0, time_ns=0, kind=Kind.EXPERIMENT_START, step=None, scope="", trace_id=0,
                         span_id=0)
@@ -45,7 +45,9 @@ class Batch:
 class RunConverter:
     """Converts the records of one audit file (a run, or one forked worker of it), fed in seq order."""
 
-    def __init__(self) -> None:
+    def __init__(self, windows: Windows | None = None) -> None:
+        """``windows``: per-scope resource summaries measured live (the exporter's observers)."""
+        self.windows = windows
         self._builders: tuple[SpanBuilder, LogBuilder, MetricsBuilder] | None = None
         self.resource: Resource | None = None
         self.last_time_ns = 0
@@ -74,9 +76,18 @@ class RunConverter:
         return batch
 
     def skip(self, records: Iterable[AuditRecord]) -> None:
-        """Rebuild the state of records already delivered (resuming): their output is dropped."""
-        self.feed(records)
-        self.collect()
+        """Rebuild the state of records already delivered (resuming): their output is dropped, and no
+        resource window is measured for them (they are past)."""
+        windows, self.windows = self.windows, None
+        if self._builders is not None:
+            self._builders[0].windows = None
+        try:
+            self.feed(records)
+            self.collect()
+        finally:
+            self.windows = windows
+            if self._builders is not None:
+                self._builders[0].windows = windows
 
     def collect(self, everything: bool = False) -> MetricsData | None:
         """The metric points changed since the last call (all of them with ``everything``)."""
@@ -99,7 +110,7 @@ class RunConverter:
         start = record if record.kind == Kind.EXPERIMENT_START else _NO_START
         self.resource = run_resource(start)
         constant = constant_attributes(start)
-        self._builders = (SpanBuilder(self.resource), LogBuilder(self.resource, constant),
+        self._builders = (SpanBuilder(self.resource, windows=self.windows), LogBuilder(self.resource, constant),
                           MetricsBuilder(self.resource, constant, max_names=DEFAULT_MAX_NAMES))
         return self._builders
 

@@ -100,11 +100,13 @@ class ExporterService:
         interval = settings.metric_export_interval_ms / 1000
         local = local_destination(run_dir, extra_exporters, self._to_prometheus)
         progress = (settings.progress_after_s, settings.progress_every_s)
+        self.windows = self._make_windows(readers=2 if otlp is not None else 1)
         self.followers = [Follower(run_dir, local, state_dir=state_dir, metric_interval_s=interval,
-                                   extra_metrics=self._extra_metrics, progress=progress)]
+                                   extra_metrics=self._extra_metrics, progress=progress, windows=self.windows)]
         if otlp is not None:
             self.followers.append(Follower(run_dir, otlp, state_dir=state_dir, metric_interval_s=interval,
-                                           extra_metrics=self._extra_metrics, progress=progress))
+                                           extra_metrics=self._extra_metrics, progress=progress,
+                                           windows=self.windows))
         self._locks = [threading.Lock() for _ in self.followers]
         self._final = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -195,17 +197,52 @@ class ExporterService:
             server.server_close()
 
     def observed_totals(self) -> dict[str, Any]:
-        """The observers' run totals so far (the trainer's ``resource_totals`` record in thread mode)."""
+        """The observers' run totals so far (the trainer's ``resource_totals`` record in thread mode);
+        still readable after :meth:`stop_observers`, with the last sample in them."""
         with self._observed_lock:
             observed = self._observed
         totals: dict[str, Any] = observed.totals() if observed is not None else {}
         return totals
 
-    def stop_observers(self) -> None:
+    def scope_summaries(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The resources measured per scope path (``"scopes"``) and phase name (``"phases"``) so far, folded
+        as the run's summary folds them; ``{}`` without scope windows (see ``observe.ScopeWindows``)."""
+        windows = getattr(self, "windows", None)  # set in __init__ once the followers take it
+        return windows.summaries() if windows is not None else {}
+
+    def sample_observers(self) -> bool:
+        """A sample of the trainer's tree and GPUs now, as the sampler takes one every interval (a test
+        forces one rather than wait); what the audit holds is read first, so that the observers exist.
+        False without observers."""
+        self.sync()
         with self._observed_lock:
-            observed, self._observed, self._observed_factory = self._observed, None, None
+            observed = self._observed_now()
+        return bool(observed.sample()) if observed is not None and hasattr(observed, "sample") else False
+
+    def stop_observers(self) -> None:
+        """The last sample, then NVML released; the observers stay readable (their final collection,
+        their totals) and make no new one."""
+        with self._observed_lock:
+            observed, self._observed_factory = self._observed, None
         if observed is not None:
             observed.stop()
+
+    def _make_windows(self, readers: int) -> Any:
+        """Per-scope resource windows (``LEZEA_SCOPE_RESOURCES``) for ``readers`` followers, when there
+        are observers to measure them; None otherwise."""
+        if not self.settings.observers or not self.settings.scope_resources or \
+                (self._observed is None and self._observed_factory is None):
+            return None
+        try:
+            from .observe import ScopeWindows
+        except ImportError:  # no psutil: no observers either
+            return None
+        return ScopeWindows(self._window_observed, self.settings.scope_resources, readers=readers)
+
+    def _window_observed(self) -> Any:
+        with self._observed_lock:
+            observed = self._observed_now()
+        return observed if hasattr(observed, "open_window") else None
 
     def report(self) -> dict[str, Any]:
         """What each destination got, by its name: the run's delivery report (``summary["delivery"]``)."""
@@ -217,7 +254,8 @@ class ExporterService:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_bytes(orjson.dumps({"crashed": self.crashed, "problems": list(problems),
-                                            "destinations": self.report()}))
+                                            "destinations": self.report(), "observed": self.observed_totals(),
+                                            "scope_resources": self.scope_summaries()}))
         os.replace(temporary, path)
 
     # --- internals --------------------------------------------------------------------------------
@@ -250,8 +288,13 @@ class ExporterService:
             return self._observed_metrics()
 
     def _observed_metrics(self) -> MetricsData | None:
+        observed = self._observed_now()
+        return observed.collect() if observed is not None else None
+
+    def _observed_now(self) -> Any:
+        """Under ``_observed_lock``: the observers, made once a follower has read the trainer's resource."""
         if self._observed is None and self._observed_factory is not None:
-            resource = self.local.resource
+            resource = next((f.resource for f in self.followers if f.resource is not None), None)
             if resource is None:
                 return None
             try:
@@ -262,7 +305,7 @@ class ExporterService:
                     self._warn("start", "resource observers could not start", error_text(error))
                 return None
             self._observed_factory = None
-        return self._observed.collect() if self._observed is not None else None
+        return self._observed
 
     def _to_prometheus(self, data: MetricsData) -> None:
         if self._prometheus is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
@@ -61,6 +61,8 @@ class OpenSpan:
     """The scope path the span belongs to (a scope's own path includes itself)."""
     attributes: dict[str, Any] = field(default_factory=dict)
     is_scope: bool = False
+    window: tuple[str, str] | None = None
+    """Where its resource summary is folded (``("scopes", path)``, ``("phases", name)``), when measured."""
     steps_at_start: int = 0
     markers: int = 0
     last_marker_ns: int = 0
@@ -79,13 +81,24 @@ def derived_span_id(trace_id: int, span_id: int, label: str) -> int:
     return int.from_bytes(digest, "big") or 1
 
 
+class Windows(Protocol):
+    """Per-span resource summaries measured beside the records (``observe.ScopeWindows``)."""
+
+    def open(self, span_id: int, level: str, start_ns: int) -> None: ...
+
+    def close(self, span_id: int, end_ns: int, key: tuple[str, str]) -> Mapping[str, Any]: ...
+
+
 class SpanBuilder:
     """Feeds on one audit's records in order; :meth:`feed` returns the spans each record finishes."""
 
     def __init__(self, resource: Resource, scope: InstrumentationScope = SCOPE,
-                 limits: SpanLimits | None = None) -> None:
-        """``limits``: the SDK's span limits, from ``OTEL_SPAN_ATTRIBUTE_*`` as the SDK itself reads them."""
+                 limits: SpanLimits | None = None, windows: Windows | None = None) -> None:
+        """``limits``: the SDK's span limits, from ``OTEL_SPAN_ATTRIBUTE_*`` as the SDK itself reads them.
+        ``windows``: scope and phase spans get the resource summary measured for them (live export only:
+        an audit written in-process carries its own in ``data.resources``, which wins)."""
         self.resource = resource
+        self.windows = windows
         self.scope = scope
         self.limits = limits or SpanLimits()
         self.root: OpenSpan | None = None
@@ -190,7 +203,10 @@ class SpanBuilder:
                       **{k: v for k, v in record.data.items() if k not in ("level", "id")}}
         parent = self._parent(record, _parent_path(record.scope, f"{level}:{ident}"), record.time_ns)
         self.open[record.span_id] = OpenSpan(level, record.trace_id, record.span_id, parent, record.time_ns,
-                                             record.scope, attributes, is_scope=True, steps_at_start=self.steps)
+                                             record.scope, attributes, is_scope=True, steps_at_start=self.steps,
+                                             window=("scopes", record.scope) if self.windows is not None else None)
+        if self.windows is not None:
+            self.windows.open(record.span_id, level, record.time_ns)
 
     def _scope_end(self, record: AuditRecord) -> list[ReadableSpan]:
         span = self.open.pop(record.span_id, None)
@@ -220,6 +236,9 @@ class SpanBuilder:
             attributes.update(extra)
         parent = self._parent(record, record.scope, start)
         span = OpenSpan(name, record.trace_id, record.span_id, parent, start, record.scope, attributes)
+        if self.windows is not None:
+            self.windows.open(record.span_id, "phase", start)
+            span.window = ("phases", name)
         return [self._finish(span, record.time_ns, data)]
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -246,9 +265,10 @@ class SpanBuilder:
 
     def _finish(self, span: OpenSpan, end_ns: int, data: Mapping[str, Any]) -> ReadableSpan:
         attributes = dict(span.attributes)
+        measured = self.windows.close(span.span_id, end_ns, span.window) \
+            if self.windows is not None and span.window is not None else {}
         resources = data.get("resources")
-        if isinstance(resources, dict):
-            attributes.update(resources)
+        attributes.update(resources if isinstance(resources, dict) else measured)
         events: list[Event] = []
         truncated = data.get("truncated")
         if isinstance(truncated, str):
