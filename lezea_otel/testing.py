@@ -91,7 +91,7 @@ class Capture:
     def sync(self) -> None:
         """What the trackers recorded so far reaches the capture now (with the exporter in a thread)."""
         for tracker in self._trackers:
-            tracker._sync_exporter()  # noqa: SLF001 - the test kit is part of the package
+            tracker._sync_exporter()
 
     def sample_observers(self) -> None:
         """Every tracker's resource observers take a sample now, as their sampler does every

@@ -75,14 +75,14 @@ class TestCallMistakes:
         def broken(*_args: Any) -> None:
             raise TypeError("our own bug")
 
-        monkeypatch.setattr(tracker, "_emit", broken)
+        monkeypatch.setattr(tracker._session, "emit", broken)
         with pytest.raises(TypeError, match="our own bug"):
             tracker.log_comment("x")
         monkeypatch.undo()  # the fixture's finalize needs the real one
 
     def test_internal_errors_warn_without_the_flag(self, tracker, monkeypatch, lezea_warnings):
         monkeypatch.delenv("LEZEA_RAISE_INTERNAL")
-        monkeypatch.setattr(tracker, "_emit", lambda *_: (_ for _ in ()).throw(TypeError("our own bug")))
+        monkeypatch.setattr(tracker._session, "emit", lambda *_: (_ for _ in ()).throw(TypeError("our own bug")))
         tracker.log_comment("x")
         monkeypatch.undo()
         (message,) = lezea_warnings()

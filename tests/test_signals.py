@@ -12,8 +12,8 @@ from lezea_otel import ExperimentTracker, NetworkType
 
 
 def audit(tracker: ExperimentTracker, kind: str | None = None) -> list[dict]:
-    tracker._pipeline.drain()
-    tracker._pipeline.audit.flush()
+    tracker._session.pipeline.drain()
+    tracker._session.pipeline.audit.flush()
     events = [json.loads(line) for line in tracker.audit_path.read_text().splitlines()]
     return [e for e in events if kind is None or e["kind"] == kind]
 

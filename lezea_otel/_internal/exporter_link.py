@@ -31,8 +31,11 @@ class ExporterLink:
     """Starts, watches and ends the run's exporter; ``mode`` is ``LEZEA_EXPORTER`` (thread/process/none)."""
 
     def __init__(self, mode: str, run_dir: Path, settings: Settings, extra_exporters: Sequence[Any],
-                 warn: Warn) -> None:
+                 warn: Warn, build_service: Callable[..., tuple[Any, list[str]]] | None = None) -> None:
+        """``build_service``: the exporter's assembly (``exporter.assemble.build_service``), for thread mode;
+        given by the facade, so the trainer side never imports the exporter side."""
         self.mode = mode
+        self._build_service = build_service
         self.run_dir = run_dir
         self._settings = settings
         # The settings a process re-resolves from its (inherited) environment, plus what only arguments said.
@@ -51,9 +54,9 @@ class ExporterLink:
     def start(self, prometheus_port: int | None, trainer_pid: int) -> None:
         self._port = prometheus_port
         if self.mode == "thread":
-            from ..exporter.assemble import build_service
-
-            self._service, self.targets = build_service(
+            if self._build_service is None:
+                raise RuntimeError("thread mode needs the exporter's assembly (build_service)")
+            self._service, self.targets = self._build_service(
                 self.run_dir, self._settings, trainer_pid=trainer_pid, extra_exporters=self._extra,
                 prometheus_port=prometheus_port, warn=self._warn, info=logger.info)
             self._service.start()

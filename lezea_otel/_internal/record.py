@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 
-
 class Record:
     """One tracker call: what the audit writes and the run state consumes.
 
@@ -13,7 +12,7 @@ class Record:
     training numbers under their unprefixed keys, so the hot path builds no second dict.
     """
 
-    __slots__ = ("kind", "time_ns", "step", "scope", "trace_id", "span_id", "data", "values", "parent_span_id")
+    __slots__ = ("data", "kind", "parent_span_id", "scope", "span_id", "step", "time_ns", "trace_id", "values")
 
     def __init__(
         self,

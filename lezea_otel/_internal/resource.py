@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-
 from . import names, values
 from .environment import host_name
 from .settings import current_ranks

@@ -39,8 +39,21 @@ def lower_is_better(key: str) -> bool:
 class MetricStats:
     """Running statistics of one metric key; ``add`` is on the hot path, so it stays branch-light."""
 
-    __slots__ = ("count", "last", "last_step", "best", "best_step", "minimum", "maximum", "total",
-                 "first", "nonfinite", "first_nonfinite_step", "recent", "lower_better")
+    __slots__ = (
+        "best",
+        "best_step",
+        "count",
+        "first",
+        "first_nonfinite_step",
+        "last",
+        "last_step",
+        "lower_better",
+        "maximum",
+        "minimum",
+        "nonfinite",
+        "recent",
+        "total",
+    )
 
     def __init__(self, key: str) -> None:
         self.lower_better = lower_is_better(key)
@@ -69,10 +82,8 @@ class MetricStats:
             self.first = value
         self.recent.append(value)
         self.total += value
-        if value < self.minimum:
-            self.minimum = value
-        if value > self.maximum:
-            self.maximum = value
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
         if (value < self.best) if self.lower_better else (value > self.best):
             self.best = value
             self.best_step = step

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .safety import raise_internal, report_internal_error
 
 if TYPE_CHECKING:
-    from ..tracker import ExperimentTracker
+    from .session import Session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,14 +23,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 class TracedBlock:
     """Returned by the scope calls and by ``tracker.span()``: use it with ``with`` or as ``@decorator``."""
 
-    __slots__ = ("_tracker", "_level", "_ident", "_attributes", "_frames")
+    __slots__ = ("_attributes", "_frames", "_ident", "_level", "_tracker")
 
     @classmethod
     def noop(cls) -> TracedBlock:
         """What a scope call returns when its own arguments could not even be bound: a block that does nothing."""
         return cls(None, None, "", {})
 
-    def __init__(self, tracker: ExperimentTracker | None, level: str | None, ident: str,
+    def __init__(self, tracker: Session | None, level: str | None, ident: str,
                  attributes: dict[str, Any]) -> None:
         self._tracker = tracker
         self._level = level  # None for a phase
@@ -44,8 +44,8 @@ class TracedBlock:
             self._frames.append(None)
             return self
         try:
-            frame = self._tracker._enter_block(self._level, self._ident, self._attributes)
-        except Exception as error:  # noqa: BLE001
+            frame = self._tracker.enter_block(self._level, self._ident, self._attributes)
+        except Exception as error:
             if raise_internal():
                 raise
             report_internal_error(self._call_name, error)
@@ -57,8 +57,8 @@ class TracedBlock:
         frame = self._frames.pop() if self._frames else None
         if frame is not None and self._tracker is not None:
             try:
-                self._tracker._exit_block(frame, error, None, end_ns)
-            except Exception as internal:  # noqa: BLE001
+                self._tracker.exit_block(frame, error, None, end_ns)
+            except Exception as internal:
                 if raise_internal():
                     raise
                 report_internal_error(self._call_name, internal)

@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_random = random.SystemRandom()  # fork-safe: a forked worker never repeats its parent's ids
+_bits = random.getrandbits  # as the SDK's RandomIdGenerator; random reseeds in a forked child
 
 
 class IdSpans:
@@ -27,9 +27,9 @@ class IdSpans:
     def start(self, name: str, attributes: dict[str, Any], parent: Span | None, start_ns: int | None = None) -> Span:
         parent_context = parent.get_span_context() if parent is not None else None
         trace_id = parent_context.trace_id if parent_context is not None and parent_context.is_valid \
-            else _random.getrandbits(128) or 1
+            else _bits(128) or 1
         self.started += 1
-        return NonRecordingSpan(SpanContext(trace_id, _random.getrandbits(64) or 1, is_remote=False,
+        return NonRecordingSpan(SpanContext(trace_id, _bits(64) or 1, is_remote=False,
                                             trace_flags=_SAMPLED))
 
     def set_attributes(self, span: Span, attributes: dict[str, Any]) -> None:

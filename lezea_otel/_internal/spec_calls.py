@@ -1,7 +1,6 @@
-"""The spec's ``log_*`` and introspection calls, mixed into ``ExperimentTracker``.
+"""The spec's ``log_*`` and introspection calls, on the run's :class:`.session.Session`.
 
 Each call: make sure the run is live, shape the arguments (``calls``/``values``), emit one record.
-The tracker provides ``_ready``, ``_emit``, ``_warner``, ``_stack``, ``_state``, ``_pipeline``...
 """
 
 from __future__ import annotations
@@ -11,10 +10,10 @@ from typing import Any
 
 from . import calls, values
 from .audit import read_events
-from .runs import merge_measured
 from .recommendations import recommend
 from .record import Record
-from .safety import guarded
+from .runs import merge_measured
+from .session import Session
 
 _MB = 2**20
 _MAX_SERIES = 10_000
@@ -22,9 +21,13 @@ _MAX_SERIES = 10_000
 
 
 class SpecCalls:
+    """The spec's ``log_*`` and introspection calls: the facade delegates to these."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
     # -- 3) configuration ------------------------------------------------------------------------
 
-    @guarded()
     def log_lezea_config(
         self,
         tasker_population_size: int | None = None,
@@ -36,32 +39,31 @@ class SpecCalls:
         initialization_scheme: str | None = None,
     ) -> None:
         """LeZeA configuration (spec 1.4): a config event, and attributes on the experiment span."""
-        if not self._ready("log_lezea_config"):
+        if not self._session.ready("log_lezea_config"):
             return
-        data = calls.config(self._warner("log_lezea_config"), tasker_population_size, builder_population_size,
+        data = calls.config(self._session.warner("log_lezea_config"), tasker_population_size, builder_population_size,
                             algorithm_type, start_network_id, hyperparameters, seeds, initialization_scheme)
-        self._emit("config", None, data)
+        self._session.emit("config", None, data)
 
     # -- 4) training -----------------------------------------------------------------------------
 
-    @guarded()
     def log_training_step(self, step: int, metrics: dict[str, float], data_split: str | None = None) -> None:
         """One training step's values; ``delta_loss`` is added when ``loss`` is present.
 
         The hot path: the caller only captures the call (a copy of the dict, the scope, the time);
         checking and bookkeeping happen in :meth:`_training_record`, on the worker in async mode.
         """
-        if (not self._started or self._finalized) and not self._ready("log_training_step"):
+        if (not self._session.started or self._session.finalized) and not self._session.ready("log_training_step"):
             return
-        stack = self._stack.get()
+        stack = self._session.stack.get()
         if stack:
             top = stack[-1]
             path, trace_id, span_id = top.path, top.trace_id, top.span_id
         else:
             path = ()
-            trace_id, span_id = self._root_ids
+            trace_id, span_id = self._session.root_ids
         captured = metrics.copy() if type(metrics) is dict else metrics  # the caller may reuse its dict
-        self._pipeline.submit_later("log_training_step", self._training_record, step, captured, data_split,
+        self._session.pipeline.submit_later("log_training_step", self._training_record, step, captured, data_split,
                                     path, trace_id, span_id, time.time_ns())
 
     def _training_record(self, step: Any, metrics: Any, data_split: Any, path: tuple[str, ...], trace_id: int,
@@ -77,21 +79,21 @@ class SpecCalls:
                     clean = None
                     break
         if clean is None:
-            clean = values.numbers(metrics, "metrics", self._warner("log_training_step"))
+            clean = values.numbers(metrics, "metrics", self._session.warner("log_training_step"))
         if type(step) is not int or not 0 <= step <= 9223372036854775807:
-            step = values.step_value(step, "step", self._warner("log_training_step"))
+            step = values.step_value(step, "step", self._session.warner("log_training_step"))
         if data_split is not None and (type(data_split) is not str or len(data_split) > values.MAX_LABEL
                                        or not data_split.isascii()):
-            data_split = values.label(data_split, "data_split", self._warner("log_training_step"))
-        previous_step, previous_loss = self._last.get((path, data_split), (None, None))
+            data_split = values.label(data_split, "data_split", self._session.warner("log_training_step"))
+        previous_step, previous_loss = self._session.last.get((path, data_split), (None, None))
         if step is not None and previous_step is not None and step <= previous_step:
-            self._warnings.warn("log_training_step", "step did not increase",
+            self._session.warnings.warn("log_training_step", "step did not increase",
                                 f"step {step} after step {previous_step}; recorded as given")
         loss = clean.get("loss")
         if loss is not None and previous_loss is not None and "delta_loss" not in clean:
             clean["delta_loss"] = loss - previous_loss
         finite_loss = loss is not None and loss - loss == 0  # after a NaN, delta_loss restarts from the last real loss
-        last = self._last
+        last = self._session.last
         last[(path, data_split)] = (step if step is not None else previous_step,
                                     loss if finite_loss else previous_loss)
         if len(last) > _MAX_SERIES:  # bounded memory: the oldest series loses its delta base
@@ -99,37 +101,33 @@ class SpecCalls:
         return Record("training_step", time_ns, step, path, trace_id, span_id,
                       {"data_split": data_split} if data_split is not None else {}, clean)
 
-    @guarded()
     def log_modification_tree(self, step: int | None = None, modifications: list[Any] | None = None,
                               statistics: dict[str, Any] | None = None) -> None:
         """A modification tree: an event with its structure, its numeric statistics as metrics."""
-        if not self._ready("log_modification_tree"):
+        if not self._session.ready("log_modification_tree"):
             return
-        warn = self._warner("log_modification_tree")
-        self._emit("modification_tree", values.step_value(step, "step", warn), {
+        warn = self._session.warner("log_modification_tree")
+        self._session.emit("modification_tree", values.step_value(step, "step", warn), {
             "modifications": calls.modifications(warn, modifications),
             "statistics": calls.statistics(warn, statistics)})
 
-    @guarded()
     def log_modification_tree_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
-        if self._ready("log_modification_tree_stats"):
-            warn = self._warner("log_modification_tree_stats")
-            self._emit("modification_tree_stats", values.step_value(step, "step", warn),
+        if self._session.ready("log_modification_tree_stats"):
+            warn = self._session.warner("log_modification_tree_stats")
+            self._session.emit("modification_tree_stats", values.step_value(step, "step", warn),
                        {"statistics": calls.statistics(warn, statistics)})
 
-    @guarded()
     def log_modification_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
-        if self._ready("log_modification_stats"):
-            warn = self._warner("log_modification_stats")
-            self._emit("modification_stats", values.step_value(step, "step", warn),
+        if self._session.ready("log_modification_stats"):
+            warn = self._session.warner("log_modification_stats")
+            self._session.emit("modification_stats", values.step_value(step, "step", warn),
                        {"statistics": calls.statistics(warn, statistics)})
 
-    @guarded()
     def log_data_splits(self, train_ids: Any = None, val_ids: Any = None, test_ids: Any = None) -> None:
         """Split sizes as metrics; the ids (up to 10,000 each) and a digest of all in the audit."""
-        if not self._ready("log_data_splits"):
+        if not self._session.ready("log_data_splits"):
             return
-        warn = self._warner("log_data_splits")
+        warn = self._session.warner("log_data_splits")
         data = {}
         for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
             if ids is None:  # an omitted split is not an empty one
@@ -137,85 +135,77 @@ class SpecCalls:
             shaped = calls.split(warn, f"{name}_ids", ids)
             if shaped is not None:
                 data[name] = shaped
-        self._emit("data_splits", None, data)
+        self._session.emit("data_splits", None, data)
 
-    @guarded()
     def log_data_usage(self, sample_ids: Any, epoch: int | None = None) -> None:
-        if not self._ready("log_data_usage"):
+        if not self._session.ready("log_data_usage"):
             return
-        warn = self._warner("log_data_usage")
+        warn = self._session.warner("log_data_usage")
         shaped = calls.split(warn, "sample_ids", sample_ids)
         if shaped is not None:
-            self._emit("data_usage", None, {"epoch": values.step_value(epoch, "epoch", warn),
+            self._session.emit("data_usage", None, {"epoch": values.step_value(epoch, "epoch", warn),
                                             "count": shaped["count"], "sha256": shaped["sha256"],
                                             "sample_ids": shaped["ids"], "truncated": shaped["truncated"]})
 
-    @guarded()
     def log_data_score(self, sample_id: Any, before_loss: float, after_loss: float, step: int | None = None) -> None:
         """How much one sample helped: ``score = before_loss - after_loss`` (a histogram, no sample id label)."""
-        if self._ready("log_data_score"):
-            warn = self._warner("log_data_score")
-            self._emit("data_score", values.step_value(step, "step", warn),
+        if self._session.ready("log_data_score"):
+            warn = self._session.warner("log_data_score")
+            self._session.emit("data_score", values.step_value(step, "step", warn),
                        calls.data_score(warn, sample_id, before_loss, after_loss))
 
-    @guarded()
     def log_delta_loss(self, epoch: int, loss: float, prev_loss: float | None = None) -> None:
-        if not self._ready("log_delta_loss"):
+        if not self._session.ready("log_delta_loss"):
             return
-        warn = self._warner("log_delta_loss")
+        warn = self._session.warner("log_delta_loss")
         current = values.number(loss, "loss", warn)
         previous = values.number(prev_loss, "prev_loss", warn) if prev_loss is not None else None
         delta = current - previous if current is not None and previous is not None else None
-        self._emit("delta_loss", None, {"epoch": values.step_value(epoch, "epoch", warn), "loss": current,
+        self._session.emit("delta_loss", None, {"epoch": values.step_value(epoch, "epoch", warn), "loss": current,
                                         "prev_loss": previous, "delta_loss": delta})
 
     # -- 5) resources ----------------------------------------------------------------------------
 
-    @guarded()
     def log_resource(self, component_id: str, cpu: float | None = None, gpu: float | None = None,
                      mem: float | None = None) -> None:
         """One-liner resources: ``cpu``/``gpu`` in percent, ``mem`` in MB."""
-        if self._ready("log_resource"):
-            self._emit("resource", None, calls.resource(self._warner("log_resource"), component_id, None,
+        if self._session.ready("log_resource"):
+            self._session.emit("resource", None, calls.resource(self._session.warner("log_resource"), component_id, None,
                                                         cpu, gpu, mem, None, ("cpu", "gpu", "mem", "")))
 
-    @guarded()
     def log_component_resources(self, component_id: str, component_type: str | None = None,
                                 cpu_percent: float | None = None, memory_mb: float | None = None,
                                 gpu_util_percent: float | None = None, io_operations: float | None = None) -> None:
-        if self._ready("log_component_resources"):
-            self._emit("resource", None, calls.resource(
-                self._warner("log_component_resources"), component_id, component_type, cpu_percent,
+        if self._session.ready("log_component_resources"):
+            self._session.emit("resource", None, calls.resource(
+                self._session.warner("log_component_resources"), component_id, component_type, cpu_percent,
                 gpu_util_percent, memory_mb, io_operations))
 
     # -- 6) checkpoints and datasets ---------------------------------------------------------------
 
-    @guarded()
     def log_checkpoint(self, checkpoint_path: str, step: int | None = None,
                        metadata: dict[str, Any] | None = None) -> None:
         """A checkpoint event with path, size and sha256 (files up to ``LEZEA_CHECKPOINT_HASH_MAX_MB``)."""
-        if self._ready("log_checkpoint"):
-            warn = self._warner("log_checkpoint")
-            self._emit("checkpoint", values.step_value(step, "step", warn),
-                       calls.checkpoint(warn, checkpoint_path, self.settings.checkpoint_hash_max_bytes, metadata))
+        if self._session.ready("log_checkpoint"):
+            warn = self._session.warner("log_checkpoint")
+            self._session.emit("checkpoint", values.step_value(step, "step", warn),
+                       calls.checkpoint(warn, checkpoint_path, self._session.settings.checkpoint_hash_max_bytes, metadata))
 
-    @guarded()
     def log_dataset_version(self, dataset_name: str, version_tag: str | None = None,
                             dataset_path: str | None = None, metadata: dict[str, Any] | None = None) -> None:
-        if self._ready("log_dataset_version"):
-            self._emit("dataset_version", None, calls.dataset(
-                self._warner("log_dataset_version"), dataset_name, version_tag, dataset_path, metadata))
+        if self._session.ready("log_dataset_version"):
+            self._session.emit("dataset_version", None, calls.dataset(
+                self._session.warner("log_dataset_version"), dataset_name, version_tag, dataset_path, metadata))
 
     # -- 7) results ------------------------------------------------------------------------------
 
-    @guarded()
     def log_results(self, result_dict: dict[str, Any] | None = None, tasker_rewards: dict[str, float] | None = None,
                     builder_rewards: dict[str, float] | None = None, action_outputs: Any = None,
                     step: int | None = None) -> None:
         """Unified (``result_dict``) or granular results; rewards become per-agent gauges."""
-        if not self._ready("log_results"):
+        if not self._session.ready("log_results"):
             return
-        warn = self._warner("log_results")
+        warn = self._session.warner("log_results")
         data: dict[str, Any] = {}
         if result_dict is not None:
             data["result_dict"] = values.numbers(result_dict, "result_dict", warn)
@@ -224,91 +214,84 @@ class SpecCalls:
                 data[f"{role}_rewards"] = calls.rewards(warn, rewards, f"{role}_rewards")
         if action_outputs is not None:
             data["action_outputs"] = values.plain(action_outputs, "action_outputs", warn)
-        self._emit("results", values.step_value(step, "step", warn), data)
+        self._session.emit("results", values.step_value(step, "step", warn), data)
 
-    @guarded()
     def log_reward(self, agent_id: str, reward: float, step: int | None = None, agent_type: str = "tasker") -> None:
-        if not self._ready("log_reward"):
+        if not self._session.ready("log_reward"):
             return
-        warn = self._warner("log_reward")
+        warn = self._session.warner("log_reward")
         value = values.number(reward, "reward", warn)
         if value is not None:
-            self._emit("reward", values.step_value(step, "step", warn), {
+            self._session.emit("reward", values.step_value(step, "step", warn), {
                 "agent_id": values.label(agent_id, "agent_id", warn) or "unknown",
                 "role": values.label(agent_type, "agent_type", warn) or "tasker", "reward": value})
 
     # -- 8) business -----------------------------------------------------------------------------
 
-    @guarded()
     def log_resource_cost(self, cpu_hours: float | None = None, mem_gb: float | None = None,
                           io_bytes: float | None = None, gpu_hours: float | None = None,
                           cost_eur: float | None = None) -> None:
         """Resource usage and money; totals accumulate over calls and appear in the summary."""
-        if not self._ready("log_resource_cost"):
+        if not self._session.ready("log_resource_cost"):
             return
-        warn = self._warner("log_resource_cost")
+        warn = self._session.warner("log_resource_cost")
         data = {name: values.number(raw, name, warn) for name, raw in (
             ("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours), ("mem_gb", mem_gb), ("io_bytes", io_bytes),
             ("cost_eur", cost_eur)) if raw is not None}
-        self._emit("resource_cost", None, {k: v for k, v in data.items() if v is not None})
+        self._session.emit("resource_cost", None, {k: v for k, v in data.items() if v is not None})
 
-    @guarded()
     def log_comment(self, comment: str) -> None:
-        if self._ready("log_comment"):
-            text = values.text(comment, "comment", self._warner("log_comment"))
+        if self._session.ready("log_comment"):
+            text = values.text(comment, "comment", self._session.warner("log_comment"))
             if text is not None:
-                self._emit("comment", None, {"text": text})
+                self._session.emit("comment", None, {"text": text})
 
-    @guarded()
     def log_conclusion(self, conclusion: str) -> None:
-        if self._ready("log_conclusion"):
-            text = values.text(conclusion, "conclusion", self._warner("log_conclusion"))
+        if self._session.ready("log_conclusion"):
+            text = values.text(conclusion, "conclusion", self._session.warner("log_conclusion"))
             if text is not None:
-                self._emit("conclusion", None, {"text": text})
+                self._session.emit("conclusion", None, {"text": text})
 
-    @guarded()
     def log_business_metrics(self, resource_cost_eur: float | None = None, **metrics: float) -> None:
         """Business figures (``resource_cost_eur`` is the run's cost so far) as ``lezea.business`` gauges."""
-        if not self._ready("log_business_metrics"):
+        if not self._session.ready("log_business_metrics"):
             return
         raw = dict(metrics)
         if resource_cost_eur is not None:
             raw["resource_cost_eur"] = resource_cost_eur
-        self._emit("business_metrics", None,
-                   {"metrics": values.numbers(raw, "business metrics", self._warner("log_business_metrics"))})
+        self._session.emit("business_metrics", None,
+                   {"metrics": values.numbers(raw, "business metrics", self._session.warner("log_business_metrics"))})
 
     # -- 9) introspection ------------------------------------------------------------------------
 
-    @guarded(default=dict)
     def get_experiment_summary(self) -> dict[str, Any]:
         """The run so far, from its own record: steps, metrics (last/best per key and scope), ..."""
-        self._pipeline.drain()
-        summary = self._state.summary(time.time_ns())
-        link = self._link
+        self._session.pipeline.drain()
+        summary = self._session.state.summary(time.time_ns())
+        link = self._session.link
         if link is not None:
             merge_measured(summary, {"observed": link.current().get("observed"),
                                      "scope_resources": link.scope_summaries()})
         summary["experiment"] = {
-            "id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose, "tags": list(self.tags),
-            "run_dir": str(self.run_dir), "audit": str(self.audit_path),
-            "targets": list(self._targets),
+            "id": self._session.experiment_id, "name": self._session.experiment_name, "purpose": self._session.purpose, "tags": list(self._session.tags),
+            "run_dir": str(self._session.run_dir), "audit": str(self._session.audit_path),
+            "targets": list(self._session.targets),
         }
         summary["signals"] = {
-            "spans": self._spans.ended,
-            "audit_lines": self._pipeline.audit.seq,
-            "audit_lost": self._pipeline.audit.lost_lines,
+            "spans": self._session.spans.ended,
+            "audit_lines": self._session.pipeline.audit.seq,
+            "audit_lost": self._session.pipeline.audit.lost_lines,
         }
-        summary["delivery"] = self._delivery()
-        summary["warnings"] = {"count": self._warnings.count, "messages": list(self._warnings.messages[:50])}
-        summary["cost"]["total_eur"] = self._state.total_cost_eur()
+        summary["delivery"] = self._session.delivery()
+        summary["warnings"] = {"count": self._session.warnings.count, "messages": list(self._session.warnings.messages[:50])}
+        summary["cost"]["total_eur"] = self._session.state.total_cost_eur()
         return summary
 
-    @guarded(default=dict)
     def get_experiment_data(self) -> dict[str, Any]:
         """Everything recorded, read back from the audit: full per-step history and every event."""
-        self._pipeline.flush()
+        self._session.pipeline.flush()
         problems: list[str] = []
-        events = list(read_events(self.audit_path, problems))
+        events = list(read_events(self._session.audit_path, problems))
         history: dict[str, list[list[Any]]] = {}
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for event in events:
@@ -321,15 +304,14 @@ class SpecCalls:
                         bare = key[len(scope) + 1:] if scope else key
                         key = "/".join(part for part in (scope, split, bare) if part)
                     history.setdefault(key, []).append([event["step"], value])
-        return {"experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
-                "tags": list(self.tags), "metrics": history, "events_by_kind": by_kind, "events": events,
+        return {"experiment_id": self._session.experiment_id, "name": self._session.experiment_name, "purpose": self._session.purpose,
+                "tags": list(self._session.tags), "metrics": history, "events_by_kind": by_kind, "events": events,
                 "problems": problems}
 
-    @guarded(default=list)
     def get_recommendations(self) -> list[dict[str, Any]]:
         """Advice from this run's record (NaN loss, plateau, idle GPU, cost over limit, slow phase)."""
-        self._pipeline.drain()
-        state = self._state
+        self._session.pipeline.drain()
+        state = self._session.state
         end = state.end_ns or time.time_ns()
         duration = (end - state.start_ns) / 1e9 if state.start_ns else 0.0
-        return recommend(state, self.settings.cost_limit_eur, duration)
+        return recommend(state, self._session.settings.cost_limit_eur, duration)

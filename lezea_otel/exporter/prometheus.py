@@ -220,7 +220,7 @@ class LatestMetrics(Collector):
         if self._before_scrape is not None:
             try:
                 self._before_scrape()
-            except Exception:  # noqa: BLE001 - a scrape shows the values as they were
+            except Exception:
                 logger.exception("lezea_otel: bringing /metrics up to date failed")
         with self._lock:
             holdings = list(self._sources.values())

@@ -64,7 +64,7 @@ class RunConverter:
                 finished = spans.feed(record)
                 emitted = logs.feed(record)
                 metrics.feed(record)
-            except Exception as error:  # noqa: BLE001 - one odd record must not stop the export of the rest
+            except Exception as error:
                 if raise_internal():
                     raise
                 self.failed += 1

@@ -27,7 +27,7 @@ from .._internal import names
 from .._internal.readable import error_text
 from .._internal.safety import raise_internal, report_internal_error
 from .._internal.settings import Settings
-from .follow import Destination, Follower
+from .follow import Destination, Follower, wind_down
 from .logs import LogRecordExporter
 
 Warn = Callable[[str, str, str], None]
@@ -139,11 +139,26 @@ class ExporterService:
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + 1.0
                 self._write_quietly(problems)
-            if watch and not self._final.is_set() and not _alive(self.trainer_pid):
+            if self._final.is_set():  # SIGTERM: the trainer gave up waiting and gives us a moment
+                wind_down(self._pairs(), 0.5)
+                return
+            end_ns = self.local.end_time_ns
+            if self.local.ended and end_ns is not None:  # the trainer is finalizing: it waits from its end record
+                self._final.set()
+                waited = (time.time_ns() - end_ns) / 1e9
+                wind_down(self._pairs(), max(0.2, self.settings.shutdown_timeout_s - waited - 0.3))
+                return
+            if watch and not _alive(self.trainer_pid):
                 self.crashed = not self.local.ended
                 self._final.set()
-            for thread in self._threads:
-                thread.join(WATCH_S / len(self._threads))
+                wind_down(self._pairs(), max(30.0, self.settings.shutdown_timeout_s))
+                return
+            alive = [thread for thread in self._threads if thread.is_alive()]
+            if alive:  # the local thread first: it ends as soon as the end record is in the files
+                alive[0].join(WATCH_S)
+
+    def _pairs(self) -> list[tuple[Follower, threading.Thread]]:
+        return list(zip(self.followers, self._threads, strict=True))
 
     def attach_prometheus(self, collector: Any, server: Any, scrapes: Any = None) -> None:
         """The ``/metrics`` endpoint: its latest values come from the local follower, brought up to
@@ -178,16 +193,13 @@ class ExporterService:
         self._final.set()
         self._closed = True
         deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        done = not any(thread.is_alive() for thread in self._threads)
+        done = wind_down(self._pairs(), timeout_s)
         if self._scrapes is not None:
             self._scrapes.wait_for_next(max(0.0, min(timeout_s / 2, deadline - time.monotonic())))
         self.stop_observers()
         self.close_prometheus()
         for follower in self.followers:
-            if done:
-                follower.destination.shutdown()
+            follower.destination.shutdown()  # once; a follower still sending was given up on (stop_trying)
         return done
 
     def close_prometheus(self) -> None:
@@ -278,7 +290,7 @@ class ExporterService:
                     self._final.wait(POLL_S)
             with lock:
                 follower.finish(self.crashed, None)
-        except Exception as error:  # noqa: BLE001 - our bug: reported, and the run is still in the audit
+        except Exception as error:
             if raise_internal():
                 raise
             report_internal_error(f"exporter ({follower.destination.name})", error)

@@ -1,0 +1,414 @@
+"""The run as the training process holds it: identity, settings, the record path, the scope stack.
+
+One object, composed into the facade (``tracker.py``) with the spec's calls (``spec_calls``) and the
+scope calls (``scope_calls``), each of which gets it as an explicit constructor argument: every piece
+of state they share is declared here. Its lifecycle: ``start`` (resource, exporter, root span ids,
+the start records), records (``emit``), scopes and phases (``enter_block``/``exit_block``), a forked
+worker (``continue_in_child``) and the end, exactly once (``finalize``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import set_span_in_context
+
+from ..exceptions import LezeaConfigError
+from ..version import __version__
+from . import exit_hooks, names, values
+from .audit import AuditWriter, open_audit
+from .environment import describe_environment, host_name
+from .exporter_link import ExporterLink, delivery_report
+from .pipeline import Pipeline
+from .readable import exception_fields
+from .record import Record
+from .resource import build_resource, git_facts
+from .run_state import RunState, closing_line
+from .safety import (
+    Warnings,
+    encodable_text,
+    error_text,
+    flag,
+    logger,
+    raise_internal,
+    report_internal_error,
+    shielded,
+)
+from .scope_frames import Frame
+from .settings import Settings, resolve_settings
+from .span_ids import IdSpans, ids
+
+
+def _utf8(text: str, what: str, warn: values.Warn) -> str:
+    """Names go into the OTel resource of every export: one lone surrogate there would stop them all."""
+    clean = encodable_text(text)
+    if clean is not text:
+        warn(f"{what} is not valid UTF-8 (lone surrogates)", "they were replaced with U+FFFD")
+    return clean
+
+
+def _name(value: Any, what: str, warn: values.Warn, fallback: str, optional: bool = False) -> str:
+    """A name-like constructor argument; one whose ``__str__`` raises costs itself, not the tracker."""
+    text = shielded(lambda: values.text(value, what, warn, optional=optional) or fallback, fallback, warn, what)
+    return _utf8(text, what, warn)
+
+
+def _tags(raw: Any, warn: values.Warn) -> list[str]:
+    """Tags as text; tags that cannot be read at all (values.tags raised) are dropped, with a warning."""
+    return [_utf8(tag, "tags", warn) for tag in shielded(lambda: values.tags(raw, warn), [], warn, "tags")]
+
+
+def _settings(options: dict[str, Any], warn: values.Warn) -> Settings:
+    """Settings from the keyword options (``resolve_settings`` never raises: bad options become problems)."""
+    settings = resolve_settings(options)
+    service_name = _utf8(settings.service_name, "service_name", warn)
+    return settings if service_name is settings.service_name else dataclasses.replace(settings,
+                                                                                    service_name=service_name)
+
+
+
+class Session:
+    """One experiment run in the training process (see the module docstring)."""
+
+    def __init__(self, experiment_name: Any, purpose: Any, tags: Any, async_mode: Any, options: dict[str, Any],
+                 extra_exporters: Any, build_service: Callable[..., Any] | None = None) -> None:
+        """Never raises: each argument that cannot be used costs itself, with one warning.
+        ``build_service``: the exporter's assembly, for an exporter thread (see ``ExporterLink``)."""
+        self._build_service = build_service
+        self.warnings = Warnings()
+        self.experiment_id = str(uuid.uuid4())
+        warn = functools.partial(self.warnings.warn, "ExperimentTracker")
+        # Nothing here may raise: each argument that cannot be used costs itself, with one warning.
+        self.experiment_name = _name(experiment_name, "experiment_name", warn, "unnamed")
+        self.purpose = _name(purpose, "purpose", warn, "", optional=True)
+        self.tags = _tags(tags, warn)
+        self.settings: Settings = _settings(options, warn)
+        try:
+            self.extra_exporters = tuple(extra_exporters)
+        except Exception as error:  # noqa: BLE001 - not iterable, or a generator that fails
+            warn("extra_exporters must be a sequence of exporters or readers", f"{error_text(error)}; ignored")
+            self.extra_exporters = ()
+        try:
+            self.run_dir, audit = open_audit(self.settings.runs_dir, self.experiment_id, warn,
+                                             self.settings.audit_fsync)
+        except (OSError, ValueError) as error:  # a NUL byte in the path, a name the OS refuses outright
+            fallback = Path("runs") if self.settings.runs_dir != Path("runs") else Path(tempfile.gettempdir())
+            warn("runs_dir cannot be used", f"{error_text(error)}; writing the run under {fallback.absolute()}")
+            self.settings = dataclasses.replace(self.settings, runs_dir=fallback)
+            self.run_dir, audit = open_audit(fallback, self.experiment_id, warn, self.settings.audit_fsync)
+        self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
+        self.pipeline = Pipeline(audit, self.state, flag(async_mode, "async_mode", warn))
+        self.stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
+            f"lezea_scope_{self.experiment_id}", default=())
+        self.spans = IdSpans()
+        self.link: ExporterLink | None = None
+        self.targets: list[str] = []
+
+        self.root: Any = None
+        self.root_ids = (0, 0)
+        self.started = False
+        self.finalized = False
+        self.last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
+        self.open_frames: dict[int, Frame] = {}  # scopes and phases not yet exited, in any thread
+        self.worker_of: Any = None  # in a forked child: the span open in the parent at the fork
+        exit_hooks.after_fork_in_child(self, Session.continue_in_child)
+
+    @property
+    def audit_path(self) -> Path:
+        return self.pipeline.audit.path
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, strict: bool | None, prometheus_port: int | None) -> None:
+        """See ``ExperimentTracker.start``."""
+        strict_mode = self.settings.strict if strict is None else bool(strict)
+        if strict_mode and self.settings.problems:
+            raise LezeaConfigError("; ".join(self.settings.problems))
+        try:
+            self._start(prometheus_port)
+        except Exception as error:
+            if strict_mode:
+                raise LezeaConfigError(f"start() failed: {type(error).__name__}: {error}") from error
+            if raise_internal():
+                raise
+            self.warnings.warn("start", "the run could not be fully started",
+                                f"{type(error).__name__}: {error}; recording to the audit only")
+
+    def _start(self, prometheus_port: int | None) -> None:
+        if self.started or self.finalized:
+            return
+        self.started = True
+        for problem in self.settings.problems:
+            self.warnings.warn("start", f"configuration problem: {problem}")  # each one, once
+        if prometheus_port == 8000 and self.settings.sources.get("prometheus_port") != "default":
+            prometheus_port = self.settings.prometheus_port
+        worker = self.worker_of is not None
+        if worker:
+            self.run_dir = self.run_dir / names.WORKERS_DIR / str(os.getpid())
+            self.pipeline = Pipeline(AuditWriter(self.run_dir / names.AUDIT_FILE, self.settings.audit_fsync),
+                                      self.state, False)
+            prometheus_port = None
+        git = {} if worker else git_facts()
+        resource = build_resource(
+            service_name=self.settings.service_name, experiment_id=self.experiment_id,
+            experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
+            version=__version__, parent_pid=os.getppid() if worker else None, ranks=self.settings.ranks,
+            environment_attributes=self.settings.sdk.get("otel_resource_attributes"))
+        constant = {names.EXPERIMENT_ID: self.experiment_id, names.EXPERIMENT_NAME: self.experiment_name}
+        mode = "none" if self.settings.sdk_disabled or worker else self.settings.exporter_mode
+        if mode == "process" and self.extra_exporters:
+            mode = "thread"  # exporter objects cannot cross into another process
+        # A forked worker's audit is followed by its parent's exporter: it starts none of its own.
+        self.link = ExporterLink(mode, self.run_dir, self.settings, self.extra_exporters, self.warnings.warn,
+                                 self._build_service)
+        self.link.start(self._port(prometheus_port), os.getpid())
+        self.targets = list(self.link.targets)
+        root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
+        self.root = self.spans.start(names.WORKER_SPAN_NAME if worker else names.ROOT_SPAN_NAME, {
+            **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)},
+            self.worker_of, root_start_ns)
+        self.root_ids = ids(self.root)
+        if not worker:
+            self.spans.end(self.spans.start(names.STARTED_SPAN_NAME, constant, self.root))
+        exit_hooks.register(self, Session.finalize, worker)
+        self.emit("experiment_start", None, {
+            "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
+            "tags": self.tags, "service_name": self.settings.service_name, "targets": self.targets,
+            "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
+            "max_metric_names": self.settings.max_metric_names, "worker": worker,
+            "resource": resource},
+            time_ns=root_start_ns, parent_span_id=ids(self.worker_of)[1] if worker else 0)
+        if not worker:
+            self.emit("environment", None, {**describe_environment(self.settings.env_allowlist), "git": git})
+        self.pipeline.flush()  # the start of a run is on disk at once, whatever happens next
+        self.console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
+                      + ("; ".join(self.targets[1:]) or "local mode (no OTLP endpoint configured)"))
+
+    def _port(self, port: Any) -> int | None:
+        if port is None or port == 0:
+            return None
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            self.warnings.warn("start", "prometheus_port must be a port number, None or 0",
+                                f"got {values.describe(port)}; /metrics is off")
+            return None
+        return port
+
+    def finalize_call(self) -> None:
+        """``finalize_experiment()``: now, or, from a signal handler that interrupted one of our own
+        calls, as that call returns."""
+        interrupted = exit_hooks.nested_call(sys._getframe())
+        if interrupted is None:
+            self.finalize("finalize_experiment", None)  # waits for an ending under way in another thread
+        elif not self.finalized:
+            exit_hooks.defer(interrupted, functools.partial(self.finalize, "finalize_experiment", None))
+
+    def finalize(self, ended_by: str, error: BaseException | None) -> None:
+        """End the run once, whoever comes first (a thread, an exit hook, a signal); the others wait
+        for that ending. Each step is isolated: one that fails (our bug, raised at the end under
+        ``LEZEA_RAISE_INTERNAL=1``) costs neither the end record nor the steps after it."""
+        failures: list[Exception] = []
+
+        def attempt(step: Callable[..., Any], *args: Any) -> None:
+            try:
+                step(*args)
+            except Exception as failure:  # noqa: BLE001 - the run must end whatever one step does
+                failures.append(failure)
+
+        with exit_hooks.ending_lock(self):
+            if self.finalized or (self.worker_of is not None and not self.started):
+                return  # ended already, or a forked worker that never logged: nothing to end
+            if not self.started:
+                self.warnings.warn(ended_by, "called before start()", "the run was started and ended now")
+                self.start(None, 8000)
+            self.finalized = True
+            exit_hooks.unregister(self)
+            status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
+            for frame in sorted(self.open_frames.values(), key=lambda f: f.start_ns, reverse=True):
+                attempt(self.exit_block, frame, error, ended_by)  # innermost first, marked truncated
+            if self.link is not None and self.link.observes:
+                link = self.link
+                attempt(lambda: self.emit("resource_totals", None, {
+                    "observed": link.observed_totals(), "components": self.state.resource_totals()}))
+            end_ns = time.time_ns()  # the root span's end is the experiment_end record's time
+            duration = (end_ns - self.state.start_ns) / 1e9 if self.state.start_ns else 0.0
+            attempt(lambda: self.emit("experiment_end", None, {
+                "status": status, "ended_by": ended_by, "duration_s": duration,
+                "error": error_text(error) if error is not None else None, "warnings": self.warnings.count,
+                **({"exception": exception_fields(error)} if error is not None else {})}, time_ns=end_ns))
+            if self.root is not None:
+                attempt(self.spans.end, self.root, error, end_ns, {names.RUN_STATUS: status,
+                                                                     names.RUN_ENDED_BY: ended_by})
+            timeout = self.settings.shutdown_timeout_s
+            attempt(self.pipeline.close, timeout)
+            lost = self.pipeline.audit.loss()
+            if lost:
+                self.warnings.warn(ended_by, "the audit could not be written in full", lost)
+            if self.link is not None:
+                attempt(self._close_exporter, timeout)
+            attempt(lambda: self.console(closing_line(
+                self.experiment_name, status, duration, self.state, self.warnings.count,
+                self.delivery(), self.audit_path)))
+        if failures:
+            if raise_internal():
+                raise failures[0]
+            report_internal_error(ended_by, failures[0])
+
+    def delivery(self) -> dict[str, Any]:
+        """``summary["delivery"]``: what the exporter delivered, per destination and signal."""
+        link = self.link
+        return delivery_report(link.mode, link.current()) if link is not None else delivery_report("none", {})
+
+    def _close_exporter(self, timeout: float) -> None:
+        if self.link is not None and not self.link.close(timeout):
+            left = {signal: counts["left_in_audit"] for signal, counts in self.delivery()["signals"].items()
+                    if counts.get("left_in_audit")}
+            logger.warning("finalize: the collector did not take the whole run (down, refusing or hanging; "
+                           "bounded by LEZEA_SHUTDOWN_TIMEOUT=%.1f s)%s; the audit %s keeps it: lezea-otel export %s",
+                           timeout, "".join(f", {count} {signal}" for signal, count in left.items()) + " left"
+                           if left else "", self.audit_path, self.run_dir)
+
+    def sample_observers(self) -> None:
+        """Tests: the exporter's observers take a sample now (thread mode)."""
+        self.pipeline.flush()
+        if self.link is not None:
+            self.link.sample_observers()
+
+    def sync_exporter(self) -> None:
+        """Thread mode: everything recorded so far reaches the exporter's local destinations now (tests)."""
+        self.pipeline.flush()
+        if self.link is not None:
+            self.link.sync()
+
+    # --- records -------------------------------------------------------------------------------
+
+    def ready(self, call: str) -> bool:
+        """Auto-start on a call before ``start()``; after finalize the call reaches the audit only."""
+        if self.finalized:
+            self.warnings.warn(call, "called after finalize_experiment()", "recorded in the audit only")
+        elif not self.started:
+            if self.worker_of is None:
+                self.warnings.warn(call, "called before start()", "starting the run now")
+            self.start(None, 8000)
+        return not self.pipeline.disabled
+
+    def emit(self, kind: str, step: int | None, data: dict[str, Any], metric_values: dict[str, float] | None = None,
+              *, time_ns: int | None = None, parent_span_id: int = 0) -> None:
+        stack = self.stack.get()
+        when = time.time_ns() if time_ns is None else time_ns
+        if stack:
+            top = stack[-1]
+            record = Record(kind, when, step, top.path, top.trace_id, top.span_id, data, metric_values)
+        else:
+            trace_id, span_id = self.root_ids
+            record = Record(kind, when, step, (), trace_id, span_id, data, metric_values, parent_span_id)
+        self.pipeline.submit(record)
+
+    def emit_at(self, frame: Frame, kind: str, data: dict[str, Any], time_ns: int) -> None:
+        """A scope's or phase's own record: its span's ids, its time, and its parent span."""
+        self.pipeline.submit(Record(kind, time_ns, None, frame.path, frame.trace_id, frame.span_id, data,
+                                     None, frame.parent_span_id))
+
+    def continue_in_child(self) -> None:
+        """A forked worker (DataLoader, multiprocessing) that logs is a part of the run with its own
+        identity: a new ``service.instance.id`` and ``process.pid``, its own audit and OTLP files
+        under ``workers/<pid>/``, and a ``worker`` span under the scope open at the fork. Nothing is
+        set up until it logs, so silent workers cost nothing; the parent's data is never touched."""
+        exit_hooks.forget_ending_lock(self)
+        if not self.started or self.finalized:
+            return
+        stack = self.stack.get()
+        self.worker_of = stack[-1].span if stack else self.root
+        self.started = False
+        self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
+        self.stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
+        self.open_frames, self.last = {}, {}
+        self.link = None
+
+    def warner(self, call: str) -> values.Warn:
+        return functools.partial(self.warnings.warn, call)
+
+    def console(self, line: str) -> None:
+        if not self.settings.quiet and self.worker_of is None:  # eight DataLoader workers, no sixteen lines
+            print(f"lezea_otel: {line}", file=sys.stderr, flush=True)
+
+    # --- scopes and phases (TracedBlock enters and exits them) -----------------------------------
+
+    def enter_block(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
+        with exit_hooks.ending_lock(self):  # a scope opens before a finalize (and is truncated by it) or after it
+            return self._open_frame(level, ident, attributes)
+
+    def _open_frame(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
+        """The span's ids, the scope path, the OTel context (the user's own spans nest under it), and the
+        start time as the last thing taken: what the tracker itself costs is not in the span."""
+        call = f"{level}_scope" if level else "span"
+        self.ready(call)
+        stack = self.stack.get()
+        parent = stack[-1] if stack else None
+        path = parent.path if parent else ()
+        if level is not None:
+            path = (*path, f"{level}:{ident}")
+        span = self.spans.start(level or ident, {}, parent.span if parent else self.root)
+        parent_span_id = parent.span_id if parent else ids(self.root)[1]
+        frame = Frame(path, span, 0, level, ident, parent_span_id, attributes if level is None else None)
+        frame.token = self.stack.set((*stack, frame))
+        frame.context_token = otel_context.attach(set_span_in_context(span))
+        self.open_frames[id(frame)] = frame
+        frame.start_ns = time.time_ns()
+        if level is not None:
+            self.emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, frame.start_ns)
+        return frame
+
+    def exit_block(self, frame: Frame, error: BaseException | None, truncated_by: str | None = None,
+                    end_ns: int | None = None) -> None:
+        """``end_ns``: taken by the with-block as the first thing on exit."""
+        # A finalize in another thread truncates the open scopes: under this lock each ends once, and
+        # an exit already under way finishes before the run's end record.
+        with exit_hooks.ending_lock(self):
+            self._end_frame(frame, error, truncated_by, end_ns or time.time_ns())
+
+    def _end_frame(self, frame: Frame, error: BaseException | None, truncated_by: str | None, end_ns: int) -> None:
+        self.open_frames.pop(id(frame), None)
+        if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
+            if truncated_by is None:
+                self._leave(frame)
+            return
+        frame.ended = True
+        self.spans.end(frame.span)
+        if truncated_by is None:
+            self._leave(frame)
+        data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
+        if error is not None:
+            data["error"] = error_text(error)
+            data["exception"] = exception_fields(error)
+        if frame.attributes:
+            data["attributes"] = frame.attributes
+        if truncated_by is not None:
+            data["truncated"] = truncated_by
+        if frame.level is not None:
+            self.emit_at(frame, "scope_end", {"level": frame.level, "id": frame.ident, **data}, end_ns)
+        else:
+            self.emit_at(frame, "phase", {"name": frame.ident, **data}, end_ns)
+
+    def _leave(self, frame: Frame) -> None:
+        """The scope path and the OTel context as they were before the block, in the block's own context."""
+        try:
+            self.stack.reset(frame.token)  # type: ignore[arg-type]
+        except ValueError:  # exited in another context (e.g. a generator): drop this frame only
+            self.stack.set(tuple(f for f in self.stack.get() if f is not frame))
+            return
+        except RuntimeError:  # the token was used already
+            return
+        token, frame.context_token = frame.context_token, None
+        if token is not None:
+            otel_context.detach(token)
