@@ -1,3 +1,3 @@
-from .cli import main
+from lezea_otel.cli import main
 
 main()

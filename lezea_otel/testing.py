@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from .tracker import ExperimentTracker
+from lezea_otel.tracker import ExperimentTracker
 
 __all__ = ["Capture", "Point"]
 

@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._internal.safety import SELF, flag, guarded, guarded_constructor
-from ._internal.scope_calls import NetworkType, ScopeCalls
-from ._internal.scopes import TracedBlock
-from ._internal.session import Session
-from ._internal.settings import Settings
-from ._internal.spec_calls import SpecCalls
-from .exceptions import LezeaConfigError
+from lezea_otel.config.settings import Settings
+from lezea_otel.exceptions import LezeaConfigError
+from lezea_otel.trainer.scope_calls import NetworkType, ScopeCalls
+from lezea_otel.trainer.scopes import TracedBlock
+from lezea_otel.trainer.session import Session
+from lezea_otel.trainer.spec_calls import SpecCalls
+from lezea_otel.util.safety import SELF, flag, guarded, guarded_constructor
 
 __all__ = ["ExperimentTracker", "NetworkType"]
 
@@ -32,7 +32,7 @@ __all__ = ["ExperimentTracker", "NetworkType"]
 def _exporter_thread(*args: Any, **kwargs: Any) -> Any:
     """The exporter's assembly for ``LEZEA_EXPORTER=thread`` (and the test kit), imported only then:
     in the default mode the training process never loads the OpenTelemetry SDK."""
-    from .exporter.assemble import build_service
+    from lezea_otel.exporter.assemble import build_service
 
     return build_service(*args, **kwargs)
 

@@ -18,7 +18,7 @@ import time
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from lezea_otel._internal.observers import Observers
+from lezea_otel.exporter.observers import Observers
 
 QUERY = "uuid,name,utilization.gpu,memory.used,memory.total,power.draw,temperature.gpu"
 

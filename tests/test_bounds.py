@@ -13,8 +13,8 @@ import json
 import tracemalloc
 
 from lezea_otel import ExperimentTracker
-from lezea_otel._internal.record import Record
-from lezea_otel._internal.run_state import OTHER, RunState
+from lezea_otel.model.record import Record
+from lezea_otel.model.run_state import OTHER, RunState
 
 
 def _traced_growth(work) -> int:

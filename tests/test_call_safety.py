@@ -91,7 +91,7 @@ class TestCallMistakes:
     def test_every_internal_error_reporter_raises_under_the_flag(self, monkeypatch, lezea_warnings):
         """Exit hooks, the worker and scope exits report internal errors through one function: under
         LEZEA_RAISE_INTERNAL=1 it raises (the suite fails), without it it warns once per call and type."""
-        from lezea_otel._internal.safety import report_internal_error
+        from lezea_otel.util.safety import report_internal_error
 
         with pytest.raises(KeyError):
             report_internal_error("atexit", KeyError("x"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lezea_otel.demo import run as demo_run
+from lezea_otel.cli.demo import run as demo_run
 
 from .otlp_receiver import HttpReceiver
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lezea_otel._internal.audit import read_events
-from lezea_otel._internal.runs import load_run
+from lezea_otel.model.audit import read_events
+from lezea_otel.model.runs import load_run
 
 from .otlp_receiver import HttpReceiver
 

@@ -23,8 +23,8 @@ import pytest
 from click.testing import CliRunner
 
 from lezea_otel import ExperimentTracker
-from lezea_otel._internal.settings import resolve_settings
 from lezea_otel.cli import main as cli
+from lezea_otel.config.settings import resolve_settings
 from lezea_otel.exporter.assemble import otlp_destination
 from lezea_otel.exporter.follow import MAX_BACKOFF_S, REFUSED_FOR_GOOD_AFTER, Destination, Follower
 from lezea_otel.exporter.offline import export_run

@@ -1,5 +1,5 @@
 """The environment sweep: every variable the package reads (the declared table in
-``lezea_otel._internal.parameters``, the OTel SDK's own included), set to garbage, huge and tiny
+``lezea_otel.config.parameters``, the OTel SDK's own included), set to garbage, huge and tiny
 values. Import works, the constructor and a short run never raise, finalize returns within a
 bound, no thread spins, each unusable value is exactly one warning naming the variable, and
 ``strict=True`` raises ``LezeaConfigError`` at ``start()``.
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from lezea_otel._internal.parameters import BY_NAME, PARAMETERS, variables
-from lezea_otel._internal.parsers import Number
-from lezea_otel._internal.settings import resolve_settings
+from lezea_otel.config.parameters import BY_NAME, PARAMETERS, variables
+from lezea_otel.config.parsers import Number
+from lezea_otel.config.settings import resolve_settings
 
 from .otlp_receiver import HttpReceiver
 

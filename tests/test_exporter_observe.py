@@ -23,11 +23,11 @@ import pytest
 from opentelemetry.sdk.metrics.export import Metric, MetricsData
 from opentelemetry.sdk.resources import Resource
 
-from lezea_otel._internal import names
-from lezea_otel._internal import observers as observers_module
-from lezea_otel._internal.windows import History, Point
+from lezea_otel import semconv as names
 from lezea_otel.exporter import AuditRecord, RunConverter
+from lezea_otel.exporter import observers as observers_module
 from lezea_otel.exporter.observe import HEARTBEAT_DESCRIPTION, ObservedMetrics, ScopeWindows
+from lezea_otel.exporter.windows import History, Point
 from lezea_otel.version import __version__
 
 from .fake_nvml import FakeGpu, build

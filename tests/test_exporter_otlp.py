@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from lezea_otel._internal.settings import Settings, resolve_settings
+from lezea_otel.config.settings import Settings, resolve_settings
 from lezea_otel.exporter.otlp import Exporter, Target, describe, exporters, targets
 
 from .otlp_receiver import REQUESTS as _REQUESTS

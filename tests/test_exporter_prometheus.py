@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from lezea_otel._internal import names
+from lezea_otel import semconv as names
 from lezea_otel.exporter import AuditCursor, RunConverter
 from lezea_otel.exporter.prometheus import LatestMetrics, serve
 

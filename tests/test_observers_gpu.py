@@ -13,7 +13,7 @@ import time
 import pynvml
 import pytest
 
-from lezea_otel._internal import names
+from lezea_otel import semconv as names
 
 from .fake_nvml import FakeGpu, build
 from .test_observers_process import Harness

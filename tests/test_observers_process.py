@@ -19,8 +19,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from lezea_otel._internal import names
-from lezea_otel._internal.observers import Observers
+from lezea_otel import semconv as names
+from lezea_otel.exporter.observers import Observers
 
 MiB = 2**20
 CONSTANT = {"lezea.experiment.id": "exp-1"}

@@ -425,22 +425,22 @@ class TestDeclaredTable:
     """Settings, README's configuration table and `lezea-otel doctor` all come from one declared table."""
 
     def test_readme_table_is_the_declared_table(self):
-        """README's table is what `python -m lezea_otel._internal.parameters` prints: they cannot drift."""
-        from lezea_otel._internal.parameters import markdown_table
+        """README's table is what `python -m lezea_otel.config.parameters` prints: they cannot drift."""
+        from lezea_otel.config.parameters import markdown_table
 
         readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-        marker = "`python -m lezea_otel._internal.parameters`; tests/test_settings.py checks they agree -->\n"
+        marker = "`python -m lezea_otel.config.parameters`; tests/test_settings.py checks they agree -->\n"
         assert marker in readme
         shown = readme.split(marker, 1)[1].split("\n\n", 1)[0] + "\n"
-        assert shown == markdown_table(), "README is stale: paste `python -m lezea_otel._internal.parameters`"
+        assert shown == markdown_table(), "README is stale: paste `python -m lezea_otel.config.parameters`"
 
     def test_every_setting_comes_from_the_table(self):
         """Each Settings field is a declared parameter or derived from them; with nothing set, each
         holds its parameter's declared default (the only place a default is written)."""
         from dataclasses import fields
 
-        from lezea_otel._internal.parameters import PARAMETERS
-        from lezea_otel._internal.settings import Settings, resolve_settings
+        from lezea_otel.config.parameters import PARAMETERS
+        from lezea_otel.config.settings import Settings, resolve_settings
 
         declared = {p.name: p for p in PARAMETERS if not p.per_signal}
         derived = {"otlp_signals", "otlp_endpoints", "otlp_options", "signal_values", "sdk", "exporter_fixes",

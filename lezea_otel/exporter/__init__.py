@@ -18,11 +18,11 @@ exported: parents then follow the scope paths and the resource is derived from t
 
 from __future__ import annotations
 
-from .cursor import AuditCursor, Position
-from .metrics import MetricsBuilder
-from .records import AuditRecord, Kind, run_resource
-from .run import Batch, RunConverter, merge_metrics
-from .spans import SpanBuilder
+from lezea_otel.exporter.cursor import AuditCursor, Position
+from lezea_otel.exporter.metrics import MetricsBuilder
+from lezea_otel.exporter.records import AuditRecord, Kind, run_resource
+from lezea_otel.exporter.run import Batch, RunConverter, merge_metrics
+from lezea_otel.exporter.spans import SpanBuilder
 
 __all__ = [
     "AuditCursor", "AuditRecord", "Batch", "Kind", "MetricsBuilder", "Position", "RunConverter",

@@ -14,11 +14,11 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 
-from .._internal import names
-from .._internal.readable import error_text
-from .._internal.settings import Settings
-from .destination import Destination
-from .service import ExporterService
+from lezea_otel import semconv as names
+from lezea_otel.config.settings import Settings
+from lezea_otel.exporter.destination import Destination
+from lezea_otel.exporter.service import ExporterService
+from lezea_otel.util.readable import error_text
 
 Warn = Callable[[str, str, str], None]
 
@@ -31,7 +31,7 @@ def otlp_destination(settings: Settings, warn: Warn) -> tuple[Destination | None
     """
     if settings.sdk_disabled or not settings.otlp_signals:
         return None, None
-    from . import otlp
+    from lezea_otel.exporter import otlp
 
     resolved = otlp.targets(settings)
     try:
@@ -104,7 +104,7 @@ def observers_factory(settings: Settings, trainer_pid: int, warn: Warn,
                       info: Callable[[str], None]) -> Callable[[Resource], Any] | None:
     """Observers of the trainer's process tree and the heartbeat, made once the trainer's resource is read."""
     try:
-        from .observe import ObservedMetrics
+        from lezea_otel.exporter.observe import ObservedMetrics
     except ImportError:
         return None
 
@@ -132,7 +132,7 @@ def build_service(run_dir: Path, settings: Settings, *, trainer_pid: int, extra_
     service = ExporterService(run_dir, settings, trainer_pid=trainer_pid, extra_exporters=extra_exporters,
                               observed=observers_factory(settings, trainer_pid, warn, info), otlp=otlp, warn=warn)
     if prometheus_port:
-        from .prometheus import LatestMetrics, ScrapeClock, serve
+        from lezea_otel.exporter.prometheus import LatestMetrics, ScrapeClock, serve
 
         collector, clock = LatestMetrics(before_scrape=service.refresh_prometheus), ScrapeClock()
         try:

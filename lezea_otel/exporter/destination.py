@@ -19,8 +19,8 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .._internal.safety import raise_internal
-from .logs import LogRecordExporter, ReadableLogRecord, succeeded
+from lezea_otel.exporter.logs import LogRecordExporter, ReadableLogRecord, succeeded
+from lezea_otel.util.safety import raise_internal
 
 
 @dataclass

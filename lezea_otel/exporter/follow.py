@@ -35,14 +35,14 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
-from .._internal.names import AUDIT_FILE, WORKERS_DIR
-from .._internal.readable import error_text
-from .cursor import Position
-from .destination import Destination
-from .logs import ReadableLogRecord
-from .run import Batch, merge_metrics
-from .source import Source
-from .spans import Windows
+from lezea_otel.exporter.cursor import Position
+from lezea_otel.exporter.destination import Destination
+from lezea_otel.exporter.logs import ReadableLogRecord
+from lezea_otel.exporter.run import Batch, merge_metrics
+from lezea_otel.exporter.source import Source
+from lezea_otel.exporter.spans import Windows
+from lezea_otel.semconv import AUDIT_FILE, WORKERS_DIR
+from lezea_otel.util.readable import error_text
 
 __all__ = ["Destination", "Follower", "wind_down"]  # Destination: where it was defined first
 

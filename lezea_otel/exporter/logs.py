@@ -22,9 +22,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
 
-from .._internal import names, values
-from .._internal.safety import encodable_attributes, encodable_text
-from .records import (
+from lezea_otel import semconv as names
+from lezea_otel.exporter.records import (
     ACTION_OUTPUTS,
     DATA_PREFIX,
     ENVIRONMENT_PREFIX,
@@ -37,6 +36,8 @@ from .records import (
     AuditRecord,
     Kind,
 )
+from lezea_otel.util import values
+from lezea_otel.util.safety import encodable_attributes, encodable_text
 
 __all__ = ["LogBuilder", "LogRecordExporter", "ReadableLogRecord", "record_context", "succeeded"]  # the exporter takes log types from here
 

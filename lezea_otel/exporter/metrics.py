@@ -35,9 +35,9 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from .._internal import names
-from .._internal.safety import encodable_attributes, encodable_number
-from .records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord, Kind
+from lezea_otel import semconv as names
+from lezea_otel.exporter.records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord, Kind
+from lezea_otel.util.safety import encodable_attributes, encodable_number
 
 MAX_SERIES_PER_NAME = 1000
 """Attribute sets (scope, split, ...) per instrument; past it values go to an overflow series."""

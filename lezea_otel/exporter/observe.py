@@ -28,12 +28,12 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 
-from .._internal import names
-from .._internal.observers import POINT_GAP_S, Observers
-from .._internal.readable import error_text
-from .._internal.run_state import MAX_ENTRIES, OTHER
-from .._internal.safety import report_internal_error
-from ..version import __version__
+from lezea_otel import semconv as names
+from lezea_otel.exporter.observers import POINT_GAP_S, Observers
+from lezea_otel.model.run_state import MAX_ENTRIES, OTHER
+from lezea_otel.util.readable import error_text
+from lezea_otel.util.safety import report_internal_error
+from lezea_otel.version import __version__
 
 Warn = Callable[[str, str, str], None]
 

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._internal import names
-from .._internal.settings import Settings
-from .assemble import otlp_destination
-from .follow import Follower
+from lezea_otel import semconv as names
+from lezea_otel.config.settings import Settings
+from lezea_otel.exporter.assemble import otlp_destination
+from lezea_otel.exporter.follow import Follower
 
 REFUSED_FOR_GOOD_AFTER = 3
 """Refusals in a row of one batch, the collector taking an empty request, before it is split (no

@@ -1,6 +1,6 @@
 """The one OTLP sender: resolved :class:`Target`s per signal, and the SDK's exporters built from them.
 
-:func:`targets` turns the resolved :class:`~lezea_otel._internal.settings.Settings` into one
+:func:`targets` turns the resolved :class:`~lezea_otel.config.settings.Settings` into one
 :class:`Target` per OTLP signal, with every ``OTEL_EXPORTER_OTLP_*`` meaning applied the way the
 specification says, not the way the Python exporters read the environment:
 
@@ -37,9 +37,9 @@ from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from .._internal.parsers import Invalid
-from .._internal.parsers import headers as parse_headers
-from .._internal.settings import Settings
+from lezea_otel.config.parsers import Invalid
+from lezea_otel.config.parsers import headers as parse_headers
+from lezea_otel.config.settings import Settings
 
 Exporter = SpanExporter | MetricExporter | LogRecordExporter
 GRPC: Final = "grpc"

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from .._internal.settings import resolve_settings
-from .assemble import build_service
+from lezea_otel.config.settings import resolve_settings
+from lezea_otel.exporter.assemble import build_service
 
 
 def main(argv: list[str] | None = None) -> int:

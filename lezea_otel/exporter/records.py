@@ -23,9 +23,9 @@ from opentelemetry.sdk.resources import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 
-from .._internal import names
-from .._internal.safety import encodable_attributes
-from ..version import __version__
+from lezea_otel import semconv as names
+from lezea_otel.util.safety import encodable_attributes
+from lezea_otel.version import __version__
 
 
 class Kind(str, Enum):

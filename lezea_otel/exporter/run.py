@@ -19,12 +19,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from .._internal.readable import error_text
-from .._internal.safety import raise_internal
-from .logs import LogBuilder, ReadableLogRecord
-from .metrics import DEFAULT_MAX_NAMES, MetricsBuilder
-from .records import AuditRecord, Kind, constant_attributes, run_resource
-from .spans import SpanBuilder, Windows
+from lezea_otel.exporter.logs import LogBuilder, ReadableLogRecord
+from lezea_otel.exporter.metrics import DEFAULT_MAX_NAMES, MetricsBuilder
+from lezea_otel.exporter.records import AuditRecord, Kind, constant_attributes, run_resource
+from lezea_otel.exporter.spans import SpanBuilder, Windows
+from lezea_otel.util.readable import error_text
+from lezea_otel.util.safety import raise_internal
 
 _NO_START = AuditRecord(seq=0, time_ns=0, kind=Kind.EXPERIMENT_START, step=None, scope="", trace_id=0,
                         span_id=0)

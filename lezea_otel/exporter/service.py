@@ -23,12 +23,12 @@ import orjson
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from .._internal import names
-from .._internal.readable import error_text
-from .._internal.safety import raise_internal, report_internal_error
-from .._internal.settings import Settings
-from .follow import Destination, Follower, wind_down
-from .logs import LogRecordExporter
+from lezea_otel import semconv as names
+from lezea_otel.config.settings import Settings
+from lezea_otel.exporter.follow import Destination, Follower, wind_down
+from lezea_otel.exporter.logs import LogRecordExporter
+from lezea_otel.util.readable import error_text
+from lezea_otel.util.safety import raise_internal, report_internal_error
 
 Warn = Callable[[str, str, str], None]
 POLL_S = 0.05
@@ -246,7 +246,7 @@ class ExporterService:
                 (self._observed is None and self._observed_factory is None):
             return None
         try:
-            from .observe import ScopeWindows
+            from lezea_otel.exporter.observe import ScopeWindows
         except ImportError:  # no psutil: no observers either
             return None
         return ScopeWindows(self._window_observed, self.settings.scope_resources, readers=readers)

@@ -31,9 +31,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from .._internal import names, values
-from .._internal.safety import encodable_attributes, encodable_text
-from .records import (
+from lezea_otel import semconv as names
+from lezea_otel.exporter.records import (
     EXCEPTION_ESCAPED,
     EXCEPTION_EVENT,
     EXCEPTION_MESSAGE,
@@ -44,6 +43,8 @@ from .records import (
     Kind,
     is_worker,
 )
+from lezea_otel.util import values
+from lezea_otel.util.safety import encodable_attributes, encodable_text
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)  # a parent without it turns SDK children into non-recording spans
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .readable import (
+from lezea_otel.util.readable import (
     FLOAT_MAX,
     INT64_MAX,
     INT64_MIN,

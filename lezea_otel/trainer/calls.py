@@ -10,8 +10,8 @@ import hashlib
 import os
 from typing import Any
 
-from . import values
-from .values import Warn
+from lezea_otel.util import values
+from lezea_otel.util.values import Warn
 
 _MB = 2**20
 

@@ -1,6 +1,6 @@
 """A synthetic training run that exercises every call of the connector spec.
 
-``python -m lezea_otel.demo [--steps N] [--endpoint URL]``: local mode unless an endpoint is
+``python -m lezea_otel.cli.demo [--steps N] [--endpoint URL]``: local mode unless an endpoint is
 given (or configured through ``OTEL_EXPORTER_OTLP_ENDPOINT``). One phase (``data_loading``) is
 deliberately slow every tenth step, so the slow-phase views have something to find.
 """
@@ -13,7 +13,7 @@ import random
 import time
 from pathlib import Path
 
-from .tracker import ExperimentTracker, NetworkType
+from lezea_otel.tracker import ExperimentTracker, NetworkType
 
 
 def run(steps: int = 60, endpoint: str | None = None, runs_dir: str | None = None,
@@ -72,7 +72,7 @@ def run(steps: int = 60, endpoint: str | None = None, runs_dir: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lezea_otel.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lezea_otel.cli.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--endpoint", default=None, help="OTLP endpoint, e.g. http://localhost:4318")
     parser.add_argument("--runs-dir", default=None, help="where runs/<id>/ is written (default ./runs)")

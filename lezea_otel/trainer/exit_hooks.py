@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType, FunctionType, MethodType, TracebackType
 from typing import Any
 
-from .safety import report_internal_error
+from lezea_otel.util.safety import report_internal_error
 
 Finalize = Callable[[Any, str, BaseException | None], None]
 
@@ -124,16 +124,20 @@ def _end_worker(tracker: weakref.ref[Any], finalize: Finalize) -> None:
 def _user_code_hosts() -> frozenset[CodeType]:
     """Our frames that run the user's code for as long as it likes: a function decorated with
     ``@tracker.span(...)`` runs inside one. Such a frame is not "inside one of our calls"."""
-    from .scopes import TracedBlock
+    from lezea_otel.trainer.scopes import TracedBlock
 
     return frozenset(const for const in TracedBlock.__call__.__code__.co_consts if isinstance(const, CodeType))
+
+
+_OUR_PACKAGES = ("lezea_otel.trainer.", "lezea_otel.model.", "lezea_otel.util.", "lezea_otel.config.")
+"""Where the training thread runs our code (the exporter side never runs on it)."""
 
 
 def _ours(frame: FrameType) -> bool:
     name = frame.f_globals.get("__name__")
     if not isinstance(name, str) or name == __name__:
         return False  # the exit machinery itself is where deferred work runs, never what it waits for
-    if name != "lezea_otel.tracker" and not name.startswith("lezea_otel._internal."):
+    if name != "lezea_otel.tracker" and not name.startswith(_OUR_PACKAGES):
         return False
     return frame.f_code not in _user_code_hosts()
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from . import names
-from .readable import error_text
-from .safety import logger
-from .settings import Settings
+from lezea_otel import semconv as names
+from lezea_otel.config.settings import Settings
+from lezea_otel.util.readable import error_text
+from lezea_otel.util.safety import logger
 
 Warn = Callable[[str, str, str], None]
 MAX_RESTARTS = 3

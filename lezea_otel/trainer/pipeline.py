@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .audit import FLUSH_INTERVAL_S, AuditWriter
-from .exit_hooks import after_fork_in_child
-from .record import Record
-from .run_state import RunState
-from .safety import raise_internal, report_internal_error
+from lezea_otel.model.audit import FLUSH_INTERVAL_S, AuditWriter
+from lezea_otel.model.record import Record
+from lezea_otel.model.run_state import RunState
+from lezea_otel.trainer.exit_hooks import after_fork_in_child
+from lezea_otel.util.safety import raise_internal, report_internal_error
 
 MAX_QUEUE = 100_000
 IDLE_POLL_S = 0.005

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .safety import raise_internal, report_internal_error
+from lezea_otel.util.safety import raise_internal, report_internal_error
 
 if TYPE_CHECKING:
-    from .session import Session
+    from lezea_otel.trainer.session import Session
 
 F = TypeVar("F", bound=Callable[..., Any])
 

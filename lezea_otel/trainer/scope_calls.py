@@ -10,10 +10,11 @@ import functools
 from enum import Enum
 from typing import Any
 
-from . import names, values
-from .safety import shielded
-from .scopes import TracedBlock
-from .session import Session
+from lezea_otel import semconv as names
+from lezea_otel.trainer.scopes import TracedBlock
+from lezea_otel.trainer.session import Session
+from lezea_otel.util import values
+from lezea_otel.util.safety import shielded
 
 
 def _quiet(problem: str, detail: str) -> None:

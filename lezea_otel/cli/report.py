@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .runs import Run, slow_table
+from lezea_otel.model.runs import Run, slow_table
 
 MAX_TIMELINE = 2000
 MAX_METRIC_PLOTS = 12

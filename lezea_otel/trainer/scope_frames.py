@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from .span_ids import ids
+from lezea_otel.trainer.span_ids import ids
 
 
 class Frame:

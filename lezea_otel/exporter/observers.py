@@ -40,11 +40,11 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from . import names
-from .gpu_sampler import GpuReading, GpuSampler, torch_memory
-from .process_sampler import ProcessSampler, TreeSample
-from .safety import report_internal_error
-from .windows import APPROXIMATE_FRACTION, History, Point
+from lezea_otel import semconv as names
+from lezea_otel.exporter.gpu_sampler import GpuReading, GpuSampler, torch_memory
+from lezea_otel.exporter.process_sampler import ProcessSampler, TreeSample
+from lezea_otel.exporter.windows import APPROXIMATE_FRACTION, History, Point
+from lezea_otel.util.safety import report_internal_error
 
 Warn = Callable[[str, str, str], None]
 

@@ -24,18 +24,22 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.trace import set_span_in_context
 
-from ..exceptions import LezeaConfigError
-from ..version import __version__
-from . import exit_hooks, names, values
-from .audit import AuditWriter, open_audit
-from .environment import describe_environment, host_name
-from .exporter_link import ExporterLink, delivery_report
-from .pipeline import Pipeline
-from .readable import exception_fields
-from .record import Record
-from .resource import build_resource, git_facts
-from .run_state import RunState, closing_line
-from .safety import (
+from lezea_otel import semconv as names
+from lezea_otel.config.settings import Settings, resolve_settings
+from lezea_otel.exceptions import LezeaConfigError
+from lezea_otel.model.audit import AuditWriter, open_audit
+from lezea_otel.model.record import Record
+from lezea_otel.model.run_state import RunState, closing_line
+from lezea_otel.trainer import exit_hooks
+from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report
+from lezea_otel.trainer.pipeline import Pipeline
+from lezea_otel.trainer.resource import build_resource, git_facts
+from lezea_otel.trainer.scope_frames import Frame
+from lezea_otel.trainer.span_ids import IdSpans, ids
+from lezea_otel.util import values
+from lezea_otel.util.environment import describe_environment, host_name
+from lezea_otel.util.readable import exception_fields
+from lezea_otel.util.safety import (
     Warnings,
     encodable_text,
     error_text,
@@ -45,9 +49,7 @@ from .safety import (
     report_internal_error,
     shielded,
 )
-from .scope_frames import Frame
-from .settings import Settings, resolve_settings
-from .span_ids import IdSpans, ids
+from lezea_otel.version import __version__
 
 
 def _utf8(text: str, what: str, warn: values.Warn) -> str:

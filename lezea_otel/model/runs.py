@@ -15,12 +15,12 @@ from typing import Any
 
 import orjson
 
-from . import names
-from .audit import read_events
-from .environment import host_name
-from .recommendations import recommend
-from .record import Record
-from .run_state import RunState, metric_name
+from lezea_otel import semconv as names
+from lezea_otel.model.audit import read_events
+from lezea_otel.model.recommendations import recommend
+from lezea_otel.model.record import Record
+from lezea_otel.model.run_state import RunState, metric_name
+from lezea_otel.util.environment import host_name
 
 EVENTS = names.AUDIT_FILE
 

@@ -19,8 +19,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ._internal.runs import Run, RunNotFound, load_run, resolve_run, run_folders, slow_table
-from ._internal.settings import resolve_settings
+from lezea_otel.config.settings import resolve_settings
+from lezea_otel.model.runs import Run, RunNotFound, load_run, resolve_run, run_folders, slow_table
 
 _WIDTH = None if sys.stdout.isatty() else 160  # pipes and CI logs get wide tables, not 80 columns
 # User text (ids, comments, config) is printed as written: no markup ("[/x]" would raise), no ":a:" emoji.
@@ -77,7 +77,7 @@ def main() -> None:
 @runs_dir_option
 def demo(steps: int, endpoint: str | None, runs_dir: str | None) -> None:
     """Run a synthetic training that exercises every tracker call (one phase is deliberately slow)."""
-    from .demo import run
+    from lezea_otel.cli.demo import run
 
     tracker = run(steps, endpoint, runs_dir)
     console.print(f"Run {tracker.experiment_id} written to {tracker.run_dir}")
@@ -230,7 +230,7 @@ def slow(run: str, top: int, runs_dir: str | None) -> None:
 @runs_dir_option
 def report(run: str, output: str, runs_dir: str | None) -> None:
     """Write one self-contained HTML report of RUN (opens offline: plots and their JavaScript embedded)."""
-    from ._internal.report import write_report
+    from lezea_otel.cli.report import write_report
 
     loaded = _load(run, runs_dir)
     path = write_report(loaded, Path(output))
@@ -270,7 +270,7 @@ def replay(run: str, endpoint: str | None, protocol: str | None, everything: boo
 
 def _export(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None,
             command: str) -> None:
-    from .exporter.offline import ExportError, export_run
+    from lezea_otel.exporter.offline import ExportError, export_run
 
     loaded = _load(run, runs_dir)
     if loaded.status == "running":
@@ -357,7 +357,7 @@ def _check_endpoint(settings: Any) -> int:
 
 
 def _check_nvml() -> None:
-    from ._internal.environment import gpus
+    from lezea_otel.util.environment import gpus
 
     found = gpus()
     if not found:

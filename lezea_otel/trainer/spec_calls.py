@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import calls, values
-from .audit import read_events
-from .recommendations import recommend
-from .record import Record
-from .runs import merge_measured
-from .session import Session
+from lezea_otel.model.audit import read_events
+from lezea_otel.model.recommendations import recommend
+from lezea_otel.model.record import Record
+from lezea_otel.model.runs import merge_measured
+from lezea_otel.trainer import calls
+from lezea_otel.trainer.session import Session
+from lezea_otel.util import values
 
 _MB = 2**20
 _MAX_SERIES = 10_000

@@ -16,7 +16,7 @@ from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
-from . import values
+from lezea_otel.util import values
 
 ENV_ALLOWLIST = (
     "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS",

@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from . import names, values
-from .environment import host_name
-from .settings import current_ranks
+from lezea_otel import semconv as names
+from lezea_otel.config.settings import current_ranks
+from lezea_otel.util import values
+from lezea_otel.util.environment import host_name
 
 
 def git_facts(path: str | None = None) -> dict[str, Any]:

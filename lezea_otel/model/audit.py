@@ -21,10 +21,11 @@ from typing import Any
 
 import orjson
 
-from . import names, values
-from .audit_file import LineFile
-from .record import Record
-from .safety import logger
+from lezea_otel import semconv as names
+from lezea_otel.model.audit_file import LineFile
+from lezea_otel.model.record import Record
+from lezea_otel.util import values
+from lezea_otel.util.safety import logger
 
 FLUSH_INTERVAL_S = 0.2
 """Lines reach the file (where the exporter reads them) at least this often while records arrive."""

@@ -3,7 +3,7 @@
 Each :class:`Parameter` names its variables (highest precedence first), its default (in the unit a
 user writes), a parser with bounds (:mod:`.parsers`) and a one-line doc. :mod:`.settings` resolves
 them, ``lezea-otel doctor`` lists them and README's configuration table is generated from them
-(``python -m lezea_otel._internal.parameters``), so none of the three can drift from the others.
+(``python -m lezea_otel.config.parameters``), so none of the three can drift from the others.
 Nothing here imports OpenTelemetry: :func:`.settings.guard_sdk_environment` runs before the SDK loads.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from . import names
-from .parsers import (
+from lezea_otel import semconv as names
+from lezea_otel.config.parsers import (
     AUDIT_FSYNC_POLICIES,
     DAY_MS,
     DAY_S,
@@ -111,17 +111,17 @@ def _limit(variable: str, default: int | None, what: str) -> Parameter:
 
 
 def _queue(prefix: str, signal: str) -> tuple[Parameter, ...]:
-    ours = f"the {signal} export queues (local file and OTLP)"  # the SDK's batch processors read them too
+    # The exporter has no batch processor (it reads the audit, which is its spool): these are the SDK's,
+    # checked so that an SDK a user builds beside us never fails on them.
+    ours = f"the SDK's {signal} batch processor (not used by the exporter, whose spool is the audit)"
     lower = prefix.lower()
     return (
         Parameter(f"{lower}_schedule_delay_ms", (f"OTEL_{prefix}_SCHEDULE_DELAY",), 1000,
-                  Number(10, DAY_MS, "ms", integer=True), f"batch interval of {ours}", "sdk"),
+                  Number(10, DAY_MS, "ms", integer=True), f"SDK: batch interval of {ours}", "sdk"),
         Parameter(f"{lower}_max_queue_size", (f"OTEL_{prefix}_MAX_QUEUE_SIZE",), 16_384,
-                  Number(1, 1_000_000, integer=True),
-                  f"queue bound of {ours}; past it batches are spooled, never dropped (the SDK's: 2048)",
-                  "sdk"),
+                  Number(1, 1_000_000, integer=True), f"SDK: queue bound of {ours}", "sdk"),
         Parameter(f"{lower}_max_export_batch_size", (f"OTEL_{prefix}_MAX_EXPORT_BATCH_SIZE",), 512,
-                  Number(1, 1_000_000, integer=True), f"batch size of {ours}", "sdk"),
+                  Number(1, 1_000_000, integer=True), f"SDK: batch size of {ours}", "sdk"),
         Parameter(f"otel_{lower}_export_timeout", (f"OTEL_{prefix}_EXPORT_TIMEOUT",), 30_000,
                   Number(100, DAY_MS, "ms", integer=True),
                   f"SDK: export timeout of the {signal} batch processor", "sdk"),

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from .parameters import BY_NAME, PARAMETERS, SIGNALS, Parameter
-from .parsers import Adjusted, Invalid
-from .safety import raise_internal
+from lezea_otel.config.parameters import BY_NAME, PARAMETERS, SIGNALS, Parameter
+from lezea_otel.config.parsers import Adjusted, Invalid
+from lezea_otel.util.safety import raise_internal
 
 Protocol = Literal["grpc", "http/protobuf"]
 _OTLP_KWARGS: Final = ("timeout", "headers")  # what the exporters are given; they read the rest themselves

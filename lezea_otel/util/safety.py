@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from .readable import INT64_MAX, INT64_MIN, error_text, ignore, valid_text
+from lezea_otel.util.readable import INT64_MAX, INT64_MIN, error_text, ignore, valid_text
 
 logger = logging.getLogger("lezea_otel")
 

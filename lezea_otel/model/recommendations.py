@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .run_state import MetricStats, RunState
+from lezea_otel.model.run_state import MetricStats, RunState
 
 PLATEAU_MIN_POINTS = 20
 PLATEAU_REL_CHANGE = 0.01

@@ -1,0 +1,1 @@
+"""Configuration: one declared parameter table, its parsers, the resolved settings."""

@@ -1,0 +1,1 @@
+"""The shared model: the record, its audit file, the run state and its readers."""

@@ -1,0 +1,1 @@
+"""Small helpers both sides use: readable text, value shaping, never-raise guards."""
