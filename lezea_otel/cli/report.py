@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lezea_otel.model.record import Kind
 from lezea_otel.model.runs import Run, slow_table
 
 MAX_TIMELINE = 2000
@@ -77,8 +78,8 @@ def _start_offsets(run: Run) -> dict[tuple[str | None, str], float]:
     origin = run.state.start_ns or 0
     out = {}
     for event in run.events:
-        if event["kind"] in ("scope_end", "phase"):
-            name = event["scope"] if event["kind"] == "scope_end" else event["data"]["name"]
+        if event["kind"] in (Kind.SCOPE_END, Kind.PHASE):
+            name = event["scope"] if event["kind"] == Kind.SCOPE_END else event["data"]["name"]
             end = (int(event.get("time_unix_nano") or 0) - origin) / 1e9
             out[(event.get("span_id"), name)] = end - float(event["data"].get("duration_s") or 0.0)
     return out

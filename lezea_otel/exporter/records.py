@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,39 +23,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 
 from lezea_otel import semconv as names
+from lezea_otel.model.record import Kind
 from lezea_otel.util.safety import encodable_attributes
 from lezea_otel.version import __version__
-
-
-class Kind(str, Enum):
-    """The record kinds the trainer writes today (``record.kind``); the exporter's only vocabulary of them."""
-
-    EXPERIMENT_START = "experiment_start"
-    ENVIRONMENT = "environment"
-    CONFIG = "config"
-    EXPERIMENT_END = "experiment_end"
-    SCOPE_START = "scope_start"
-    SCOPE_END = "scope_end"
-    PHASE = "phase"
-    TRAINING_STEP = "training_step"
-    MODIFICATION_TREE = "modification_tree"
-    MODIFICATION_TREE_STATS = "modification_tree_stats"
-    MODIFICATION_STATS = "modification_stats"
-    DATA_SPLITS = "data_splits"
-    DATA_USAGE = "data_usage"
-    DATA_SCORE = "data_score"
-    DELTA_LOSS = "delta_loss"
-    RESOURCE = "resource"
-    RESOURCE_TOTALS = "resource_totals"
-    CHECKPOINT = "checkpoint"
-    DATASET_VERSION = "dataset_version"
-    RESULTS = "results"
-    REWARD = "reward"
-    RESOURCE_COST = "resource_cost"
-    BUSINESS_METRICS = "business_metrics"
-    COMMENT = "comment"
-    CONCLUSION = "conclusion"
-
 
 # Keys the in-process code spells inline (mapping.py, spans.py, scope_calls.py; not in names.py yet):
 # written once here for the exporter, to move into names.py when the trainer side is reshaped.

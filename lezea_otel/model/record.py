@@ -2,7 +2,39 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
+
+
+class Kind(StrEnum):
+    """Every record kind, written once: what the trainer writes (``record.kind``), what the run state,
+    the readers and the exporter dispatch on. A ``StrEnum``: in the audit and in summaries it is its text."""
+
+    EXPERIMENT_START = "experiment_start"
+    ENVIRONMENT = "environment"
+    CONFIG = "config"
+    EXPERIMENT_END = "experiment_end"
+    SCOPE_START = "scope_start"
+    SCOPE_END = "scope_end"
+    PHASE = "phase"
+    TRAINING_STEP = "training_step"
+    MODIFICATION_TREE = "modification_tree"
+    MODIFICATION_TREE_STATS = "modification_tree_stats"
+    MODIFICATION_STATS = "modification_stats"
+    DATA_SPLITS = "data_splits"
+    DATA_USAGE = "data_usage"
+    DATA_SCORE = "data_score"
+    DELTA_LOSS = "delta_loss"
+    RESOURCE = "resource"
+    RESOURCE_TOTALS = "resource_totals"
+    CHECKPOINT = "checkpoint"
+    DATASET_VERSION = "dataset_version"
+    RESULTS = "results"
+    REWARD = "reward"
+    RESOURCE_COST = "resource_cost"
+    BUSINESS_METRICS = "business_metrics"
+    COMMENT = "comment"
+    CONCLUSION = "conclusion"
 
 
 class Record:

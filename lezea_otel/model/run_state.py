@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from lezea_otel.model.record import Record
+from lezea_otel.model.record import Kind, Record
 
 LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll", "regret", "wer", "cer")
 RECENT = 50
@@ -237,7 +237,7 @@ class RunState:
         self.results.update(record.data.get("result_dict") or {})
         for role in ("tasker", "builder"):
             for agent, reward in (record.data.get(f"{role}_rewards") or {}).items():
-                self._on_reward(Record("reward", record.time_ns, record.step, record.scope, 0, 0,
+                self._on_reward(Record(Kind.REWARD, record.time_ns, record.step, record.scope, 0, 0,
                                        {"role": role, "agent_id": agent, "reward": reward}))
 
     def _on_resource(self, record: Record) -> None:

@@ -18,7 +18,7 @@ import orjson
 from lezea_otel import semconv as names
 from lezea_otel.model.audit import read_events
 from lezea_otel.model.recommendations import recommend
-from lezea_otel.model.record import Record
+from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import RunState, metric_name
 from lezea_otel.util.environment import host_name
 
@@ -107,7 +107,7 @@ class Run:
         if loss and self.history.get(loss) and not math.isfinite(self.history[loss][-1][1]):
             causes.append(f"{loss} was {self.history[loss][-1][1]} at its last step (diverged)")
         memory = [e["data"]["memory_mb"] for e in self.events
-                  if e["kind"] == "resource" and isinstance(e["data"].get("memory_mb"), (int, float))][-4:]
+                  if e["kind"] == Kind.RESOURCE and isinstance(e["data"].get("memory_mb"), (int, float))][-4:]
         if len(memory) >= 3 and all(b > a for a, b in zip(memory, memory[1:])):
             causes.append(f"memory kept growing ({', '.join(f'{m:.0f}' for m in memory)} MB): likely killed by the "
                           "OOM killer")
@@ -137,19 +137,19 @@ def load_run(path: Path) -> Run:
             continue
         run.last_time_ns = max(run.last_time_ns, record.time_ns)
         kind = event["kind"]
-        if kind == "experiment_start":
+        if kind == Kind.EXPERIMENT_START:
             run.start = event["data"]
-        elif kind == "experiment_end":
+        elif kind == Kind.EXPERIMENT_END:
             run.end = event["data"]
-        elif kind == "training_step":
+        elif kind == Kind.TRAINING_STEP:
             last_step = event["step"] if event["step"] is not None else last_step
             split = event["data"].get("data_split")
             for key, value in (record.values or {}).items():
                 name = metric_name(record, key, split)
                 run.history.setdefault(name, []).append((event["step"], value))
-        elif kind in ("scope_end", "phase"):
-            name = event["scope"] if kind == "scope_end" else event["data"]["name"]
-            run.timed.append(Timed(name, "scope" if kind == "scope_end" else "phase",
+        elif kind in (Kind.SCOPE_END, Kind.PHASE):
+            name = event["scope"] if kind == Kind.SCOPE_END else event["data"]["name"]
+            run.timed.append(Timed(name, "scope" if kind == Kind.SCOPE_END else "phase",
                                    event["data"].get("duration_s") or 0.0, last_step,
                                    event.get("trace_id"), event.get("span_id"), event["data"].get("error")))
     run.exporter = exporter_report(path)
@@ -176,19 +176,19 @@ def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
                 summary[section][name].update(measured)
 
 
-_NUMBERS = {"reward": ("reward",), "delta_loss": ("loss", "prev_loss", "delta_loss"),
-            "data_score": ("before_loss", "after_loss", "score"), "scope_end": ("duration_s",),
-            "phase": ("duration_s",), "experiment_end": ("duration_s",),
-            "resource": ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")}
+_NUMBERS = {Kind.REWARD: ("reward",), Kind.DELTA_LOSS: ("loss", "prev_loss", "delta_loss"),
+            Kind.DATA_SCORE: ("before_loss", "after_loss", "score"), Kind.SCOPE_END: ("duration_s",),
+            Kind.PHASE: ("duration_s",), Kind.EXPERIMENT_END: ("duration_s",),
+            Kind.RESOURCE: ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")}
 """Fields the run state adds up: anything but a number there (an old audit wrote ``"np.float64(0.7)"``) is dropped."""
-_NUMBER_MAPS = {"training_step": ("metrics",), "business_metrics": ("metrics",),
-                "results": ("result_dict", "tasker_rewards", "builder_rewards")}
-_TEXT = {"experiment_start": ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
-         "experiment_end": ("status", "ended_by", "error"), "reward": ("agent_id", "role"),
-         "resource": ("component_id", "component_type"), "phase": ("name", "error"), "scope_end": ("error",),
-         "comment": ("text",), "conclusion": ("text",), "training_step": ("data_split",)}
-_REQUIRED = {"reward": "reward", "resource": "component_id", "phase": "name", "comment": "text",
-             "conclusion": "text", "experiment_end": "status", "data_usage": "count"}
+_NUMBER_MAPS = {Kind.TRAINING_STEP: ("metrics",), Kind.BUSINESS_METRICS: ("metrics",),
+                Kind.RESULTS: ("result_dict", "tasker_rewards", "builder_rewards")}
+_TEXT = {Kind.EXPERIMENT_START: ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
+         Kind.EXPERIMENT_END: ("status", "ended_by", "error"), Kind.REWARD: ("agent_id", "role"),
+         Kind.RESOURCE: ("component_id", "component_type"), Kind.PHASE: ("name", "error"), Kind.SCOPE_END: ("error",),
+         Kind.COMMENT: ("text",), Kind.CONCLUSION: ("text",), Kind.TRAINING_STEP: ("data_split",)}
+_REQUIRED = {Kind.REWARD: "reward", Kind.RESOURCE: "component_id", Kind.PHASE: "name", Kind.COMMENT: "text",
+             Kind.CONCLUSION: "text", Kind.EXPERIMENT_END: "status", Kind.DATA_USAGE: "count"}
 
 
 def _clean(event: dict[str, Any], audit: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -214,12 +214,12 @@ def _clean(event: dict[str, Any], audit: Path, problems: list[str]) -> dict[str,
     for name in _TEXT.get(kind, ()):
         if data.get(name) is not None and not isinstance(data[name], str):
             data[name] = str(data[name])
-    if kind == "experiment_start":
+    if kind == Kind.EXPERIMENT_START:
         for name in ("tags", "targets"):
             data[name] = [str(item) for item in data[name]] if isinstance(data.get(name), list) else []
-    elif kind == "data_usage":
+    elif kind == Kind.DATA_USAGE:
         data["count"] = data.get("count") if type(data.get("count")) is int else None
-    elif kind == "data_splits":
+    elif kind == Kind.DATA_SPLITS:
         event["data"] = data = {split: entry for split, entry in data.items()
                                 if isinstance(entry, dict) and type(entry.get("count")) is int}
     required = _REQUIRED.get(kind)
@@ -251,7 +251,7 @@ def _record(event: dict[str, Any]) -> Record:
     scope = tuple(event["scope"].split("/")) if event["scope"] else ()
     data = dict(event["data"])
     values = None
-    if event["kind"] == "training_step":
+    if event["kind"] == Kind.TRAINING_STEP:
         prefix = len(event["scope"]) + 1 if scope else 0
         values = {k[prefix:]: v for k, v in data.pop("metrics", {}).items()}
     return Record(event["kind"], event["time_unix_nano"], event["step"], scope,

@@ -28,7 +28,7 @@ from lezea_otel import semconv as names
 from lezea_otel.config.settings import Settings, resolve_settings
 from lezea_otel.exceptions import LezeaConfigError
 from lezea_otel.model.audit import AuditWriter, open_audit
-from lezea_otel.model.record import Record
+from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import RunState, closing_line
 from lezea_otel.trainer import exit_hooks
 from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report
@@ -184,7 +184,7 @@ class Session:
         if not worker:
             self.spans.end(self.spans.start(names.STARTED_SPAN_NAME, constant, self.root))
         exit_hooks.register(self, Session.finalize, worker)
-        self.emit("experiment_start", None, {
+        self.emit(Kind.EXPERIMENT_START, None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self.targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
@@ -192,7 +192,7 @@ class Session:
             "resource": resource},
             time_ns=root_start_ns, parent_span_id=ids(self.worker_of)[1] if worker else 0)
         if not worker:
-            self.emit("environment", None, {**describe_environment(self.settings.env_allowlist), "git": git})
+            self.emit(Kind.ENVIRONMENT, None, {**describe_environment(self.settings.env_allowlist), "git": git})
         self.pipeline.flush()  # the start of a run is on disk at once, whatever happens next
         self.console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self.targets[1:]) or "local mode (no OTLP endpoint configured)"))
@@ -240,11 +240,11 @@ class Session:
                 attempt(self.exit_block, frame, error, ended_by)  # innermost first, marked truncated
             if self.link is not None and self.link.observes:
                 link = self.link
-                attempt(lambda: self.emit("resource_totals", None, {
+                attempt(lambda: self.emit(Kind.RESOURCE_TOTALS, None, {
                     "observed": link.observed_totals(), "components": self.state.resource_totals()}))
             end_ns = time.time_ns()  # the root span's end is the experiment_end record's time
             duration = (end_ns - self.state.start_ns) / 1e9 if self.state.start_ns else 0.0
-            attempt(lambda: self.emit("experiment_end", None, {
+            attempt(lambda: self.emit(Kind.EXPERIMENT_END, None, {
                 "status": status, "ended_by": ended_by, "duration_s": duration,
                 "error": error_text(error) if error is not None else None, "warnings": self.warnings.count,
                 **({"exception": exception_fields(error)} if error is not None else {})}, time_ns=end_ns))
@@ -368,7 +368,7 @@ class Session:
         self.open_frames[id(frame)] = frame
         frame.start_ns = time.time_ns()
         if level is not None:
-            self.emit_at(frame, "scope_start", {"level": level, "id": ident, **attributes}, frame.start_ns)
+            self.emit_at(frame, Kind.SCOPE_START, {"level": level, "id": ident, **attributes}, frame.start_ns)
         return frame
 
     def exit_block(self, frame: Frame, error: BaseException | None, truncated_by: str | None = None,
@@ -398,9 +398,9 @@ class Session:
         if truncated_by is not None:
             data["truncated"] = truncated_by
         if frame.level is not None:
-            self.emit_at(frame, "scope_end", {"level": frame.level, "id": frame.ident, **data}, end_ns)
+            self.emit_at(frame, Kind.SCOPE_END, {"level": frame.level, "id": frame.ident, **data}, end_ns)
         else:
-            self.emit_at(frame, "phase", {"name": frame.ident, **data}, end_ns)
+            self.emit_at(frame, Kind.PHASE, {"name": frame.ident, **data}, end_ns)
 
     def _leave(self, frame: Frame) -> None:
         """The scope path and the OTel context as they were before the block, in the block's own context."""

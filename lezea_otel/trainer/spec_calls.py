@@ -10,7 +10,7 @@ from typing import Any
 
 from lezea_otel.model.audit import read_events
 from lezea_otel.model.recommendations import recommend
-from lezea_otel.model.record import Record
+from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.runs import merge_measured
 from lezea_otel.trainer import calls
 from lezea_otel.trainer.session import Session
@@ -44,7 +44,7 @@ class SpecCalls:
             return
         data = calls.config(self._session.warner("log_lezea_config"), tasker_population_size, builder_population_size,
                             algorithm_type, start_network_id, hyperparameters, seeds, initialization_scheme)
-        self._session.emit("config", None, data)
+        self._session.emit(Kind.CONFIG, None, data)
 
     # -- 4) training -----------------------------------------------------------------------------
 
@@ -99,7 +99,7 @@ class SpecCalls:
                                     loss if finite_loss else previous_loss)
         if len(last) > _MAX_SERIES:  # bounded memory: the oldest series loses its delta base
             del last[next(iter(last))]
-        return Record("training_step", time_ns, step, path, trace_id, span_id,
+        return Record(Kind.TRAINING_STEP, time_ns, step, path, trace_id, span_id,
                       {"data_split": data_split} if data_split is not None else {}, clean)
 
     def log_modification_tree(self, step: int | None = None, modifications: list[Any] | None = None,
@@ -108,20 +108,20 @@ class SpecCalls:
         if not self._session.ready("log_modification_tree"):
             return
         warn = self._session.warner("log_modification_tree")
-        self._session.emit("modification_tree", values.step_value(step, "step", warn), {
+        self._session.emit(Kind.MODIFICATION_TREE, values.step_value(step, "step", warn), {
             "modifications": calls.modifications(warn, modifications),
             "statistics": calls.statistics(warn, statistics)})
 
     def log_modification_tree_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
         if self._session.ready("log_modification_tree_stats"):
             warn = self._session.warner("log_modification_tree_stats")
-            self._session.emit("modification_tree_stats", values.step_value(step, "step", warn),
+            self._session.emit(Kind.MODIFICATION_TREE_STATS, values.step_value(step, "step", warn),
                        {"statistics": calls.statistics(warn, statistics)})
 
     def log_modification_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
         if self._session.ready("log_modification_stats"):
             warn = self._session.warner("log_modification_stats")
-            self._session.emit("modification_stats", values.step_value(step, "step", warn),
+            self._session.emit(Kind.MODIFICATION_STATS, values.step_value(step, "step", warn),
                        {"statistics": calls.statistics(warn, statistics)})
 
     def log_data_splits(self, train_ids: Any = None, val_ids: Any = None, test_ids: Any = None) -> None:
@@ -136,7 +136,7 @@ class SpecCalls:
             shaped = calls.split(warn, f"{name}_ids", ids)
             if shaped is not None:
                 data[name] = shaped
-        self._session.emit("data_splits", None, data)
+        self._session.emit(Kind.DATA_SPLITS, None, data)
 
     def log_data_usage(self, sample_ids: Any, epoch: int | None = None) -> None:
         if not self._session.ready("log_data_usage"):
@@ -144,7 +144,7 @@ class SpecCalls:
         warn = self._session.warner("log_data_usage")
         shaped = calls.split(warn, "sample_ids", sample_ids)
         if shaped is not None:
-            self._session.emit("data_usage", None, {"epoch": values.step_value(epoch, "epoch", warn),
+            self._session.emit(Kind.DATA_USAGE, None, {"epoch": values.step_value(epoch, "epoch", warn),
                                             "count": shaped["count"], "sha256": shaped["sha256"],
                                             "sample_ids": shaped["ids"], "truncated": shaped["truncated"]})
 
@@ -152,7 +152,7 @@ class SpecCalls:
         """How much one sample helped: ``score = before_loss - after_loss`` (a histogram, no sample id label)."""
         if self._session.ready("log_data_score"):
             warn = self._session.warner("log_data_score")
-            self._session.emit("data_score", values.step_value(step, "step", warn),
+            self._session.emit(Kind.DATA_SCORE, values.step_value(step, "step", warn),
                        calls.data_score(warn, sample_id, before_loss, after_loss))
 
     def log_delta_loss(self, epoch: int, loss: float, prev_loss: float | None = None) -> None:
@@ -162,7 +162,7 @@ class SpecCalls:
         current = values.number(loss, "loss", warn)
         previous = values.number(prev_loss, "prev_loss", warn) if prev_loss is not None else None
         delta = current - previous if current is not None and previous is not None else None
-        self._session.emit("delta_loss", None, {"epoch": values.step_value(epoch, "epoch", warn), "loss": current,
+        self._session.emit(Kind.DELTA_LOSS, None, {"epoch": values.step_value(epoch, "epoch", warn), "loss": current,
                                         "prev_loss": previous, "delta_loss": delta})
 
     # -- 5) resources ----------------------------------------------------------------------------
@@ -171,14 +171,14 @@ class SpecCalls:
                      mem: float | None = None) -> None:
         """One-liner resources: ``cpu``/``gpu`` in percent, ``mem`` in MB."""
         if self._session.ready("log_resource"):
-            self._session.emit("resource", None, calls.resource(self._session.warner("log_resource"), component_id, None,
+            self._session.emit(Kind.RESOURCE, None, calls.resource(self._session.warner("log_resource"), component_id, None,
                                                         cpu, gpu, mem, None, ("cpu", "gpu", "mem", "")))
 
     def log_component_resources(self, component_id: str, component_type: str | None = None,
                                 cpu_percent: float | None = None, memory_mb: float | None = None,
                                 gpu_util_percent: float | None = None, io_operations: float | None = None) -> None:
         if self._session.ready("log_component_resources"):
-            self._session.emit("resource", None, calls.resource(
+            self._session.emit(Kind.RESOURCE, None, calls.resource(
                 self._session.warner("log_component_resources"), component_id, component_type, cpu_percent,
                 gpu_util_percent, memory_mb, io_operations))
 
@@ -189,13 +189,13 @@ class SpecCalls:
         """A checkpoint event with path, size and sha256 (files up to ``LEZEA_CHECKPOINT_HASH_MAX_MB``)."""
         if self._session.ready("log_checkpoint"):
             warn = self._session.warner("log_checkpoint")
-            self._session.emit("checkpoint", values.step_value(step, "step", warn),
+            self._session.emit(Kind.CHECKPOINT, values.step_value(step, "step", warn),
                        calls.checkpoint(warn, checkpoint_path, self._session.settings.checkpoint_hash_max_bytes, metadata))
 
     def log_dataset_version(self, dataset_name: str, version_tag: str | None = None,
                             dataset_path: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         if self._session.ready("log_dataset_version"):
-            self._session.emit("dataset_version", None, calls.dataset(
+            self._session.emit(Kind.DATASET_VERSION, None, calls.dataset(
                 self._session.warner("log_dataset_version"), dataset_name, version_tag, dataset_path, metadata))
 
     # -- 7) results ------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ class SpecCalls:
                 data[f"{role}_rewards"] = calls.rewards(warn, rewards, f"{role}_rewards")
         if action_outputs is not None:
             data["action_outputs"] = values.plain(action_outputs, "action_outputs", warn)
-        self._session.emit("results", values.step_value(step, "step", warn), data)
+        self._session.emit(Kind.RESULTS, values.step_value(step, "step", warn), data)
 
     def log_reward(self, agent_id: str, reward: float, step: int | None = None, agent_type: str = "tasker") -> None:
         if not self._session.ready("log_reward"):
@@ -223,7 +223,7 @@ class SpecCalls:
         warn = self._session.warner("log_reward")
         value = values.number(reward, "reward", warn)
         if value is not None:
-            self._session.emit("reward", values.step_value(step, "step", warn), {
+            self._session.emit(Kind.REWARD, values.step_value(step, "step", warn), {
                 "agent_id": values.label(agent_id, "agent_id", warn) or "unknown",
                 "role": values.label(agent_type, "agent_type", warn) or "tasker", "reward": value})
 
@@ -239,19 +239,19 @@ class SpecCalls:
         data = {name: values.number(raw, name, warn) for name, raw in (
             ("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours), ("mem_gb", mem_gb), ("io_bytes", io_bytes),
             ("cost_eur", cost_eur)) if raw is not None}
-        self._session.emit("resource_cost", None, {k: v for k, v in data.items() if v is not None})
+        self._session.emit(Kind.RESOURCE_COST, None, {k: v for k, v in data.items() if v is not None})
 
     def log_comment(self, comment: str) -> None:
         if self._session.ready("log_comment"):
             text = values.text(comment, "comment", self._session.warner("log_comment"))
             if text is not None:
-                self._session.emit("comment", None, {"text": text})
+                self._session.emit(Kind.COMMENT, None, {"text": text})
 
     def log_conclusion(self, conclusion: str) -> None:
         if self._session.ready("log_conclusion"):
             text = values.text(conclusion, "conclusion", self._session.warner("log_conclusion"))
             if text is not None:
-                self._session.emit("conclusion", None, {"text": text})
+                self._session.emit(Kind.CONCLUSION, None, {"text": text})
 
     def log_business_metrics(self, resource_cost_eur: float | None = None, **metrics: float) -> None:
         """Business figures (``resource_cost_eur`` is the run's cost so far) as ``lezea.business`` gauges."""
@@ -260,7 +260,7 @@ class SpecCalls:
         raw = dict(metrics)
         if resource_cost_eur is not None:
             raw["resource_cost_eur"] = resource_cost_eur
-        self._session.emit("business_metrics", None,
+        self._session.emit(Kind.BUSINESS_METRICS, None,
                    {"metrics": values.numbers(raw, "business metrics", self._session.warner("log_business_metrics"))})
 
     # -- 9) introspection ------------------------------------------------------------------------
