@@ -24,7 +24,7 @@ from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -40,7 +40,7 @@ class Point:
     name: str
     attributes: dict[str, Any]
     value: Any
-    unit: str
+    unit: str | None
     kind: str
 
 
@@ -124,8 +124,10 @@ class Capture:
                 for metric in scope_metrics.metrics:
                     kind = type(metric.data).__name__
                     for point in metric.data.data_points:
-                        value = getattr(point, "value", None)
-                        if value is None:
+                        value: Any
+                        if isinstance(point, NumberDataPoint):
+                            value = point.value
+                        else:  # a histogram's point: its count and sum
                             value = {"count": point.count, "sum": point.sum}
                         points.append(Point(metric.name, dict(point.attributes or {}), value, metric.unit, kind))
         self._last_points = points

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -829,16 +830,26 @@ def main() -> None:
           "exporter processes, on another core")
     took: dict[str, float] = {}
     profiles: dict[str, str] = {}
+
+    def run(name: str, case: Callable[..., None], *arguments: Any) -> None:
+        """One section; a section that fails is a MISS with its error, and the others still run."""
+        if name not in only:
+            return
+        start = time.monotonic()
+        try:
+            case(*arguments)
+        except Exception as error:  # noqa: BLE001 - reported below, never hidden
+            print(f"{name} failed:\n{traceback.format_exc()}")
+            target(f"section {name!r}", None, 0, "", f"failed: {type(error).__name__}: {error}")
+        took[name] = time.monotonic() - start
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if only & {"steps", "spans"}:
             raw = RawSdk(root / "raw")
             tracker = new_tracker(root / "runs")
-            for name, case in (("steps", training_steps), ("spans", phases_and_scopes)):
-                if name in only:
-                    start = time.monotonic()
-                    case(root, tracker, raw, args)
-                    took[name] = time.monotonic() - start
+            run("steps", training_steps, root, tracker, raw, args)
+            run("spans", phases_and_scopes, root, tracker, raw, args)
             if args.profile:
                 def phase(i: int) -> None:
                     with tracker.span("forward"):
@@ -849,12 +860,9 @@ def main() -> None:
             profiles = {name: profile_text(call, 5000) for name, call in PROFILES.items()}
             raw.close()
             tracker.finalize_experiment()
-        for name, run in (("torch", torch_training), ("import", import_time), ("delivery", delivery),
-                          ("memory", memory_per_step), ("observers", observer_cycle)):
-            if name in only:
-                start = time.monotonic()
-                run(root, args)
-                took[name] = time.monotonic() - start
+        for name, case in (("torch", torch_training), ("import", import_time), ("delivery", delivery),
+                           ("memory", memory_per_step), ("observers", observer_cycle)):
+            run(name, case, root, args)
     section(f"targets (issue 12), {sum(t.passed for t in TARGETS)} of {len(TARGETS)} met")
     for item in TARGETS:
         print(item.line())

@@ -267,7 +267,7 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
 
 def _endpoint_of(signal: str, values: Mapping[str, Any], own: Mapping[str, Any]) -> str:
     """Where a signal goes, by the exporters' rules: ours, else the per-signal URL, else the base URL."""
-    base = values["endpoint"] or (None if own["signal_endpoint"] else values["otel_endpoint"])
+    base: str | None = values["endpoint"] or (None if own["signal_endpoint"] else values["otel_endpoint"])
     if base is None:
         return str(own["signal_endpoint"])
     return base.rstrip("/") + f"/v1/{signal}" if values["protocol"] != "grpc" else base

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from lezea_otel.exporter.cursor import AuditCursor, Position
 from lezea_otel.exporter.metrics import MetricsBuilder
-from lezea_otel.exporter.records import AuditRecord, Kind, run_resource
+from lezea_otel.exporter.records import AuditRecord, run_resource
 from lezea_otel.exporter.run import Batch, RunConverter, merge_metrics
 from lezea_otel.exporter.spans import SpanBuilder
+from lezea_otel.model.record import Kind
 
 __all__ = [
     "AuditCursor", "AuditRecord", "Batch", "Kind", "MetricsBuilder", "Position", "RunConverter",

@@ -34,8 +34,8 @@ from lezea_otel.exporter.records import (
     STATISTICS_PREFIX,
     SUMMARY,
     AuditRecord,
-    Kind,
 )
+from lezea_otel.model.record import Kind
 from lezea_otel.util import values
 from lezea_otel.util.safety import encodable_attributes, encodable_text
 

@@ -36,7 +36,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from lezea_otel import semconv as names
-from lezea_otel.exporter.records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord, Kind
+from lezea_otel.exporter.records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord
+from lezea_otel.model.record import Kind
 from lezea_otel.util.safety import encodable_attributes, encodable_number
 
 MAX_SERIES_PER_NAME = 1000

@@ -13,9 +13,10 @@ from pathlib import Path
 import orjson
 
 from lezea_otel.exporter.cursor import AuditCursor, Position
-from lezea_otel.exporter.records import AuditRecord, Kind
+from lezea_otel.exporter.records import AuditRecord
 from lezea_otel.exporter.run import Batch, RunConverter
 from lezea_otel.exporter.spans import Windows
+from lezea_otel.model.record import Kind
 
 MAX_CHUNKS_PER_POLL = 8
 """Chunks (about 1 MiB each) read per source and poll: a long backlog goes out as several batches."""

@@ -40,9 +40,9 @@ from lezea_otel.exporter.records import (
     SCOPE,
     TRUNCATED_REASON,
     AuditRecord,
-    Kind,
     is_worker,
 )
+from lezea_otel.model.record import Kind
 from lezea_otel.util import values
 from lezea_otel.util.safety import encodable_attributes, encodable_text
 

@@ -38,7 +38,8 @@ def _marked(value: Any) -> bool:
     """Whether ``value`` holds a non-finite float or a text that reads like one (checked before copying)."""
     kind = type(value)
     if kind is float:
-        return value - value != 0
+        number: float = value
+        return number - number != 0
     if kind is str:
         return value in _NONFINITE
     if kind is int or kind is bool or value is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from lezea_otel.model.record import Kind, Record
 
@@ -22,6 +22,8 @@ MAX_METRIC_NAMES = 256  # the default of LEZEA_MAX_METRIC_NAMES (settings.py), a
 MAX_ENTRIES = 1000  # as MAX_SERIES_PER_NAME in metrics.py: per key, and scopes, phases, agents, components
 OTHER = "(other)"
 """The entry of each summary table that holds everything past its cap."""
+T = TypeVar("T")
+
 FOLDED = ("metrics", "scopes", "phases", "rewards", "resources")
 Warn = Callable[[str, str, str], None]
 
@@ -185,7 +187,7 @@ class RunState:
         by_key[key] = stats
         return stats
 
-    def _other(self, table: dict[str, Any], kind: str, call: str, first: str, make: Callable[[], Any]) -> Any:
+    def _other(self, table: dict[str, T], kind: str, call: str, first: str, make: Callable[[], T]) -> T:
         """The ``(other)`` entry of ``table``; the first fold of each table warns, naming the call
         (``call`` empty: another part already warns about the same cap)."""
         self.folded[kind] += 1
@@ -199,7 +201,7 @@ class RunState:
                            "summary['folded']; the audit keeps every record")
         return entry
 
-    def _entry(self, table: dict[str, Any], kind: str, call: str, key: str, make: Callable[[], Any]) -> Any:
+    def _entry(self, table: dict[str, T], kind: str, call: str, key: str, make: Callable[[], T]) -> T:
         entry = table.get(key)
         if entry is None:
             if len(table) >= self.max_entries:

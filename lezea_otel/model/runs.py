@@ -58,13 +58,15 @@ class Run:
 
     @property
     def id(self) -> str:
-        return self.start.get("experiment_id", self.path.name)
+        ident = self.start.get("experiment_id")  # text or None once cleaned (a null in an odd audit)
+        return ident if isinstance(ident, str) else self.path.name
 
     @property
     def status(self) -> str:
         """finished/failed from the end record; otherwise running, or crashed when its process is gone."""
         if self.end is not None:
-            return self.end.get("status", "finished")
+            status: str = self.end.get("status", "finished")  # cleaned: a required text
+            return status
         pid, host = self.start.get("pid"), self.start.get("host")
         if pid and host == host_name():
             try:
@@ -176,18 +178,18 @@ def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
                 summary[section][name].update(measured)
 
 
-_NUMBERS = {Kind.REWARD: ("reward",), Kind.DELTA_LOSS: ("loss", "prev_loss", "delta_loss"),
+_NUMBERS: dict[str, tuple[str, ...]] = {Kind.REWARD: ("reward",), Kind.DELTA_LOSS: ("loss", "prev_loss", "delta_loss"),
             Kind.DATA_SCORE: ("before_loss", "after_loss", "score"), Kind.SCOPE_END: ("duration_s",),
             Kind.PHASE: ("duration_s",), Kind.EXPERIMENT_END: ("duration_s",),
             Kind.RESOURCE: ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")}
 """Fields the run state adds up: anything but a number there (an old audit wrote ``"np.float64(0.7)"``) is dropped."""
-_NUMBER_MAPS = {Kind.TRAINING_STEP: ("metrics",), Kind.BUSINESS_METRICS: ("metrics",),
+_NUMBER_MAPS: dict[str, tuple[str, ...]] = {Kind.TRAINING_STEP: ("metrics",), Kind.BUSINESS_METRICS: ("metrics",),
                 Kind.RESULTS: ("result_dict", "tasker_rewards", "builder_rewards")}
-_TEXT = {Kind.EXPERIMENT_START: ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
+_TEXT: dict[str, tuple[str, ...]] = {Kind.EXPERIMENT_START: ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
          Kind.EXPERIMENT_END: ("status", "ended_by", "error"), Kind.REWARD: ("agent_id", "role"),
          Kind.RESOURCE: ("component_id", "component_type"), Kind.PHASE: ("name", "error"), Kind.SCOPE_END: ("error",),
          Kind.COMMENT: ("text",), Kind.CONCLUSION: ("text",), Kind.TRAINING_STEP: ("data_split",)}
-_REQUIRED = {Kind.REWARD: "reward", Kind.RESOURCE: "component_id", Kind.PHASE: "name", Kind.COMMENT: "text",
+_REQUIRED: dict[str, str] = {Kind.REWARD: "reward", Kind.RESOURCE: "component_id", Kind.PHASE: "name", Kind.COMMENT: "text",
              Kind.CONCLUSION: "text", Kind.EXPERIMENT_END: "status", Kind.DATA_USAGE: "count"}
 
 

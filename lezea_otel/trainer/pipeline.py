@@ -46,6 +46,11 @@ class Pipeline:
         threading.Thread(target=self._flush_periodically, name="lezea-otel-audit-flush", daemon=True).start()
         after_fork_in_child(self, Pipeline._after_fork_in_child)
 
+    @property
+    def deferred(self) -> bool:
+        """Whether a submitted call is built later, on the worker (async mode, until closed)."""
+        return self._async
+
     def submit(self, record: Record) -> None:
         if self.disabled:
             return

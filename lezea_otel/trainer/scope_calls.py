@@ -53,8 +53,10 @@ class ScopeCalls:
                 extra[names.NETWORK_TYPE] = NetworkType(network_type).value
             except Exception:  # noqa: BLE001 - ValueError, or an object whose __eq__/__hash__ raises
                 warn("network_type is not a NetworkType", f"got {values.describe(network_type)}; recorded as text")
-                extra[names.NETWORK_TYPE] = shielded(lambda: values.text(network_type, "network_type", _quiet),
-                                                     "unknown", warn, "network_type") or "unknown"
+                extra[names.NETWORK_TYPE] = shielded(
+                    lambda: values.text(network_type, "network_type", _quiet) or "unknown", "unknown", warn,
+                    "network_type",
+                )
         return self._scope("network", network_id, extra)
 
     def layer_scope(self, layer_id: Any) -> TracedBlock:
@@ -72,8 +74,9 @@ class ScopeCalls:
             if name is not None:  # None was already warned about as missing
                 warn("name is empty", f"got {label!r}; the span is named 'phase'")
             label = "phase"
-        shaped = shielded(lambda: values.flat_attributes(values.plain(attributes, "attributes", warn)), {}, warn,
-                          "attributes")
+        shaped: dict[str, Any] = shielded(
+            lambda: values.flat_attributes(values.plain(attributes, "attributes", warn)), {}, warn, "attributes"
+        )
         return TracedBlock(self._session, None, label, shaped)
 
     def _scope(self, level: str, ident: Any, extra: dict[str, Any] | None = None) -> TracedBlock:

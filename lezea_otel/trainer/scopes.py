@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lezea_otel.util.safety import raise_internal, report_internal_error
 
@@ -52,7 +52,9 @@ class TracedBlock:
         self._frames.append(frame)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+    ) -> Literal[False]:
         end_ns = time.time_ns()  # the first thing on exit: the tracker's own cost is not in the span
         frame = self._frames.pop() if self._frames else None
         if frame is not None and self._tracker is not None:

@@ -38,11 +38,10 @@ from lezea_otel.trainer.scope_frames import Frame
 from lezea_otel.trainer.span_ids import IdSpans, ids
 from lezea_otel.util import values
 from lezea_otel.util.environment import describe_environment, host_name
-from lezea_otel.util.readable import exception_fields
+from lezea_otel.util.readable import error_text, exception_fields
 from lezea_otel.util.safety import (
     Warnings,
     encodable_text,
-    error_text,
     flag,
     logger,
     raise_internal,
@@ -68,7 +67,8 @@ def _name(value: Any, what: str, warn: values.Warn, fallback: str, optional: boo
 
 def _tags(raw: Any, warn: values.Warn) -> list[str]:
     """Tags as text; tags that cannot be read at all (values.tags raised) are dropped, with a warning."""
-    return [_utf8(tag, "tags", warn) for tag in shielded(lambda: values.tags(raw, warn), [], warn, "tags")]
+    tags: list[str] = shielded(lambda: values.tags(raw, warn), [], warn, "tags")
+    return [_utf8(tag, "tags", warn) for tag in tags]
 
 
 def _settings(options: dict[str, Any], warn: values.Warn) -> Settings:

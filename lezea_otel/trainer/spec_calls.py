@@ -21,6 +21,17 @@ _MAX_SERIES = 10_000
 """Scope/split series whose last step and loss are kept for ``delta_loss`` and the step-order check."""
 
 
+def read_now(metrics: dict[Any, Any]) -> None:
+    """Values that are not plain numbers (tensors, numpy scalars) become numbers now, in place; what is
+    no number at all stays for the worker's shaping, which warns about it."""
+    for key, value in metrics.items():
+        kind = type(value)
+        if kind is not float and kind is not int:
+            number = values.scalar(value)
+            if number is not values.NOT_A_NUMBER:
+                metrics[key] = number
+
+
 class SpecCalls:
     """The spec's ``log_*`` and introspection calls: the facade delegates to these."""
 
@@ -51,8 +62,10 @@ class SpecCalls:
     def log_training_step(self, step: int, metrics: dict[str, float], data_split: str | None = None) -> None:
         """One training step's values; ``delta_loss`` is added when ``loss`` is present.
 
-        The hot path: the caller only captures the call (a copy of the dict, the scope, the time);
-        checking and bookkeeping happen in :meth:`_training_record`, on the worker in async mode.
+        The hot path: the caller only captures the call (a copy of the dict, the scope, the time, and
+        in async mode every value that is not a plain number read now: a tensor changes in place at the
+        next ``optimizer.step()``); checking and bookkeeping happen in :meth:`_training_record`, on the
+        worker in async mode.
         """
         if (not self._session.started or self._session.finalized) and not self._session.ready("log_training_step"):
             return
@@ -64,6 +77,8 @@ class SpecCalls:
             path = ()
             trace_id, span_id = self._session.root_ids
         captured = metrics.copy() if type(metrics) is dict else metrics  # the caller may reuse its dict
+        if type(captured) is dict and self._session.pipeline.deferred:
+            read_now(captured)
         self._session.pipeline.submit_later("log_training_step", self._training_record, step, captured, data_split,
                                     path, trace_id, span_id, time.time_ns())
 

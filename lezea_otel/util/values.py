@@ -59,6 +59,8 @@ MAX_DEPTH = 8
 MAX_NODES = 100_000
 """Most values one free-form argument may hold: a cyclic or exploding nest stops here, not in memory."""
 _NOT_A_NUMBER = object()
+NOT_A_NUMBER = _NOT_A_NUMBER
+"""What :func:`scalar` returns for anything that is no number."""
 _PLAIN = frozenset((float, int, bool))
 
 # -- numbers ------------------------------------------------------------------------------------
