@@ -45,13 +45,15 @@ class Point:
 
 
 class LatestMetrics(MetricExporter):
-    """A metric exporter keeping the last ``MetricsData`` it got: the exporter sends every series each time."""
+    """A metric exporter keeping the last ``MetricsData`` it got: the exporter sends every series each
+    time."""
 
     def __init__(self) -> None:
         super().__init__()
         self.data: MetricsData | None = None
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
+               **kwargs: Any) -> MetricExportResult:
         self.data = metrics_data
         return MetricExportResult.SUCCESS
 
@@ -129,7 +131,8 @@ class Capture:
                             value = point.value
                         else:  # a histogram's point: its count and sum
                             value = {"count": point.count, "sum": point.sum}
-                        points.append(Point(metric.name, dict(point.attributes or {}), value, metric.unit, kind))
+                        points.append(Point(metric.name, dict(point.attributes or {}), value, metric.unit,
+                                            kind))
         self._last_points = points
         return points
 

@@ -191,7 +191,8 @@ class ExperimentTracker:
         initialization_scheme: str | None = None,
     ) -> None:
         """LeZeA configuration (spec 1.4): a config event, and attributes on the experiment span."""
-        return self._calls.log_lezea_config(tasker_population_size, builder_population_size, algorithm_type, start_network_id, hyperparameters, seeds, initialization_scheme)
+        return self._calls.log_lezea_config(tasker_population_size, builder_population_size, algorithm_type,
+                                            start_network_id, hyperparameters, seeds, initialization_scheme)
 
     @guarded()
     def log_training_step(self, step: int, metrics: dict[str, float], data_split: str | None = None) -> None:
@@ -225,12 +226,15 @@ class ExperimentTracker:
 
     @guarded()
     def log_data_usage(self, sample_ids: Any, epoch: int | None = None) -> None:
-        """Samples used (ids hashed, never metric attributes): counter ``lezea.data.samples.used`` and an event."""
+        """Samples used (ids hashed, never metric attributes): counter ``lezea.data.samples.used`` and an
+        event."""
         return self._calls.log_data_usage(sample_ids, epoch)
 
     @guarded()
-    def log_data_score(self, sample_id: Any, before_loss: float, after_loss: float, step: int | None = None) -> None:
-        """How much one sample helped: ``score = before_loss - after_loss`` (a histogram, no sample id label)."""
+    def log_data_score(self, sample_id: Any, before_loss: float, after_loss: float,
+                       step: int | None = None) -> None:
+        """How much one sample helped: ``score = before_loss - after_loss`` (a histogram, no sample id
+        label)."""
         return self._calls.log_data_score(sample_id, before_loss, after_loss, step)
 
     @guarded()
@@ -247,9 +251,12 @@ class ExperimentTracker:
     @guarded()
     def log_component_resources(self, component_id: str, component_type: str | None = None,
                                 cpu_percent: float | None = None, memory_mb: float | None = None,
-                                gpu_util_percent: float | None = None, io_operations: float | None = None) -> None:
-        """An epoch's loss and its change since the previous one: gauges and the summary's trend."""
-        return self._calls.log_component_resources(component_id, component_type, cpu_percent, memory_mb, gpu_util_percent, io_operations)
+                                gpu_util_percent: float | None = None,
+                                io_operations: float | None = None) -> None:
+        """One component's resources (CPU and GPU in percent, memory in MB, IO operations): per-component
+        gauges, and the component's totals in the summary."""
+        return self._calls.log_component_resources(component_id, component_type, cpu_percent, memory_mb,
+                                                   gpu_util_percent, io_operations)
 
     @guarded()
     def log_checkpoint(self, checkpoint_path: str, step: int | None = None,
@@ -264,14 +271,16 @@ class ExperimentTracker:
         return self._calls.log_dataset_version(dataset_name, version_tag, dataset_path, metadata)
 
     @guarded()
-    def log_results(self, result_dict: dict[str, Any] | None = None, tasker_rewards: dict[str, float] | None = None,
+    def log_results(self, result_dict: dict[str, Any] | None = None,
+                    tasker_rewards: dict[str, float] | None = None,
                     builder_rewards: dict[str, float] | None = None, action_outputs: Any = None,
                     step: int | None = None) -> None:
         """Unified (``result_dict``) or granular results; rewards become per-agent gauges."""
         return self._calls.log_results(result_dict, tasker_rewards, builder_rewards, action_outputs, step)
 
     @guarded()
-    def log_reward(self, agent_id: str, reward: float, step: int | None = None, agent_type: str = "tasker") -> None:
+    def log_reward(self, agent_id: str, reward: float, step: int | None = None,
+                   agent_type: str = "tasker") -> None:
         """A reward of one tasker or builder: gauge ``lezea.reward`` by role and agent id."""
         return self._calls.log_reward(agent_id, reward, step, agent_type)
 

@@ -33,7 +33,7 @@ def smi() -> dict[str, dict[str, str]]:
     rows = {}
     for line in out.strip().splitlines():
         values = [v.strip() for v in line.split(",")]
-        rows[values[0]] = dict(zip(QUERY.split(","), values))
+        rows[values[0]] = dict(zip(QUERY.split(","), values, strict=False))
     return rows
 
 
@@ -81,7 +81,8 @@ def main() -> int:
     for uuid, row in reference.items():
         print(f"\n{uuid} {row['name']}")
 
-        def check(name: str, unit: str, expected: float, tolerance: float, scale: float = 1.0) -> None:
+        def check(name: str, unit: str, expected: float, tolerance: float, scale: float = 1.0, *,
+                  uuid: str = uuid) -> None:  # this GPU's id, bound now (check runs within the iteration)
             value = points.get((name, uuid))
             if value is None:
                 problems.append(f"{uuid}: {name} missing")

@@ -21,4 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+# Lint and type errors fail the run before the suite starts (the rules and line length: pyproject.toml).
+.venv/bin/ruff check lezea_otel tests scripts --select E,F,B,UP,SIM,I
+.venv/bin/python -m mypy --strict lezea_otel
 exec .venv/bin/python -m pytest "$@"

@@ -10,7 +10,8 @@ import pytest
 from lezea_otel.testing import Capture
 
 EXPORTER_UNDER_TEST = os.environ.get("LEZEA_EXPORTER")
-"""``LEZEA_EXPORTER=thread pytest``: the whole suite with that exporter mode (every other variable is cleared)."""
+"""``LEZEA_EXPORTER=thread pytest``: the whole suite with that exporter mode (every other variable is
+cleared)."""
 for _name in list(os.environ):
     if _name.startswith(("LEZEA_", "OTEL_")):
         del os.environ[_name]
@@ -39,7 +40,8 @@ def lezea_warnings(caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.WARNING, logger="lezea_otel")
 
     def messages() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "lezea_otel" and r.levelno >= logging.WARNING]
+        return [r.getMessage() for r in caplog.records
+                if r.name == "lezea_otel" and r.levelno >= logging.WARNING]
 
     return messages
 

@@ -25,7 +25,8 @@ class FakeGpu:
     power_mw: int = 300_000
     energy_mj: int = 1_000_000
     temperature: int = 60
-    clocks: dict[int, int] = field(default_factory=lambda: {real.NVML_CLOCK_SM: 1980, real.NVML_CLOCK_MEM: 2619})
+    clocks: dict[int, int] = field(
+        default_factory=lambda: {real.NVML_CLOCK_SM: 1980, real.NVML_CLOCK_MEM: 2619})
     power_limit_mw: int = 700_000
     throttle: int = 0
     ecc: tuple[int, int] = (3, 0)
@@ -56,7 +57,8 @@ class _Process:
     computeInstanceId: int = 0xFFFFFFFF  # noqa: N815
 
 
-def build(gpus: list[FakeGpu], *, init_error: int | None = None, driver: str = "550.54.15") -> types.ModuleType:
+def build(gpus: list[FakeGpu], *, init_error: int | None = None,
+          driver: str = "550.54.15") -> types.ModuleType:
     """A module object that can replace ``pynvml`` in ``sys.modules``."""
     module = types.ModuleType("pynvml")
     for name in dir(real):  # constants and the real error classes
@@ -107,15 +109,18 @@ def build(gpus: list[FakeGpu], *, init_error: int | None = None, driver: str = "
         "nvmlDeviceGetMemoryInfo": reader("nvmlDeviceGetMemoryInfo", lambda g: _Memory(
             g.memory_total, g.memory_total - g.memory_used, g.memory_used)),
         "nvmlDeviceGetPowerUsage": reader("nvmlDeviceGetPowerUsage", lambda g: g.power_mw),
-        "nvmlDeviceGetTotalEnergyConsumption": reader("nvmlDeviceGetTotalEnergyConsumption", lambda g: g.energy_mj),
+        "nvmlDeviceGetTotalEnergyConsumption": reader("nvmlDeviceGetTotalEnergyConsumption",
+                                                      lambda g: g.energy_mj),
         "nvmlDeviceGetTemperature": reader("nvmlDeviceGetTemperature", lambda g, sensor: g.temperature),
         "nvmlDeviceGetClockInfo": reader("nvmlDeviceGetClockInfo", lambda g, kind: g.clocks[kind]),
-        "nvmlDeviceGetEnforcedPowerLimit": reader("nvmlDeviceGetEnforcedPowerLimit", lambda g: g.power_limit_mw),
+        "nvmlDeviceGetEnforcedPowerLimit": reader("nvmlDeviceGetEnforcedPowerLimit",
+                                                  lambda g: g.power_limit_mw),
         "nvmlDeviceGetCurrentClocksEventReasons": reader("nvmlDeviceGetCurrentClocksEventReasons",
                                                          lambda g: g.throttle),
         "nvmlDeviceGetTotalEccErrors": reader("nvmlDeviceGetTotalEccErrors",
                                               lambda g, kind, counter: g.ecc[kind]),
-        "nvmlDeviceGetPcieThroughput": reader("nvmlDeviceGetPcieThroughput", lambda g, kind: g.pcie_kbs[kind]),
+        "nvmlDeviceGetPcieThroughput": reader("nvmlDeviceGetPcieThroughput",
+                                              lambda g, kind: g.pcie_kbs[kind]),
         "nvmlDeviceGetComputeRunningProcesses": reader("nvmlDeviceGetComputeRunningProcesses",
                                                        lambda g: [_Process(p, m) for p, m in g.processes]),
     }

@@ -18,7 +18,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 REQUESTS = {
     "traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse),
-    "metrics": (metrics_service_pb2.ExportMetricsServiceRequest, metrics_service_pb2.ExportMetricsServiceResponse),
+    "metrics": (metrics_service_pb2.ExportMetricsServiceRequest,
+                metrics_service_pb2.ExportMetricsServiceResponse),
     "logs": (logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse),
 }
 
@@ -63,14 +64,16 @@ class Received:
 
 
 def _has_span(request: Any, name: str) -> bool:
-    return any(span.name == name for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans)
+    return any(span.name == name
+               for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans)
 
 
 def _response(signal: str, rejected: int) -> Any:
     """OTLP's partial success: the request was taken, ``rejected`` of its items were not."""
     response = REQUESTS[signal][1]()
     if rejected:
-        field_name = {"traces": "rejected_spans", "metrics": "rejected_data_points", "logs": "rejected_log_records"}
+        field_name = {"traces": "rejected_spans", "metrics": "rejected_data_points",
+                      "logs": "rejected_log_records"}
         setattr(response.partial_success, field_name[signal], rejected)
         response.partial_success.error_message = "rejected by the test"
     return response
@@ -108,7 +111,8 @@ class HttpReceiver:
                     return
                 request = REQUESTS[signal][0].FromString(body)
                 refusal = receiver.refuse_with
-                if refusal is None and receiver.poison and signal == "traces" and _has_span(request, receiver.poison):
+                if (refusal is None and receiver.poison and signal == "traces"
+                        and _has_span(request, receiver.poison)):
                     refusal = 400
                 if refusal is not None:
                     self.send_response(refusal)
@@ -145,7 +149,8 @@ class GrpcReceiver:
         self.refuse_with: grpc.StatusCode | None = None  # e.g. UNAVAILABLE, RESOURCE_EXHAUSTED
         self.delay_s = 0.0
         self.partial_reject = 0
-        self.poison: str | None = None  # refuse for good (INVALID_ARGUMENT) a request with a span of this name
+        # refuse for good (INVALID_ARGUMENT) a request with a span of this name
+        self.poison: str | None = None
         received = self.received
         receiver = self
 

@@ -56,7 +56,7 @@ class TestEventsFile:
         assert [e["kind"] for e in events] == [
             "experiment_start", "environment", "config", "training_step", "scope_start", "training_step",
             "scope_end", "reward", "comment", "resource_totals", "experiment_end"]
-        assert all(FIELDS <= set(e) for e in events)
+        assert all(set(e) >= FIELDS for e in events)
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         times = [datetime.fromisoformat(e["time"]) for e in events]
         assert all(t.tzinfo is not None and t.utcoffset().total_seconds() == 0 for t in times)
@@ -270,7 +270,7 @@ class TestDurability:
         for step in range(1, 21):
             tracker.log_training_step(step, {"loss": 1.0 / step})
             if synced_per_step:
-                assert '"step":%d' % step in tracker.audit_path.read_text()
+                assert f'"step":{step}' in tracker.audit_path.read_text()
         during = len(synced) - before
         assert during >= 20 if synced_per_step else during <= 2
         tracker.finalize_experiment()

@@ -82,7 +82,7 @@ def test_run_state_memory_is_bounded_at_100000_keys_and_20000_scopes():
     def apply() -> None:
         for record in keys:
             state.apply(record)
-        for step, end in zip(steps, ends):
+        for step, end in zip(steps, ends, strict=True):
             state.apply(step)
             state.apply(end)
 

@@ -32,12 +32,14 @@ def audit_kinds(tracker: ExperimentTracker) -> list[str]:
 class TestCallMistakes:
     @pytest.mark.parametrize(("call", "args", "kwargs", "expected"), [
         ("log_reward", ("a",), {}, "log_reward() missing 1 required positional argument: 'reward'"),
-        ("log_reward", (), {}, "log_reward() missing 2 required positional arguments: 'agent_id' and 'reward'"),
+        ("log_reward", (), {},
+         "log_reward() missing 2 required positional arguments: 'agent_id' and 'reward'"),
         ("log_reward", ("a",), {"rewad": 1.0},
          "log_reward() got an unexpected keyword argument 'rewad' (did you mean 'reward'?)"),
         ("log_training_step", (1, {}, "train", 5), {},
          "log_training_step() takes from 2 to 3 positional arguments but 4 were given"),
-        ("log_training_step", (1,), {"step": 2}, "log_training_step() got multiple values for argument 'step'"),
+        ("log_training_step", (1,), {"step": 2},
+         "log_training_step() got multiple values for argument 'step'"),
         ("log_comment", (), {}, "log_comment() missing 1 required positional argument: 'comment'"),
     ])
     def test_a_call_that_cannot_bind_is_the_users_mistake(self, tracker, lezea_warnings, call, args, kwargs,
@@ -82,7 +84,8 @@ class TestCallMistakes:
 
     def test_internal_errors_warn_without_the_flag(self, tracker, monkeypatch, lezea_warnings):
         monkeypatch.delenv("LEZEA_RAISE_INTERNAL")
-        monkeypatch.setattr(tracker._session, "emit", lambda *_: (_ for _ in ()).throw(TypeError("our own bug")))
+        monkeypatch.setattr(tracker._session, "emit",
+                            lambda *_: (_ for _ in ()).throw(TypeError("our own bug")))
         tracker.log_comment("x")
         monkeypatch.undo()
         (message,) = lezea_warnings()
@@ -119,10 +122,10 @@ class TestConstructor:
         (("run",), {"auto_start": BadBool()}, "auto_start"),
         (("run",), {"extra_exporters": failing_generator()}, "extra_exporters"),
         (("run\udc80",), {}, "experiment_name"),
-    ], ids=["no-name", "unknown-keyword", "too-many", "name-str-raises", "purpose-str-raises", "tag-str-raises",
-            "tags-generator-raises", "runs-dir-nul", "runs-dir-str-raises", "service-str-raises",
-            "service-surrogate", "async-bool-raises", "auto-start-bool-raises", "exporters-generator-raises",
-            "name-surrogate"])
+    ], ids=["no-name", "unknown-keyword", "too-many", "name-str-raises", "purpose-str-raises",
+            "tag-str-raises", "tags-generator-raises", "runs-dir-nul", "runs-dir-str-raises",
+            "service-str-raises", "service-surrogate", "async-bool-raises", "auto-start-bool-raises",
+            "exporters-generator-raises", "name-surrogate"])
     def test_the_constructor_never_raises(self, tmp_path, lezea_warnings, args, kwargs, parameter):
         """Each bad argument warns (naming it), is replaced or ignored, and the tracker works."""
         kwargs = {"runs_dir": tmp_path / "runs", "quiet": True, **kwargs}
@@ -142,7 +145,8 @@ class TestConstructor:
                  "using experiment_name='unnamed'")),
         (("run",), {"bogus": 1}, "ExperimentTracker() got an unexpected keyword argument 'bogus'; ignored"),
         (("run",), {"purpos": "x"},
-         "ExperimentTracker() got an unexpected keyword argument 'purpos' (did you mean 'purpose'?); ignored"),
+         "ExperimentTracker() got an unexpected keyword argument 'purpos' (did you mean 'purpose'?); "
+         "ignored"),
     ])
     def test_constructor_mistakes_in_pythons_words(self, tmp_path, lezea_warnings, args, kwargs, expected):
         """One warning per mistake, the repair said; the rest of the call is kept."""
@@ -178,7 +182,8 @@ class TestScopeInput:
         (network,) = capture.spans("network")
         assert network.attributes["lezea.network.type"] == "odd-type"
         assert not any("internal error" in m for m in lezea_warnings())
-        assert {k for k in tracker.get_experiment_summary()["metrics"] if k.endswith("loss")} >= {"network:n1/loss"}
+        losses = {k for k in tracker.get_experiment_summary()["metrics"] if k.endswith("loss")}
+        assert losses >= {"network:n1/loss"}
 
     def test_an_exception_whose_str_raises_still_ends_the_scope(self, tracker, capture):
         """The user's own exception propagates unchanged; the scope ends, marked with the error."""
@@ -220,7 +225,8 @@ class TestOtlpValues:
         got = receiver.received
         spans = {span.name: span for span in got.spans()}
         assert {"experiment", "builder", "load"} <= set(spans)
-        builder_id = next(a.value.string_value for a in spans["builder"].attributes if a.key == "lezea.scope.id")
+        builder_id = next(a.value.string_value for a in spans["builder"].attributes
+                          if a.key == "lezea.scope.id")
         assert builder_id == "b\ufffd"
         assert "data\ufffd.bin" in spans["load"].status.message
         assert got.metric_points("lezea.training.seen")[-1][1] == float(2**64)

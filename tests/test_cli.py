@@ -21,10 +21,12 @@ from .otlp_receiver import HttpReceiver
 SCRIPT = Path(sys.executable).parent / "lezea-otel"
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("LEZEA_", "OTEL_"))}
     environment.update(env or {})
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, env=environment, cwd=cwd)
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, env=environment,
+                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,9 @@ class TestListAndShow:
         result = cli("show", run_id[:6], "--runs-dir", str(runs))
         assert result.returncode == 0, result.stderr
         out = result.stdout
-        for expected in ("builder:b0/network:net-b0/train/loss", "layer:encoder: 20x", "phase data_loading: 40x",
-                         "checkpoint_final.bin", "Synthetic run: loss decays as expected.", "reward tasker:t0",
+        for expected in ("builder:b0/network:net-b0/train/loss", "layer:encoder: 20x",
+                         "phase data_loading: 40x", "checkpoint_final.bin",
+                         "Synthetic run: loss decays as expected.", "reward tasker:t0",
                          "[warning] GPU of tasker#0", "algorithm_type=SAC", "observed: ", "peak RSS"):
             assert expected in out, expected
 
@@ -75,7 +78,8 @@ class TestListAndShow:
         assert result.returncode == 0, result.stderr
         page = output.read_text()
         assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)  # nothing loaded from elsewhere
-        assert all(f'id="plot-{name}"' in page for name in ("metric-loss", "metric-acc", "resources", "timeline"))
+        assert all(f'id="plot-{name}"' in page
+                   for name in ("metric-loss", "metric-acc", "resources", "timeline"))
         assert "data_loading" in page
 
 
@@ -129,7 +133,8 @@ class TestDemoAndDoctor:
 
     def test_doctor_fails_on_an_unreachable_endpoint(self, tmp_path):
         """A configured endpoint that does not answer is a failure, exit 1."""
-        result = cli("doctor", "--port", "0", env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, cwd=tmp_path)
+        result = cli("doctor", "--port", "0", env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+                     cwd=tmp_path)
         assert result.returncode == 1
         assert "FAIL" in result.stdout and "127.0.0.1:9" in result.stdout
 
@@ -137,7 +142,8 @@ class TestDemoAndDoctor:
         """An endpoint that answers OTLP/HTTP passes."""
         receiver = HttpReceiver()
         try:
-            result = cli("doctor", "--port", "0", env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}, cwd=tmp_path)
+            result = cli("doctor", "--port", "0", env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+                         cwd=tmp_path)
         finally:
             receiver.stop()
         assert result.returncode == 0, result.stdout
@@ -148,10 +154,13 @@ class TestCrashedRun:
     def test_killed_run_is_shown_as_crashed(self, tmp_path):
         """A run killed with SIGKILL has no end record and its process is gone: status crashed."""
         code = ("import sys, time\nfrom lezea_otel import ExperimentTracker\n"
-                "t = ExperimentTracker('doomed', runs_dir=sys.argv[1], quiet=True)\nt.start(prometheus_port=None)\n"
-                "for s in range(1, 4):\n    t.log_training_step(s, {'loss': 1.0 / s if s < 3 else float('nan')})\n"
+                "t = ExperimentTracker('doomed', runs_dir=sys.argv[1], quiet=True)\n"
+                "t.start(prometheus_port=None)\n"
+                "for s in range(1, 4):\n"
+                "    t.log_training_step(s, {'loss': 1.0 / s if s < 3 else float('nan')})\n"
                 "t._session.pipeline.audit.flush()\nprint('ready', flush=True)\ntime.sleep(60)\n")
-        with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True) as proc:
+        with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True) as proc:
             assert proc.stdout.readline().strip() == "ready"
             running = cli("runs", str(tmp_path))
             assert "running" in running.stdout
@@ -163,5 +172,6 @@ class TestCrashedRun:
         assert "crashed" in row and " 3 " in row
         run_id = next(p.name for p in tmp_path.iterdir())
         shown = cli("show", run_id, "--runs-dir", str(tmp_path))
-        assert "status crashed" in shown.stdout and "no end record" in shown.stdout and "last step 3" in shown.stdout
+        assert "status crashed" in shown.stdout and "no end record" in shown.stdout
+        assert "last step 3" in shown.stdout
         assert "[critical] The run stopped without an end record after step 3: loss was nan" in shown.stdout

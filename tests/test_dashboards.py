@@ -124,8 +124,8 @@ def killed_run(tmp_path):
     def start(port: int) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LEZEA_RAISE"))}
         children.append(subprocess.Popen(
-            [sys.executable, "-c", KILLED_RUN, str(port), str(tmp_path / "killed-runs")], cwd=tmp_path, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+            [sys.executable, "-c", KILLED_RUN, str(port), str(tmp_path / "killed-runs")], cwd=tmp_path,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         return children[-1]
 
     yield start
@@ -150,7 +150,8 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
         with tracker.builder_scope("0"):
             for step in range(1, 6):
                 with tracker.span("forward"):
-                    tracker.log_training_step(step, {"loss": 1.0 / step, "acc": step / 10}, data_split="train")
+                    tracker.log_training_step(step, {"loss": 1.0 / step, "acc": step / 10},
+                                              data_split="train")
     live.log_training_step(6, {"loss": float("nan")})  # feeds the non-finite panel
     killed_id = child.stdout.readline().strip()
     assert killed_id, "the child tracker did not start"
@@ -172,7 +173,8 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
 
     # Two scrapes of every run, so rate()/deriv() have samples to work on.
     for run_id in ids.values():
-        wait_for(base, f'count_over_time(lezea_run_heartbeat_seconds{{lezea_experiment_id="{run_id}"}}[1m]) >= 2',
+        wait_for(base,
+                 f'count_over_time(lezea_run_heartbeat_seconds{{lezea_experiment_id="{run_id}"}}[1m]) >= 2',
                  timeout_s=30)
     assert statuses() == {"live": "running", "finished": "running", "killed": "running"}
 
@@ -203,7 +205,8 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
     assert shown == {"live": "running", "finished": "finished", "killed": "stopped"}
     assert time.monotonic() - killed_at >= STALE_AFTER_S - 1.5  # not stopped before the threshold
     # Its series went stale on the failed scrapes, yet the table still lists it with its last step.
-    assert promql(base, f'lezea_run_heartbeat_seconds{{lezea_experiment_id="{killed_id}"}}')["data"]["result"] == []
+    stale = promql(base, f'lezea_run_heartbeat_seconds{{lezea_experiment_id="{killed_id}"}}')
+    assert stale["data"]["result"] == []
     (step_query,) = [t["expr"] for t in runs_table["targets"] if t["refId"] == "B"]
     steps = {r["metric"]["lezea_experiment_id"]: r["value"][1]
              for r in promql(base, substitute(step_query, values))["data"]["result"]}

@@ -124,7 +124,8 @@ def _steps(received: Any) -> list[int]:
 
 def _first_batch_in(received: Any) -> bool:
     """Steps 1-5 with their logs and metrics arrived: nothing of the first batch is still on the wire."""
-    return len(_steps(received)) == 5 and bool(received.requests["logs"]) and bool(received.requests["metrics"])
+    return (len(_steps(received)) == 5 and bool(received.requests["logs"])
+            and bool(received.requests["metrics"]))
 
 
 def _first_record_ns(tracker: ExperimentTracker) -> int:
@@ -147,7 +148,8 @@ def _export(*args: str) -> Any:
 
 class TestOtlpExport:
     def test_all_signals_arrive_over_otlp_from_environment(self, receiver, monkeypatch, tmp_path):
-        """OTEL_EXPORTER_OTLP_ENDPOINT + _PROTOCOL send spans with parentage, metric points and correlated logs."""
+        """OTEL_EXPORTER_OTLP_ENDPOINT + _PROTOCOL send spans with parentage, metric points and correlated
+        logs."""
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", receiver.protocol)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=ml%20platform")
@@ -179,7 +181,8 @@ class TestOtlpExport:
         """endpoint= and protocol= arguments work; OTEL_LOGS_EXPORTER=none keeps logs local, and the
         report does not claim the collector got any."""
         monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
-        tracker = ExperimentTracker("wire", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=receiver.protocol)
+        tracker = ExperimentTracker("wire", runs_dir=tmp_path, endpoint=receiver.endpoint,
+                                    protocol=receiver.protocol)
         _run(tracker)
         assert receiver.received.spans()
         assert receiver.received.metric_points("lezea.training.loss")
@@ -217,7 +220,8 @@ class TestCollectorDown:
         assert (otlp / "spans.jsonl").read_text().count('"name":"step"') == 50
         assert "lezea.training.loss" in (otlp / "metrics.jsonl").read_text()
         assert summary["delivery"]["files"]["traces"] == {"produced": 52, "exported": 52, "dropped": 0,
-                                                         "rejected": 0, "left_in_audit": 0, "failed_attempts": 0}
+                                                         "rejected": 0, "left_in_audit": 0,
+                                                         "failed_attempts": 0}
         lines = _exporter_log_lines(tracker, caplog)
         assert len(set(lines)) == len(lines)  # at most one line per exporter
 
@@ -236,7 +240,8 @@ class TestCollectorDown:
         signals = summary["delivery"]["signals"]
         for signal in ("traces", "logs"):
             counts = signals[signal]
-            assert counts["left_in_audit"] == counts["produced"] > 0 and counts["exported"] == 0, (signal, counts)
+            assert counts["left_in_audit"] == counts["produced"] > 0 and counts["exported"] == 0, (
+                signal, counts)
             assert counts["dropped"] == counts["rejected"] == 0
         assert signals["traces"]["produced"] == 7  # 5 steps, experiment, experiment.started
         assert signals["metrics"]["left_in_audit"] == 1 and signals["metrics"]["exported"] == 0
@@ -259,14 +264,15 @@ class TestOutageAndExport:
         delivery = summary["delivery"]
         assert delivery["mode"] == "otlp"
         spans = delivery["signals"]["traces"]
-        assert spans["produced"] == spans["left_in_audit"] == 12 and spans["exported"] == 0  # + experiment.started
+        assert spans["produced"] == spans["left_in_audit"] == 12  # + experiment.started
+        assert spans["exported"] == 0
         assert spans["dropped"] == 0 and delivery["signals"]["logs"]["left_in_audit"] >= 3
 
         receiver = HttpReceiver(port=port)  # the collector is back where it was
         script = Path(sys.executable).parent / "lezea-otel"
         try:
-            first = subprocess.run([str(script), "export", str(tracker.run_dir)], capture_output=True, text=True,
-                                   timeout=60, check=False)
+            first = subprocess.run([str(script), "export", str(tracker.run_dir)], capture_output=True,
+                                   text=True, timeout=60, check=False)
             assert first.returncode == 0, first.stderr
             again = _export("replay", str(tracker.run_dir))
             assert again.exit_code == 0 and "Nothing to replay" in again.stdout, again.output
@@ -298,7 +304,8 @@ class TestOutageAndExport:
             summary = tracker.finalize_experiment()
             assert summary["delivery"]["signals"]["traces"]["left_in_audit"] == 6  # steps 6-10, experiment
             receiver = receiver_for(protocol, port=receiver.port, received=receiver.received)
-            result = _export("export", str(tracker.run_dir), "--endpoint", receiver.endpoint, "--protocol", protocol)
+            result = _export("export", str(tracker.run_dir), "--endpoint", receiver.endpoint,
+                             "--protocol", protocol)
             assert result.exit_code == 0, result.output
         finally:
             receiver.stop()
@@ -306,7 +313,8 @@ class TestOutageAndExport:
         assert sorted(s.name for s in receiver.received.spans() if s.name != "step") == \
             ["experiment", "experiment.started"]
 
-    def test_export_reports_an_unreachable_endpoint_a_missing_one_and_corrupt_lines(self, monkeypatch, tmp_path):
+    def test_export_reports_an_unreachable_endpoint_a_missing_one_and_corrupt_lines(self, monkeypatch,
+                                                                                     tmp_path):
         """An unreachable endpoint is a clear error (exit 1), none at all a usage error (exit 2); a corrupt
         audit line is skipped and named, the rest is sent."""
         monkeypatch.setenv("LEZEA_EXPORTER", "none")  # audit only: export sends it all
@@ -363,8 +371,8 @@ class TestRefusingCollector:
         receiver = receiver_for(protocol)
         receiver.refuse_with = refusal if protocol == "http/protobuf" else getattr(grpc.StatusCode, refusal)
         try:
-            tracker = ExperimentTracker("refused", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
-                                        quiet=True)
+            tracker = ExperimentTracker("refused", runs_dir=tmp_path, endpoint=receiver.endpoint,
+                                        protocol=protocol, quiet=True)
             tracker.start(prometheus_port=None)
             _step_spans(tracker, 1, 5)
             spans = tracker.finalize_experiment()["delivery"]["signals"]["traces"]
@@ -408,8 +416,8 @@ class TestCollectorOutageMidRun:
         retries with backoff, and once the collector is back sends the gap by itself, in order, with
         the original timestamps; every span arrives exactly once, nothing is left for export."""
         receiver = receiver_for(protocol)
-        tracker = ExperimentTracker("restart", runs_dir=tmp_path, endpoint=receiver.endpoint, protocol=protocol,
-                                    quiet=True).start(prometheus_port=None)
+        tracker = ExperimentTracker("restart", runs_dir=tmp_path, endpoint=receiver.endpoint,
+                                    protocol=protocol, quiet=True).start(prometheus_port=None)
         dead = None
         try:
             _step_spans(tracker, 1, 5)
@@ -530,7 +538,8 @@ def _collector_follower(run_dir: Path, receiver: Any, protocol: str, clock: Fake
     destination, _described = otlp_destination(resolve_settings({"endpoint": receiver.endpoint,
                                                                  "protocol": protocol}), _no_warning)
     assert destination is not None
-    return Follower(run_dir, destination, state_dir=run_dir / "exporter", metric_interval_s=3600.0, clock=clock)
+    return Follower(run_dir, destination, state_dir=run_dir / "exporter", metric_interval_s=3600.0,
+                    clock=clock)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -607,7 +616,8 @@ def test_export_skips_a_span_refused_for_good_and_export_all_resends_it(monkeypa
         picky.stop()
     assert result.exit_code == 0, result.output
     assert "refused for good by the collector: traces 1" in result.stderr
-    assert _steps(picky.received) == list(range(1, 7)) and "poison" not in [s.name for s in picky.received.spans()]
+    assert _steps(picky.received) == list(range(1, 7))
+    assert "poison" not in [s.name for s in picky.received.spans()]
     accepting = HttpReceiver()
     try:
         again = _export("export", str(run_dir), "--endpoint", accepting.endpoint, "--all")
@@ -633,7 +643,8 @@ def test_a_local_file_that_cannot_be_written_is_counted_and_told_once(monkeypatc
 
     run_dir = _audit_only_run(monkeypatch, tmp_path)
     told: list[tuple[str, int]] = []
-    destination = Destination("local", [FileSpanExporter(stream=FullDisk())], on_drop=lambda *drop: told.append(drop))
+    destination = Destination("local", [FileSpanExporter(stream=FullDisk())],
+                              on_drop=lambda *drop: told.append(drop))
     follower = Follower(run_dir, destination, state_dir=None, metric_interval_s=3600.0)
     follower.poll()
     follower.finish(crashed=False)

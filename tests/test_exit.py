@@ -136,7 +136,8 @@ def _spans(run_dir: Path) -> list[tuple[dict, dict]]:
 class TestSigterm:
     def test_sigterm_ends_the_run_as_terminated(self, tmp_path):
         """Preemption: the run ends `terminated`, flushed, and the process still dies of SIGTERM."""
-        proc, run_dir = _run(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)\nimport time; time.sleep(5)\n")
+        proc, run_dir = _run(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGTERM)\n"
+                                       "import time; time.sleep(5)\n")
         assert proc.returncode == -15
         end = _events(run_dir)[-1]
         assert end["kind"] == "experiment_end" and end["data"]["status"] == "terminated"
@@ -149,12 +150,13 @@ class TestSigterm:
         import os, signal
         os.kill(os.getpid(), signal.SIGTERM)
         """
-        script = "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: (print('user handler', flush=True), " \
-                 "sys.exit(3)))\n"
+        script = ("import signal, sys\n"
+                  "signal.signal(signal.SIGTERM, lambda *a: (print('user handler', flush=True), "
+                  "sys.exit(3)))\n")
         env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
         proc = subprocess.run([sys.executable, "-c", script + SCRIPT + textwrap.dedent(tail), str(tmp_path)],
-                              capture_output=True, text=True, timeout=60, env={**env, "LEZEA_PROMETHEUS_PORT": "0"},
-                              check=False)
+                              capture_output=True, text=True, timeout=60,
+                              env={**env, "LEZEA_PROMETHEUS_PORT": "0"}, check=False)
         assert proc.returncode == 3 and "user handler" in proc.stdout
         run_dir = tmp_path / proc.stdout.split()[0]
         assert _events(run_dir)[-1]["data"]["status"] == "terminated"

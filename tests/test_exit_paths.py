@@ -80,7 +80,8 @@ def _env() -> dict[str, str]:
     would: internal errors are reported, not raised."""
     env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
     env.update(LEZEA_PROMETHEUS_PORT="0", LEZEA_QUIET="1", LEZEA_SHUTDOWN_TIMEOUT="2",
-               PYTHONPATH=os.pathsep.join([str(Path(lezea_otel.__file__).parents[1]), env.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([str(Path(lezea_otel.__file__).parents[1]),
+                                           env.get("PYTHONPATH", "")]))
     return env
 
 
@@ -206,14 +207,15 @@ def scenario(tracker, rng, done):
             done[0] = step
             tracker.log_comment(f"step {step}")
             busy(rng)
-"""
+"""  # noqa: E501 - a line of the script
 
 # Profilers and coverage hold the hooks a deferred ending uses: cProfile (C code) holds the profile
 # slot; callable objects stand for C tracers in both slots, which leaves only the watcher thread.
 UNDER_CPROFILE = SCOPE_EXITS.replace("def scenario(tracker, rng, done):", """def scenario(tracker, rng, done):
     import cProfile
     cProfile.Profile().enable()""")
-UNDER_TWO_TRACERS = SCOPE_EXITS.replace("def scenario(tracker, rng, done):", """def scenario(tracker, rng, done):
+UNDER_TWO_TRACERS = SCOPE_EXITS.replace(
+    "def scenario(tracker, rng, done):", """def scenario(tracker, rng, done):
     class Tool:
         def __call__(self, frame, event, arg):
             return None
@@ -221,7 +223,8 @@ UNDER_TWO_TRACERS = SCOPE_EXITS.replace("def scenario(tracker, rng, done):", """
     sys.settrace(Tool())""")
 SIGTERM_SCENARIOS = {  # name: (script, seeds): the three the issue names get 20 seeds, the variants fewer
     "calls": (CALLS, SEEDS), "scope_exits": (SCOPE_EXITS, SEEDS), "finalize": (FINALIZE, SEEDS),
-    "calls_async": ("ASYNC_MODE = True\n" + CALLS, 6), "finalize_async": ("ASYNC_MODE = True\n" + FINALIZE, 8),
+    "calls_async": ("ASYNC_MODE = True\n" + CALLS, 6),
+    "finalize_async": ("ASYNC_MODE = True\n" + FINALIZE, 8),
     "under_cprofile": (UNDER_CPROFILE, 6), "under_two_tracers": (UNDER_TWO_TRACERS, 6),
     "ctrl_c": (CTRL_C, 12), "user_exits": (USER_EXITS, 12)}
 
@@ -241,7 +244,8 @@ def sigterm_runs(tmp_path_factory):
                 child.communicate()
 
 
-@pytest.mark.parametrize("scenario", ["calls", "calls_async", "scope_exits", "under_cprofile", "under_two_tracers"])
+@pytest.mark.parametrize("scenario",
+                         ["calls", "calls_async", "scope_exits", "under_cprofile", "under_two_tracers"])
 def test_sigterm_at_any_moment_ends_the_run_terminated_with_every_line(sigterm_runs, scenario):
     """Wherever SIGTERM lands (inside a call, half-way through a line, a scope exiting, the user's
     own code), the run ends `terminated` by `sigterm`, every step that was logged is in the audit,
@@ -264,7 +268,8 @@ def test_sigterm_at_any_moment_ends_the_run_terminated_with_every_line(sigterm_r
             assert run == events  # the process ended right after the run did
         steps = _steps(events)
         assert steps == list(range(1, len(steps) + 1))
-        assert result["last_step"] <= len(steps) <= result["last_step"] + 1, result  # + the call it interrupted
+        # + the call it interrupted
+        assert result["last_step"] <= len(steps) <= result["last_step"] + 1, result
         _check_scopes(run, "sigterm")
 
 
@@ -464,9 +469,10 @@ def small_disk(tmp_path):
     """A 128 KiB tmpfs (the suite runs as root, as README's test command and CI do)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True,
-                          check=False)
-    assert done.returncode == 0, f"the suite runs as root (README's test command) and mounts a tmpfs: {done.stderr!r}"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    assert done.returncode == 0, (
+        f"the suite runs as root (README's test command) and mounts a tmpfs: {done.stderr!r}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -491,7 +497,8 @@ def test_full_disk_keeps_the_audit_whole_and_says_what_was_lost(request, tmp_pat
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     lost = reported["lines"] - len(events)
-    assert lost > 0 and reported["lost"] == lost and events[-1]["kind"] == "experiment_end" and events[-1]["data"]["status"] == "finished"
+    assert lost > 0 and reported["lost"] == lost
+    assert events[-1]["kind"] == "experiment_end" and events[-1]["data"]["status"] == "finished"
     assert _steps(events)[-10:] == list(range(801, 811))
     warnings = [line for line in proc.stderr.splitlines() if "audit could not be written" in line]
     assert len(warnings) == 1 and f"{lost} lines" in warnings[0], proc.stderr
@@ -508,7 +515,8 @@ def test_ctrl_c_at_any_moment_ends_the_run_failed_with_every_line(sigterm_runs):
         assert result["rc"] == 1, result
         events = _audit(folder / str(result["seed"]))
         end = _the_end(events)
-        assert (end["status"], end["ended_by"]) == ("failed", "atexit") and "KeyboardInterrupt" in end["error"]
+        assert (end["status"], end["ended_by"]) == ("failed", "atexit")
+        assert "KeyboardInterrupt" in end["error"]
         steps = _steps(events)
         assert steps == list(range(1, len(steps) + 1))
         assert result["last_step"] <= len(steps) <= result["last_step"] + 1, result

@@ -163,10 +163,12 @@ class TestSpans:
         ((event_name, exception),) = _events(fails)
         assert (event_name, exception["exception.type"], exception["exception.message"]) == (
             "exception", "ValueError", "boom")
-        assert "Traceback" in exception["exception.stacktrace"] and "boom" in exception["exception.stacktrace"]
+        stacktrace = exception["exception.stacktrace"]
+        assert "Traceback" in stacktrace and "boom" in stacktrace
 
     def test_nesting_is_exact_under_scopes_and_phases(self, run: Run) -> None:
-        """Parents come from the records' ``parent_span_id``: a scope or phase inside a phase hangs under it."""
+        """Parents come from the records' ``parent_span_id``: a scope or phase inside a phase hangs under
+        it."""
         batch, _ = _convert(run.records)
         made = {s.context.span_id: s.parent.span_id for s in batch.spans if s.parent is not None}
         parents = {s.context.span_id: s.parent.span_id for s in run.capture.spans() if s.parent is not None}

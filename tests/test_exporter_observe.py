@@ -153,7 +153,8 @@ class Watch:
         (resource_metrics,) = data.resource_metrics
         assert resource_metrics.resource is RESOURCE
         (scope_metrics,) = resource_metrics.scope_metrics
-        assert (scope_metrics.scope.name, scope_metrics.scope.version) == (names.INSTRUMENTATION_NAME, __version__)
+        assert (scope_metrics.scope.name, scope_metrics.scope.version) == (
+            names.INSTRUMENTATION_NAME, __version__)
         return {metric.name: metric for metric in scope_metrics.metrics}
 
     def value(self, name: str, metrics: dict[str, Metric] | None = None) -> float:
@@ -191,7 +192,8 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 class TestProcessTree:
     def test_the_trainers_tree_is_observed_not_the_exporters(self, watch, trainer):
-        """Count, RSS and CPU time are those of the trainer and its child, measured from this other process."""
+        """Count, RSS and CPU time are those of the trainer and its child, measured from this other
+        process."""
         t = trainer(mib=64, cpu_s=0.1, kids=1)
         assert t.pid != os.getpid() and len(t.pids) == 2
         w = watch(t.pid)
@@ -341,7 +343,8 @@ def burn(cpu_s: float) -> None:
 
 
 class TestHistory:
-    """The window arithmetic: counters between two points by linear interpolation, with a bound on the error."""
+    """The window arithmetic: counters between two points by linear interpolation, with a bound on the
+    error."""
 
     @staticmethod
     def two_points() -> History:
@@ -430,7 +433,8 @@ class TestScopeWindows:
         assert scopes.close(7, end, BUILDER) == first and first[names.SCOPE_CPU_SECONDS] > 0.03
         assert scopes.close(7, end, BUILDER) == {}  # both have it: nothing is kept
         folded = scopes.summaries()["scopes"]["builder:b"]
-        assert folded["measured"] == 1 and folded["cpu.seconds"] == pytest.approx(first[names.SCOPE_CPU_SECONDS])
+        assert folded["measured"] == 1
+        assert folded["cpu.seconds"] == pytest.approx(first[names.SCOPE_CPU_SECONDS])
 
     def test_summaries_fold_as_the_run_summary_does(self, windows, trainer):
         t = trainer(mib=8, cpu_s=0.0, kids=0)
@@ -496,7 +500,8 @@ class TestSpansGetTheirWindows:
             START, SCOPE_START,
             record(3, "phase", 5_000, PHASE_SPAN, "builder:b", name="forward", duration_s=2e-6),
             scope_end(4, 9_000, duration_s=7e-6)])
-        assert measured.calls == [("open", SCOPE_SPAN, "builder", 2_000), ("open", PHASE_SPAN, "phase", 3_000),
+        assert measured.calls == [("open", SCOPE_SPAN, "builder", 2_000),
+                                  ("open", PHASE_SPAN, "phase", 3_000),
                                   ("close", PHASE_SPAN, 5_000, ("phases", "forward")),
                                   ("close", SCOPE_SPAN, 9_000, ("scopes", "builder:b"))]
         spans = {span.name: span for span in batch.spans}

@@ -7,6 +7,7 @@ MetricsData the exporter sends. TLS uses a self-signed certificate made here wit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import http.server
@@ -81,7 +82,8 @@ def _send(built: Mapping[str, Exporter], only: str | None = None) -> dict[str, s
     """Export one item per signal (or only ``only``), in the order logs, metrics, traces, and shut the
     exporters down: the result's name by signal."""
     try:
-        return {signal: _SEND[signal](built[signal]).name for signal in sorted(built) if only in (None, signal)}
+        return {signal: _SEND[signal](built[signal]).name
+                for signal in sorted(built) if only in (None, signal)}
     finally:
         _close(built)
 
@@ -91,8 +93,8 @@ def _close(built: Mapping[str, Exporter]) -> None:
         exporter.shutdown()
 
 
-def _resolved(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str], arguments: Mapping[str, Any] | None = None,
-              ) -> Settings:
+def _resolved(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str],
+              arguments: Mapping[str, Any] | None = None) -> Settings:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = resolve_settings(arguments or {})
@@ -100,7 +102,8 @@ def _resolved(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str], arguments
     return settings
 
 
-def _built(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str]) -> tuple[dict[str, Target], dict[str, Exporter]]:
+def _built(monkeypatch: pytest.MonkeyPatch,
+           env: Mapping[str, str]) -> tuple[dict[str, Target], dict[str, Exporter]]:
     resolved = targets(_resolved(monkeypatch, env))
     return resolved, exporters(resolved)
 
@@ -151,7 +154,8 @@ class PathReceiver:
                     self.headers.get("Content-Encoding", ""), bytes)
                 signal = self.path.rsplit("/", 1)[-1]
                 outer.paths.append(self.path)
-                outer.received.add(signal, REQUESTS[signal][0].FromString(decode(body)), _lower(dict(self.headers)))
+                outer.received.add(signal, REQUESTS[signal][0].FromString(decode(body)),
+                                   _lower(dict(self.headers)))
                 payload = REQUESTS[signal][1]().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -190,11 +194,14 @@ class TlsGrpcReceiver:
             self.received.add(signal, request, dict(context.invocation_metadata()))
             return REQUESTS[signal][1]()
 
-        handlers = [grpc.method_handlers_generic_handler(service, {"Export": grpc.unary_unary_rpc_method_handler(
-            partial(export, signal), request_deserializer=REQUESTS[signal][0].FromString,
-            response_serializer=REQUESTS[signal][1].SerializeToString)}) for signal, service in _SERVICES.items()]
+        handlers = [grpc.method_handlers_generic_handler(service, {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                partial(export, signal), request_deserializer=REQUESTS[signal][0].FromString,
+                response_serializer=REQUESTS[signal][1].SerializeToString)})
+            for signal, service in _SERVICES.items()]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=handlers)
-        credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=cert if require_client else None,
+        credentials = grpc.ssl_server_credentials([(key, cert)],
+                                                  root_certificates=cert if require_client else None,
                                                   require_client_auth=require_client)
         self.port = self._server.add_secure_port("127.0.0.1:0", credentials)
         self.endpoint = f"https://127.0.0.1:{self.port}"
@@ -226,8 +233,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     folder = tmp_path_factory.mktemp("pki")
     made = Pki(folder / "cert.pem", folder / "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(made.key), "-out", str(made.cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+                    "-nodes", "-keyout", str(made.key), "-out", str(made.cert), "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
     return made
 
 
@@ -282,10 +290,8 @@ class Relay:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._listener.close()
@@ -313,7 +319,8 @@ def test_generic_and_per_signal_headers_arrive(monkeypatch: pytest.MonkeyPatch, 
     collector = receiver(protocol)
     resolved, built = _built(monkeypatch, {
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
-        "OTEL_EXPORTER_OTLP_HEADERS": "team=ml,api-key=s%20ecret", "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "tenant=7"})
+        "OTEL_EXPORTER_OTLP_HEADERS": "team=ml,api-key=s%20ecret",
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "tenant=7"})
     assert "ecret" not in repr(resolved) and "ecret" not in describe(resolved)  # credentials never shown
     _send(built)
     logs, metrics, traces = (_lower(collector.received.headers[i]) for i in range(3))  # sent in this order
@@ -324,12 +331,13 @@ def test_generic_and_per_signal_headers_arrive(monkeypatch: pytest.MonkeyPatch, 
 # --- timeouts ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_timeout_of_500_is_milliseconds(monkeypatch: pytest.MonkeyPatch, receiver: Any, protocol: str) -> None:
+def test_a_timeout_of_500_is_milliseconds(monkeypatch: pytest.MonkeyPatch, receiver: Any,
+                                          protocol: str) -> None:
     collector = receiver(protocol)
     collector.delay_s = 1.5  # answers after 1.5 s: in time for "500 seconds", too late for 500 ms
-    resolved, built = _built(monkeypatch, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": _traces_url(collector, protocol),
-                                           "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
-                                           "OTEL_EXPORTER_OTLP_TIMEOUT": "500"})
+    resolved, built = _built(monkeypatch, {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": _traces_url(collector, protocol),
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_TIMEOUT": "500"})
     assert resolved["traces"].timeout_s == 0.5
     started = time.monotonic()
     assert _send(built) == {"traces": "FAILURE"}
@@ -340,7 +348,8 @@ def test_a_timeout_of_500_is_milliseconds(monkeypatch: pytest.MonkeyPatch, recei
 def test_a_closed_port_fails_within_the_timeout(monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
     port = _closed_port()
     _, built = _built(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-                                    "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_TIMEOUT": "300"})
+                                    "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+                                    "OTEL_EXPORTER_OTLP_TIMEOUT": "300"})
     started = time.monotonic()
     assert _send(built, only="logs") == {"logs": "FAILURE"}
     assert time.monotonic() - started < 1.0  # the exporters' default would be 10 s
@@ -374,7 +383,8 @@ def test_deflate_over_http_arrives(monkeypatch: pytest.MonkeyPatch) -> None:
     assert encodings == {"traces": None, "metrics": None, "logs": "deflate"}
 
 
-@pytest.mark.parametrize(("compression", "at_most", "at_least"), [("gzip", 5_000, 0), ("none", None, 100_000)])
+@pytest.mark.parametrize(("compression", "at_most", "at_least"),
+                         [("gzip", 5_000, 0), ("none", None, 100_000)])
 def test_grpc_compression_gzip_shrinks_the_request_and_none_is_accepted(
         monkeypatch: pytest.MonkeyPatch, receiver: Any, compression: str, at_most: int | None,
         at_least: int) -> None:
@@ -419,14 +429,16 @@ def test_mutual_tls_with_the_client_key_and_certificate(monkeypatch: pytest.Monk
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
            "OTEL_EXPORTER_OTLP_TIMEOUT": "500", "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.cert)}
     _, anonymous = _built(monkeypatch, env)
-    assert _send(anonymous, only="traces") == {"traces": "FAILURE"}  # the collector wants a client certificate
+    # the collector wants a client certificate
+    assert _send(anonymous, only="traces") == {"traces": "FAILURE"}
     _, built = _built(monkeypatch, {**env, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": str(pki.key),
                                     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": str(pki.cert)})
     assert _send(built, only="traces") == {"traces": "SUCCESS"}
     assert [span.name for span in collector.received.spans()] == ["step"]
 
 
-def _without_scheme(monkeypatch: pytest.MonkeyPatch, host_port: str, env: Mapping[str, str]) -> dict[str, Target]:
+def _without_scheme(monkeypatch: pytest.MonkeyPatch, host_port: str,
+                    env: Mapping[str, str]) -> dict[str, Target]:
     """Targets for a scheme-less gRPC endpoint. Settings' URL check refuses ``host:port`` today, so the
     resolved endpoint is put in by hand; everything else comes from the variables."""
     settings = _resolved(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://placeholder:1",
@@ -434,8 +446,9 @@ def _without_scheme(monkeypatch: pytest.MonkeyPatch, host_port: str, env: Mappin
     return targets(dataclasses.replace(settings, otel_endpoint=host_port))
 
 
-def test_grpc_endpoint_without_scheme_means_tls_unless_insecure(monkeypatch: pytest.MonkeyPatch, receiver: Any,
-                                                                tls_receiver: Any, pki: Pki) -> None:
+def test_grpc_endpoint_without_scheme_means_tls_unless_insecure(monkeypatch: pytest.MonkeyPatch,
+                                                                receiver: Any, tls_receiver: Any,
+                                                                pki: Pki) -> None:
     secure = tls_receiver("grpc")
     resolved = _without_scheme(monkeypatch, f"127.0.0.1:{secure.port}",
                                {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.cert)})
@@ -445,7 +458,8 @@ def test_grpc_endpoint_without_scheme_means_tls_unless_insecure(monkeypatch: pyt
     assert len(secure.received.spans()) == 1
 
     plain = receiver("grpc")
-    resolved = _without_scheme(monkeypatch, f"127.0.0.1:{plain.port}", {"OTEL_EXPORTER_OTLP_INSECURE": "true"})
+    resolved = _without_scheme(monkeypatch, f"127.0.0.1:{plain.port}",
+                               {"OTEL_EXPORTER_OTLP_INSECURE": "true"})
     assert _send(exporters(resolved), only="traces") == {"traces": "SUCCESS"}
     assert len(plain.received.spans()) == 1
 
@@ -456,11 +470,13 @@ def test_grpc_scheme_wins_over_insecure(monkeypatch: pytest.MonkeyPatch, receive
     Python exporter alone goes TLS for ``http://`` with INSECURE=false)."""
     plain = receiver("grpc")
     _, built = _built(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": plain.endpoint,
-                                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "false"})
+                                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                                    "OTEL_EXPORTER_OTLP_INSECURE": "false"})
     assert _send(built, only="traces") == {"traces": "SUCCESS"}
     secure = tls_receiver("grpc")
     _, built = _built(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": secure.endpoint,
-                                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                                    "OTEL_EXPORTER_OTLP_INSECURE": "true",
                                     "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.cert)})
     assert _send(built, only="traces") == {"traces": "SUCCESS"}
     assert len(plain.received.spans()) == len(secure.received.spans()) == 1
@@ -472,8 +488,9 @@ def test_http_base_endpoint_gets_the_signal_path_a_per_signal_one_is_verbatim(
         monkeypatch: pytest.MonkeyPatch) -> None:
     base, own = PathReceiver(), PathReceiver()
     try:
-        resolved, built = _built(monkeypatch, {"OTEL_EXPORTER_OTLP_ENDPOINT": base.endpoint + "/",
-                                               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": own.endpoint + "/custom/traces"})
+        resolved, built = _built(monkeypatch, {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": base.endpoint + "/",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": own.endpoint + "/custom/traces"})
         assert _send(built) == {"logs": "SUCCESS", "metrics": "SUCCESS", "traces": "SUCCESS"}
     finally:
         base.stop()
@@ -524,7 +541,8 @@ def test_a_rejected_grpc_timeout_neither_breaks_the_exporter_nor_stays_hidden(mo
 
 def test_rejected_http_headers_are_not_sent(monkeypatch: pytest.MonkeyPatch, receiver: Any) -> None:
     collector = receiver("http/protobuf")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "leak=1,broken")  # invalid: the generic one is used
+    # invalid: the generic one is used
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "leak=1,broken")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "team=ml")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
     settings = resolve_settings({})

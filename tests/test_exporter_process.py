@@ -38,7 +38,8 @@ def _spans(run_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     path = run_dir / "otlp" / "spans.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
         for resource_spans in json.loads(line)["resourceSpans"]:
-            resource = {a["key"]: next(iter(a["value"].values())) for a in resource_spans["resource"]["attributes"]}
+            resource = {a["key"]: next(iter(a["value"].values()))
+                        for a in resource_spans["resource"]["attributes"]}
             out += [(span, resource) for scope in resource_spans["scopeSpans"] for span in scope["spans"]]
     return out
 

@@ -60,7 +60,8 @@ def _record(provider: MeterProvider) -> None:
     loss.set(0.5, {**attributes, "lezea.data_split": "val"})
     loss.set(1.0, {"lezea.experiment.id": "exp-1"})  # fewer attributes: the others become ""
     meter.create_gauge("lezea.x-y__z/w", unit="m/s").set(2, {"0bad.key": 1, "list": [1, 2], "b": False})
-    meter.create_counter("lezea.checkpoints", unit="{checkpoint}", description="Checkpoints").add(2, attributes)
+    meter.create_counter("lezea.checkpoints", unit="{checkpoint}",
+                         description="Checkpoints").add(2, attributes)
     meter.create_counter("lezea.checkpoint.size", unit="By").add(2048, attributes)
     meter.create_counter("requests_total", unit="MiBy").add(1)
     meter.create_up_down_counter("lezea.queue.depth", unit="{record}").add(-3, attributes)
@@ -122,7 +123,8 @@ def _metric(name: str, data: Any, unit: str = "", description: str = "") -> Metr
     return Metric(name, description, unit, data)
 
 
-def _data(*metrics: Metric, resource: Resource = RESOURCE, scope: InstrumentationScope = SCOPE) -> MetricsData:
+def _data(*metrics: Metric, resource: Resource = RESOURCE,
+          scope: InstrumentationScope = SCOPE) -> MetricsData:
     return MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, list(metrics), "")], "")])
 
 
@@ -169,7 +171,8 @@ class TestParityWithTheOfficialReader:
         assert value == 1 << 30 and labels == {"process_pid": "7", "otel_scope_name": "lezea_otel.observers",
                                                "otel_scope_version": "", "otel_scope_schema_url": ""}
         ((_name, info, _one),) = families["target_info"][2]
-        assert info == {"service_name": "lezea", "lezea_experiment_id": "exp-1", "_st_key": "3", "flag": "true"}
+        assert info == {"service_name": "lezea", "lezea_experiment_id": "exp-1", "_st_key": "3",
+                        "flag": "true"}
         loss = {s[1]["lezea_data_split"]: s for s in families["lezea_training_loss"][2]}
         assert loss["train"][1]["otel_scope_scope_kind"] == "trainer" and loss[""][2] == 1.0
 
@@ -181,7 +184,8 @@ class TestParityWithTheOfficialReader:
                      for tag, value in (("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf))])
         latest.update("records", _data(_metric("9lives..a$b", odd, unit="{x}/s"),
                                        _metric("t", Sum([NumberDataPoint({}, 0, 1, math.inf)],
-                                                        AggregationTemporality.CUMULATIVE, True), unit="{a}s")))
+                                                        AggregationTemporality.CUMULATIVE, True),
+                                               unit="{a}s")))
         text = _text(latest)
         assert 'lives_a_b_per_second{otel_scope_name="lezea_otel",otel_scope_schema_url="",' in text
         assert 'otel_scope_version="0.1.0",which="nan"} NaN' in text
@@ -192,8 +196,8 @@ class TestParityWithTheOfficialReader:
         """Prometheus would apply no staleness to timestamped samples; exemplars are not exposed."""
         exemplar_point = HistogramDataPoint({}, 0, 5_000_000_000, 1, 0.5, [0, 1], [0.1], 0.5, 0.5)
         latest = LatestMetrics()
-        latest.update("records", _data(_metric("h", Histogram([exemplar_point], AggregationTemporality.CUMULATIVE)),
-                                       _gauge("g", 1.0)))
+        latest.update("records", _data(
+            _metric("h", Histogram([exemplar_point], AggregationTemporality.CUMULATIVE)), _gauge("g", 1.0)))
         for family in text_string_to_metric_families(_text(latest)):
             assert all(s.timestamp is None and s.exemplar is None for s in family.samples)
         assert 'h_bucket{le="0.1",otel_scope_name="lezea_otel"' in _text(latest)
@@ -258,7 +262,8 @@ class TestSources:
             latest.update("records", _data(exponential, _gauge("fine", 1.0)))
         assert set(_families(_text(latest))) == {"target_info", "fine"}
         assert [r.getMessage() for r in caplog.records].count(
-            "Metric 'exp' is left out of /metrics: its data type ExponentialHistogram has no Prometheus form") == 1
+            "Metric 'exp' is left out of /metrics: its data type ExponentialHistogram has no Prometheus "
+            "form") == 1
 
     def test_updates_and_scrapes_from_many_threads(self) -> None:
         """Each scrape sees one complete update of a source, never a half-written one."""

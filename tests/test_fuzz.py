@@ -47,12 +47,15 @@ def _cyclic_dict() -> dict[str, Any]:
 
 
 ODD = [
-    lambda: Raising(), lambda: BadFloat(0.5), lambda: BadInt(3), failing_generator, _cyclic_list, _cyclic_dict,
+    lambda: Raising(), lambda: BadFloat(0.5), lambda: BadInt(3), failing_generator, _cyclic_list,
+    _cyclic_dict,
     lambda: np.float64(0.5), lambda: np.float32(1.5), lambda: np.int64(7), lambda: np.uint8(200),
     lambda: np.bool_(True), lambda: np.float16(2.0), lambda: np.array(3.0), lambda: np.array([1, 2, 3]),
-    lambda: np.zeros((2, 2)), lambda: np.array(["a", "b"]), lambda: torch.tensor(0.25), lambda: torch.tensor([1, 2]),
+    lambda: np.zeros((2, 2)), lambda: np.array(["a", "b"]), lambda: torch.tensor(0.25),
+    lambda: torch.tensor([1, 2]),
     lambda: torch.tensor(5, dtype=torch.int64), lambda: torch.tensor(1.0, dtype=torch.bfloat16),
-    lambda: torch.nn.Parameter(torch.ones(2)), lambda: object(), lambda: b"bytes\xff", lambda: bytearray(b"x"),
+    lambda: torch.nn.Parameter(torch.ones(2)), lambda: object(), lambda: b"bytes\xff",
+    lambda: bytearray(b"x"),
     lambda: {1, 2}, lambda: (1, "a"), lambda: range(3), lambda: "\ud800lone",
     lambda: "[/bold] markup", lambda: "NaN", lambda: "Infinity",
     lambda: "x" * 200_000, lambda: 2**70, lambda: -(2**70), lambda: 1e20, lambda: 10**400,
@@ -68,8 +71,9 @@ odd = st.sampled_from(ODD).map(lambda make: make())
 leaf = st.one_of(scalars, odd)
 garbage = st.recursive(
     leaf,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.text(max_size=6), st.integers(),
-                                                                                     st.none()), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=6), st.integers(), st.none()), inner, max_size=4)),
     max_leaves=8,
 )
 
@@ -152,10 +156,12 @@ def _warnings() -> Iterator[list[str]]:
 @settings(max_examples=6, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(draws=st.data())
-def test_every_call_survives_garbage(name: str, async_mode: bool, tmp_path_factory, draws: st.DataObject) -> None:
+def test_every_call_survives_garbage(name: str, async_mode: bool, tmp_path_factory,
+                                     draws: st.DataObject) -> None:
     """One public call, a run of garbage argument lists: nothing raises, the run stays whole."""
     with _warnings() as messages:
-        tracker = Capture(tmp_path_factory.mktemp("fuzz")).tracker("fuzz", auto_start=True, async_mode=async_mode)
+        tracker = Capture(tmp_path_factory.mktemp("fuzz")).tracker("fuzz", auto_start=True,
+                                                                   async_mode=async_mode)
         for _ in range(6):
             args, kwargs = draws.draw(call_arguments(name))
             _invoke(tracker, name, args, kwargs)
@@ -180,7 +186,8 @@ def test_the_cli_reads_a_fuzzed_run(tmp_path) -> None:
 @given(args=st.lists(garbage, max_size=7), kwargs=st.dictionaries(
     st.sampled_from(["purpose", "tags", "auto_start", "async_mode", "service_name", "quiet", "cost_limit_eur",
                      "extra_exporters", "unknown_keyword"]), garbage, max_size=4))
-def test_constructor_never_raises(tmp_path_factory, monkeypatch, args: list[Any], kwargs: dict[str, Any]) -> None:
+def test_constructor_never_raises(tmp_path_factory, monkeypatch, args: list[Any],
+                                  kwargs: dict[str, Any]) -> None:
     """``ExperimentTracker(<anything>)`` gives a working tracker, one warning per problem."""
     monkeypatch.setenv("LEZEA_PROMETHEUS_PORT", "0")  # a truthy garbage auto_start must not bind port 8000
     with _warnings() as messages:
@@ -192,10 +199,12 @@ def test_constructor_never_raises(tmp_path_factory, monkeypatch, args: list[Any]
 @FUZZ
 @given(names=st.lists(st.sampled_from([*CALLS, "finalize_experiment", "start"]), min_size=1, max_size=25),
        async_mode=st.booleans(), draws=st.data())
-def test_random_call_sequences(tmp_path_factory, names: list[str], async_mode: bool, draws: st.DataObject) -> None:
+def test_random_call_sequences(tmp_path_factory, names: list[str], async_mode: bool,
+                               draws: st.DataObject) -> None:
     """Random orders (calls after finalize, start twice, nested scopes) with garbage arguments."""
     with _warnings() as messages:
-        tracker = Capture(tmp_path_factory.mktemp("seq")).tracker("sequence", auto_start=True, async_mode=async_mode)
+        tracker = Capture(tmp_path_factory.mktemp("seq")).tracker("sequence", auto_start=True,
+                                                                  async_mode=async_mode)
         for name in names:
             args, kwargs = draws.draw(call_arguments(name)) if name in CALLS else ([], {})
             _invoke(tracker, name, args, kwargs)
@@ -203,7 +212,8 @@ def test_random_call_sequences(tmp_path_factory, names: list[str], async_mode: b
 
 
 def test_numpy_and_torch_values_are_numbers(tracker) -> None:
-    """The values numpy and torch hand back (``np.mean``, ``loss.item()``, 0-d tensors) read back as numbers."""
+    """The values numpy and torch hand back (``np.mean``, ``loss.item()``, 0-d tensors) read back as
+    numbers."""
     tracker.log_training_step(1, {"loss": np.float64(0.5), "acc": np.float32(0.25), "n": np.int64(3),
                                   "t": torch.tensor(0.125)})
     tracker.log_reward("a", np.float64(0.7))

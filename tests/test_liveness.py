@@ -15,7 +15,8 @@ from .otlp_receiver import HttpReceiver
 
 class TestAnnouncement:
     def test_started_span_and_record_arrive_before_the_first_step_ends(self, monkeypatch, tmp_path):
-        """Within seconds of start(), the collector has the started span and log record with the run's identity."""
+        """Within seconds of start(), the collector has the started span and log record with the run's
+        identity."""
         receiver = HttpReceiver()
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         try:
@@ -27,7 +28,8 @@ class TestAnnouncement:
                         receiver.received.spans() and receiver.received.log_records()):
                     time.sleep(0.05)
                 spans = {s.name: s for s in receiver.received.spans()}
-                started = [r for r in receiver.received.log_records() if r.event_name == "lezea.experiment.started"]
+                started = [r for r in receiver.received.log_records()
+                           if r.event_name == "lezea.experiment.started"]
             assert "experiment.started" in spans and started
             assert started[0].trace_id == spans["experiment.started"].trace_id
             attributes = {a.key: a.value.string_value for a in started[0].attributes}
@@ -40,7 +42,8 @@ class TestAnnouncement:
 
 class TestLivenessMetrics:
     def test_heartbeat_and_last_step_time(self, capture):
-        """The heartbeat advances with every collection; the last step's time is exported for 'time since step'."""
+        """The heartbeat advances with every collection; the last step's time is exported for 'time since
+        step'."""
         tracker = capture.tracker("alive", auto_start=True)
         before = time.time()
         tracker.log_training_step(1, {"loss": 0.5})
@@ -73,7 +76,8 @@ class TestTruncatedSpans:
     def test_sigterm_inside_a_scope(self, tmp_path):
         """SIGTERM during a long scope: the scope span is exported, truncated, with reason sigterm."""
         code = ("import os, signal, sys\nfrom lezea_otel import ExperimentTracker\n"
-                "t = ExperimentTracker('term', runs_dir=sys.argv[1], quiet=True)\nt.start(prometheus_port=None)\n"
+                "t = ExperimentTracker('term', runs_dir=sys.argv[1], quiet=True)\n"
+                "t.start(prometheus_port=None)\n"
                 "print(t.experiment_id, flush=True)\n"
                 "with t.builder_scope('7'):\n    t.log_training_step(1, {'loss': 1.0})\n"
                 "    os.kill(os.getpid(), signal.SIGTERM)\n")
@@ -83,7 +87,8 @@ class TestTruncatedSpans:
         assert proc.returncode == -15
         run_dir = tmp_path / proc.stdout.split()[0]
         spans = [span for line in (run_dir / "otlp" / "spans.jsonl").read_text().splitlines()
-                 for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
+                 for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"]
+                 for span in ss["spans"]]
         (builder,) = [s for s in spans if s["name"] == "builder"]
         attributes = {a["key"]: a["value"] for a in builder["attributes"]}
         assert attributes["lezea.span.truncated"] == {"boolValue": True}
@@ -94,7 +99,8 @@ class TestTruncatedSpans:
 
 class TestProgress:
     def test_long_scope_gets_progress_markers(self, capture, monkeypatch):
-        """A scope open past LEZEA_PROGRESS_AFTER gets ended marker spans with elapsed time and steps, while open."""
+        """A scope open past LEZEA_PROGRESS_AFTER gets ended marker spans with elapsed time and steps, while
+        open."""
         monkeypatch.setenv("LEZEA_PROGRESS_AFTER", "0.2")
         monkeypatch.setenv("LEZEA_PROGRESS_EVERY", "0.2")
         tracker = capture.tracker("long", auto_start=True)
@@ -130,9 +136,11 @@ class TestCrashCause:
         start = json.loads(lines[0])
         start["data"]["pid"] = 2**22 + 17  # a process that no longer exists: the run died
         (tracker.run_dir / "copy").mkdir()
-        (tracker.run_dir / "copy" / "events.jsonl").write_text("\n".join([json.dumps(start), *lines[1:]]) + "\n")
+        (tracker.run_dir / "copy" / "events.jsonl").write_text(
+            "\n".join([json.dumps(start), *lines[1:]]) + "\n")
         run = load_run(tracker.run_dir / "copy")
         assert run.status == "crashed"
         (cause,) = [r for r in run.recommendations() if r["rule"] == "crashed"]
-        assert "after step 4" in cause["message"] and "memory kept growing (1000, 1800, 2600, 3400 MB)" in cause["message"]
+        assert "after step 4" in cause["message"]
+        assert "memory kept growing (1000, 1800, 2600, 3400 MB)" in cause["message"]
         tracker.finalize_experiment()

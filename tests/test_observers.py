@@ -1,4 +1,5 @@
-"""Observers: GPUs through a pynvml double with NVML's real behaviour, the process tree with real processes."""
+"""Observers: GPUs through a pynvml double with NVML's real behaviour, the process tree with real
+processes."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def burn(cpu_s):
 
 
 def by_gpu(capture, name):
-    return {p.attributes["hw.parent"] if p.attributes.get("hw.type") == "temperature" else p.attributes["hw.id"]: p
+    return {(p.attributes["hw.parent"] if p.attributes.get("hw.type") == "temperature"
+             else p.attributes["hw.id"]): p
             for p in capture.points(name)}
 
 
@@ -51,7 +53,8 @@ class TestGpuMetrics:
         util = by_gpu(capture, "hw.gpu.utilization")
         assert util[GPU0].value == 0.5 and util[GPU0].unit == "1" and util[GPU1].value == 0.05
         assert util[GPU0].attributes["hw.name"] == "NVIDIA H100 80GB HBM3"
-        assert util[GPU0].attributes["hw.vendor"] == "nvidia" and util[GPU0].attributes["lezea.gpu.index"] == 0
+        assert util[GPU0].attributes["hw.vendor"] == "nvidia"
+        assert util[GPU0].attributes["lezea.gpu.index"] == 0
         assert util[GPU0].attributes["lezea.gpu.driver_version"] == "550.54.15"
         assert util[GPU0].attributes["lezea.experiment.id"] == tracker.experiment_id
         memory = by_gpu(capture, "hw.gpu.memory.usage")[GPU0]
@@ -66,17 +69,20 @@ class TestGpuMetrics:
         assert temperature.value == 60 and temperature.unit == "Cel"
         assert by_gpu(capture, "lezea.gpu.clock.graphics")[GPU0].value == 1980
         assert by_gpu(capture, "lezea.gpu.power.limit")[GPU0].value == 700.0
-        errors = {(p.attributes["hw.id"], p.attributes["error.type"]): p.value for p in capture.points("hw.errors")}
+        errors = {(p.attributes["hw.id"], p.attributes["error.type"]): p.value
+                  for p in capture.points("hw.errors")}
         assert errors[(GPU0, "corrected")] == 3 and errors[(GPU0, "uncorrected")] == 0
         (own,) = capture.points("lezea.process.gpu.memory.usage")  # pid 999999 is not in this run's tree
         assert own.value == 3 * 2**30 and own.attributes["process.pid"] == os.getpid()
         tracker.finalize_experiment()
 
     @pytest.mark.parametrize(("visible", "expected"), [
-        ("1", {GPU1}), ("0,1", {GPU0, GPU1}), (GPU1, {GPU1}), ("GPU-aaaaaaaa", {GPU1}), ("", set()), ("0,7,1", {GPU0}),
+        ("1", {GPU1}), ("0,1", {GPU0, GPU1}), (GPU1, {GPU1}), ("GPU-aaaaaaaa", {GPU1}), ("", set()),
+        ("0,7,1", {GPU0}),
     ])
     def test_cuda_visible_devices(self, capture, gpus, monkeypatch, visible, expected):
-        """Only the job's GPUs: indexes, full or short UUIDs, stopping at the first unknown entry like CUDA."""
+        """Only the job's GPUs: indexes, full or short UUIDs, stopping at the first unknown entry like
+        CUDA."""
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
         tracker = started(capture)
         assert set(by_gpu(capture, "hw.gpu.utilization")) == expected
@@ -103,7 +109,8 @@ class TestGpuMetrics:
 
 class TestGpuErrors:
     def test_unsupported_field_is_absent(self, capture, gpus, lezea_warnings):
-        """NVML_ERROR_NOT_SUPPORTED for power: hw.power is absent for that GPU, one warning, the rest stays."""
+        """NVML_ERROR_NOT_SUPPORTED for power: hw.power is absent for that GPU, one warning, the rest
+        stays."""
         gpus[1].errors["nvmlDeviceGetPowerUsage"] = pynvml.NVML_ERROR_NOT_SUPPORTED
         tracker = started(capture)
         capture.sample_observers()
@@ -126,7 +133,8 @@ class TestGpuErrors:
         assert summary["steps"]["count"] == 0 and summary["status"] == "finished"
 
     def test_no_permission_and_unknown_process_memory(self, capture, gpus, lezea_warnings):
-        """No permission for the process list, or usedGpuMemory None: that value is absent, one warning each."""
+        """No permission for the process list, or usedGpuMemory None: that value is absent, one warning
+        each."""
         gpus[0].processes = [(os.getpid(), None)]
         gpus[1].errors["nvmlDeviceGetComputeRunningProcesses"] = pynvml.NVML_ERROR_NO_PERMISSION
         tracker = started(capture)
@@ -138,7 +146,8 @@ class TestGpuErrors:
         assert len([m for m in messages if "NVMLError_NoPermission" in m]) == 1
         tracker.finalize_experiment()
 
-    @pytest.mark.parametrize("code", [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND])
+    @pytest.mark.parametrize("code",
+                             [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND])
     def test_no_driver_means_no_gpu_instruments(self, capture, monkeypatch, lezea_warnings, caplog, code):
         """No driver or library: GPU instruments are absent with one info line; process metrics remain."""
         caplog.set_level("INFO", logger="lezea_otel")
@@ -160,7 +169,8 @@ class TestGpuErrors:
 
 class TestScopeResources:
     def test_scope_span_carries_energy_and_cpu(self, capture, gpus):
-        """A scope's span gets the GPU energy spent inside it (energy counter at enter and exit) and CPU seconds."""
+        """A scope's span gets the GPU energy spent inside it (energy counter at enter and exit) and CPU
+        seconds."""
         tracker = started(capture)
         with tracker.builder_scope("b0"):
             capture.sync()  # the exporter reads the scope's start while it runs (in process: nothing to do)
@@ -182,7 +192,8 @@ class TestScopeResources:
         assert {g["hw.id"] for g in observed["gpus"]} == {GPU0, GPU1}
 
     def test_scope_cpu_is_the_process_trees(self, capture, monkeypatch):
-        """CPU burned inside a scope by a child process counts for the scope: it is the tree's, not one thread's."""
+        """CPU burned inside a scope by a child process counts for the scope: it is the tree's, not one
+        thread's."""
         monkeypatch.setitem(sys.modules, "pynvml", None)
         tracker = started(capture)
         with tracker.algorithm_scope("a0"):
@@ -223,8 +234,8 @@ class TestProcessTree:
         tracker = started(capture)
         before_rss = capture.points("process.memory.usage")[0].value
         before_cpu = sum(p.value for p in capture.points("process.cpu.time"))
-        children = [subprocess.Popen([sys.executable, "-c", CHILD, "100", "0.3", "30"], stdout=subprocess.PIPE,
-                                     text=True) for _ in range(2)]
+        children = [subprocess.Popen([sys.executable, "-c", CHILD, "100", "0.3", "30"],
+                                     stdout=subprocess.PIPE, text=True) for _ in range(2)]
         try:
             for child in children:
                 assert child.stdout.readline().strip() == "done"
@@ -234,7 +245,7 @@ class TestProcessTree:
             after_cpu = sum(p.value for p in capture.points("process.cpu.time"))
             assert after_cpu - before_cpu >= 0.5
             utilization = capture.points("process.cpu.utilization")[0]
-            assert 0 < utilization.value and utilization.unit == "1"
+            assert utilization.value > 0 and utilization.unit == "1"
         finally:
             for child in children:
                 child.kill()

@@ -255,7 +255,8 @@ class TestErrors:
 
 class TestWindowsAndTotals:
     def test_window_energy_reads_one_counter_per_device(self, harness, gpus):
-        """A boundary reads each GPU's energy counter only, not a full sample; the energy is the difference."""
+        """A boundary reads each GPU's energy counter only, not a full sample; the energy is the
+        difference."""
         h = harness()
         h.observers.sample()
         before = len(gpus.calls)

@@ -242,7 +242,8 @@ def count_tree_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A list that grows by one at each walk of the process tree (each point or sample)."""
     reads: list[int] = []
     children_of = psutil.Process.children
-    monkeypatch.setattr(psutil.Process, "children", lambda self, **kw: reads.append(1) or children_of(self, **kw))
+    monkeypatch.setattr(psutil.Process, "children",
+                        lambda self, **kw: reads.append(1) or children_of(self, **kw))
     return reads
 
 
@@ -272,7 +273,8 @@ class TestWindows:
         burn(0.1)
         token = h.observers.open_window(start)  # the point taken here is after the end too
         summary = h.observers.close_window(token, end)
-        assert 0.05 <= summary[names.SCOPE_CPU_SECONDS] <= 0.16  # 0.2 s burned over ~0.2 s, half in the window
+        # 0.2 s burned over ~0.2 s, half in the window
+        assert 0.05 <= summary[names.SCOPE_CPU_SECONDS] <= 0.16
         assert summary[names.SCOPE_RESOURCES_APPROXIMATE] is True
 
     def test_nested_and_unknown_tokens(self, harness):
@@ -305,7 +307,8 @@ class TestWindows:
         times = [now() for _ in range(4)]
         reads = count_tree_reads(monkeypatch)
         tokens = [h.observers.open_window(t) for t in times]
-        summaries = [h.observers.close_window(token, t) for token, t in zip(tokens, times[1:] + [times[-1]])]
+        summaries = [h.observers.close_window(token, t)
+                     for token, t in zip(tokens, times[1:] + [times[-1]], strict=True)]
         assert len(reads) == 1
         assert all(names.SCOPE_CPU_SECONDS in summary for summary in summaries)
 

@@ -43,7 +43,8 @@ def test_report_renders_offline(browser, tmp_path):
         traces = browser.execute_script(f"return document.getElementById('plot-{name}').data.length")
         assert traces > 0, name
         assert plot.find_elements("css selector", "svg.main-svg"), name
-    curves = browser.execute_script("return document.getElementById('plot-metric-loss').data.map(t => t.name)")
+    curves = browser.execute_script(
+        "return document.getElementById('plot-metric-loss').data.map(t => t.name)")
     assert {"builder:b0/network:net-b0/train", "builder:b1/network:net-b1/val"} <= set(curves)
     assert "data_loading" in browser.find_element("id", "tables").text
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -1,4 +1,5 @@
-"""Settings precedence across sources, signal selection by endpoint variables, resource identity and git facts."""
+"""Settings precedence across sources, signal selection by endpoint variables, resource identity and git
+facts."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class TestPrecedence:
         ("LEZEA_MAX_METRIC_NAMES", "2.5", "max_metric_names", 256),
         ("LEZEA_STRICT", "perhaps", "strict", False),
     ])
-    def test_invalid_values_warn_at_start(self, capture, monkeypatch, lezea_warnings, variable, value, field, default):
+    def test_invalid_values_warn_at_start(self, capture, monkeypatch, lezea_warnings, variable, value, field,
+                                          default):
         """An unusable value is named (variable and value) once at start(), and the default is used."""
         monkeypatch.setenv(variable, value)
         tracker = capture.tracker("bad")
@@ -97,7 +99,8 @@ class TestResource:
     def test_git_facts_without_credentials(self, capture, tmp_path):
         """Inside a repository: commit, branch, dirty flag, and the remote URL without its token."""
         def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+            return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                                  text=True).stdout
 
         git("init", "-q", "-b", "main")
         git("-c", "user.email=a@b", "-c", "user.name=n", "commit", "-q", "--allow-empty", "-m", "first")

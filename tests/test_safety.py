@@ -223,9 +223,8 @@ class TestUserExceptions:
         monkeypatch.delenv("LEZEA_RAISE_INTERNAL")
         tracker = capture.tracker("boom", auto_start=True)
         error = KeyError("mine")
-        with pytest.raises(KeyError) as raised:
-            with getattr(tracker, scope)("x1"):
-                raise error
+        with pytest.raises(KeyError) as raised, getattr(tracker, scope)("x1"):
+            raise error
         assert raised.value is error
         summary = tracker.finalize_experiment()
         span = next(s for s in capture.spans() if s.name not in ("experiment", "experiment.started"))

@@ -1,4 +1,5 @@
-"""Scopes, phases and the experiment's lifecycle, through the public API: spans, histograms, audit, summary."""
+"""Scopes, phases and the experiment's lifecycle, through the public API: spans, histograms, audit,
+summary."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ class TestRootSpan:
 class TestScopeSpans:
     @pytest.mark.parametrize("call", SCOPE_CALLS)
     def test_each_scope_is_a_child_span_named_by_level(self, capture, call):
-        """Every *_scope opens a child of the root span named after its level, with level/id/path attributes."""
+        """Every *_scope opens a child of the root span named after its level, with level/id/path
+        attributes."""
         level = call.removesuffix("_scope")
         tracker = capture.tracker("levels", auto_start=True)
         with getattr(tracker, call)("x1"):
@@ -104,12 +106,11 @@ class TestScopeSpans:
     def test_three_deep_nesting_links_parents(self, capture):
         """builder > tasker > layer form a parent chain of span ids under the root, with the full path."""
         tracker = capture.tracker("nest", auto_start=True)
-        with tracker.builder_scope("42"):
-            with tracker.tasker_scope("A"):
-                with tracker.layer_scope("L1"):
-                    pass
+        with tracker.builder_scope("42"), tracker.tasker_scope("A"), tracker.layer_scope("L1"):
+            pass
         tracker.finalize_experiment()
-        root, builder, tasker, layer = (capture.spans(n)[0] for n in ("experiment", "builder", "tasker", "layer"))
+        root, builder, tasker, layer = (capture.spans(n)[0]
+                                        for n in ("experiment", "builder", "tasker", "layer"))
         assert builder.parent.span_id == root.context.span_id
         assert tasker.parent.span_id == builder.context.span_id
         assert layer.parent.span_id == tasker.context.span_id
@@ -126,11 +127,12 @@ class TestScopeSpans:
         tracker.finalize_experiment()
         spans = {s.name: s for s in capture.spans()}
         chain = ["experiment", "builder", "tasker", "algorithm", "network", "layer"]
-        for parent, child in zip(chain, chain[1:]):
+        for parent, child in zip(chain, chain[1:], strict=False):
             assert spans[child].parent.span_id == spans[parent].context.span_id
 
     def test_sibling_scopes_share_the_parent(self, capture):
-        """After a scope ends, the next scope is a sibling under the same parent, not a child of the old one."""
+        """After a scope ends, the next scope is a sibling under the same parent, not a child of the old
+        one."""
         tracker = capture.tracker("siblings", auto_start=True)
         with tracker.builder_scope("1"):
             with tracker.tasker_scope("A"):
@@ -193,9 +195,8 @@ class TestScopeErrors:
         """The user's exception leaves the scope unchanged: same object, same type, same message."""
         tracker = capture.tracker("raise", auto_start=True)
         error = RuntimeError("bad batch 17")
-        with pytest.raises(RuntimeError) as caught:
-            with tracker.builder_scope("7"):
-                raise error
+        with pytest.raises(RuntimeError) as caught, tracker.builder_scope("7"):
+            raise error
         assert caught.value is error
         assert str(caught.value) == "bad batch 17"
         tracker.finalize_experiment()
@@ -203,9 +204,8 @@ class TestScopeErrors:
     def test_exception_marks_span_error_with_event(self, capture):
         """The scope's span gets ERROR status and an 'exception' event naming the type and message."""
         tracker = capture.tracker("errspan", auto_start=True)
-        with pytest.raises(ZeroDivisionError):
-            with tracker.algorithm_scope("sac"):
-                1 / 0  # noqa: B018
+        with pytest.raises(ZeroDivisionError), tracker.algorithm_scope("sac"):
+            1 / 0  # noqa: B018
         tracker.finalize_experiment()
         (span,) = capture.spans("algorithm")
         assert span.status.status_code == StatusCode.ERROR
@@ -217,9 +217,8 @@ class TestScopeErrors:
     def test_exception_through_nested_scopes_marks_each(self, capture):
         """An exception crossing two scopes marks both spans ERROR; the root span stays finished."""
         tracker = capture.tracker("errnest", auto_start=True)
-        with pytest.raises(KeyError):
-            with tracker.builder_scope("1"), tracker.tasker_scope("A"):
-                raise KeyError("missing")
+        with pytest.raises(KeyError), tracker.builder_scope("1"), tracker.tasker_scope("A"):
+            raise KeyError("missing")
         summary = tracker.finalize_experiment()
         assert capture.spans("builder")[0].status.status_code == StatusCode.ERROR
         assert capture.spans("tasker")[0].status.status_code == StatusCode.ERROR
@@ -230,9 +229,8 @@ class TestScopeErrors:
     def test_scope_stack_recovers_after_exception(self, capture):
         """After an exception leaves a scope, later records are no longer prefixed with it."""
         tracker = capture.tracker("recover", auto_start=True)
-        with pytest.raises(ValueError):
-            with tracker.builder_scope("1"):
-                raise ValueError
+        with pytest.raises(ValueError), tracker.builder_scope("1"):
+            raise ValueError
         tracker.log_training_step(1, {"loss": 0.5})
         tracker.finalize_experiment()
         (step,) = audit(tracker, "training_step")
@@ -242,9 +240,8 @@ class TestScopeErrors:
     def test_error_is_audited_on_scope_end(self, capture):
         """The scope_end audit line names the exception type and message."""
         tracker = capture.tracker("errline", auto_start=True)
-        with pytest.raises(ValueError):
-            with tracker.builder_scope("1"):
-                raise ValueError("nan grad")
+        with pytest.raises(ValueError), tracker.builder_scope("1"):
+            raise ValueError("nan grad")
         tracker.finalize_experiment()
         (end,) = audit(tracker, "scope_end")
         assert end["data"]["error"] == "ValueError: nan grad"
@@ -264,9 +261,8 @@ class TestPhases:
     def test_context_manager_makes_child_span(self, capture):
         """with tracker.span('forward') makes a 'forward' span under the current span with its attributes."""
         tracker = capture.tracker("phasecm", auto_start=True)
-        with tracker.builder_scope("1"):
-            with tracker.span("forward", batch=32):
-                pass
+        with tracker.builder_scope("1"), tracker.span("forward", batch=32):
+            pass
         tracker.finalize_experiment()
         (forward,) = capture.spans("forward")
         (builder,) = capture.spans("builder")
@@ -346,9 +342,8 @@ class TestPhases:
         """One TracedBlock object can be entered twice in a row and nested in itself without mixing frames."""
         tracker = capture.tracker("reuse", auto_start=True)
         block = tracker.span("io")
-        with block:
-            with block:
-                pass
+        with block, block:
+            pass
         with block:
             pass
         tracker.finalize_experiment()
@@ -375,11 +370,11 @@ class TestPhases:
         tracker.finalize_experiment()
 
     def test_phase_histogram_carries_scope(self, capture):
-        """A phase inside a scope records its duration with that scope as an attribute, separately from outside."""
+        """A phase inside a scope records its duration with that scope as an attribute, separately from
+        outside."""
         tracker = capture.tracker("histscope", auto_start=True)
-        with tracker.builder_scope("42"):
-            with tracker.span("forward"):
-                pass
+        with tracker.builder_scope("42"), tracker.span("forward"):
+            pass
         with tracker.span("forward"):
             pass
         points = capture.points("lezea.phase.duration", lezea__phase__name="forward")
@@ -505,9 +500,8 @@ class TestSummaryScopesAndPhases:
         """summary()['scopes'] counts each scope path's entries and keeps nested paths apart."""
         tracker = capture.tracker("counts", auto_start=True)
         for _ in range(3):
-            with tracker.builder_scope("1"):
-                with tracker.tasker_scope("A"):
-                    pass
+            with tracker.builder_scope("1"), tracker.tasker_scope("A"):
+                pass
         with tracker.builder_scope("2"):
             pass
         scopes = tracker.get_experiment_summary()["scopes"]
@@ -536,9 +530,8 @@ class TestSummaryScopesAndPhases:
     def test_scope_errors_become_recommendation(self, capture):
         """A scope that raised is named in get_recommendations() with its error count."""
         tracker = capture.tracker("screc", auto_start=True)
-        with pytest.raises(ValueError):
-            with tracker.builder_scope("9"):
-                raise ValueError
+        with pytest.raises(ValueError), tracker.builder_scope("9"):
+            raise ValueError
         items = [r for r in tracker.get_recommendations() if r["rule"] == "scope_errors"]
         assert items and items[0]["evidence"] == {"scope": "builder:9", "errors": 1}
         tracker.finalize_experiment()
@@ -546,7 +539,8 @@ class TestSummaryScopesAndPhases:
 
 class TestLifecycle:
     def test_auto_start_starts_at_construction(self, capture, monkeypatch):
-        """ExperimentTracker(..., auto_start=True) opens the run in the constructor: audit has experiment_start."""
+        """ExperimentTracker(..., auto_start=True) opens the run in the constructor: audit has
+        experiment_start."""
         monkeypatch.setenv("LEZEA_PROMETHEUS_PORT", "0")
         tracker = ExperimentTracker(
             "auto", auto_start=True, runs_dir=capture.runs_dir, quiet=True,

@@ -1,4 +1,5 @@
-"""Each spec section, through the public API: the spans, metric points, log records and audit lines it makes."""
+"""Each spec section, through the public API: the spans, metric points, log records and audit lines it
+makes."""
 
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ class TestScopes:
         tracker.finalize_experiment()
         spans = {s.name: s for s in capture.spans()}
         chain = ["experiment", "builder", "tasker", "algorithm", "network", "layer"]
-        for parent, child in zip(chain, chain[1:]):
+        for parent, child in zip(chain, chain[1:], strict=False):
             assert spans[child].parent.span_id == spans[parent].context.span_id
-        assert spans["layer"].attributes["lezea.scope"] == "builder:42/tasker:A/algorithm:sac/network:n1/layer:3"
+        assert spans["layer"].attributes["lezea.scope"] == (
+            "builder:42/tasker:A/algorithm:sac/network:n1/layer:3")
         assert spans["network"].attributes["lezea.network.type"] == "hybrid"
         (step,) = audit(tracker, "training_step")
         assert step["data"]["metrics"] == {"builder:42/tasker:A/algorithm:sac/network:n1/layer:3/loss": 0.5}
@@ -185,15 +187,16 @@ class TestConfigAndEvents:
         assert capture.points("lezea.modification.count")[0].value == 2
         assert capture.points("lezea.modification.stat", lezea__stat__name="accept_rate")[0].value == 0.31
         assert capture.points("lezea.modification.stat", lezea__stat__name="crossover")[0].value == 12
-        assert {p.attributes["lezea.split.name"]: p.value for p in capture.points("lezea.data.split.size")} == {
-            "train": 3, "val": 1, "test": 0}
+        assert {p.attributes["lezea.split.name"]: p.value
+                for p in capture.points("lezea.data.split.size")} == {"train": 3, "val": 1, "test": 0}
         assert capture.points("lezea.data.samples.used")[0].value == 3
         assert capture.points("lezea.data.score")[0].value["sum"] == pytest.approx(0.3)
         assert capture.points("lezea.epoch.delta_loss")[0].value == pytest.approx(-0.09)
         (usage,) = audit(tracker, "data_usage")
         assert usage["data"]["sample_ids"] == ["a", "b", "c"] and usage["data"]["epoch"] == 3
         tracker.finalize_experiment()
-        assert capture.logs("lezea.modification_tree")[0].log_record.attributes["lezea.statistics.mutations"] == 5
+        tree = capture.logs("lezea.modification_tree")[0]
+        assert tree.log_record.attributes["lezea.statistics.mutations"] == 5
 
 
 class TestResultsResourcesBusiness:
@@ -209,7 +212,8 @@ class TestResultsResourcesBusiness:
         assert rewards == {("tasker", "t0"): 0.91, ("builder", "b0"): 0.6}
         assert capture.points("lezea.result")[0].value == 0.71
         summary = tracker.finalize_experiment()
-        assert summary["rewards"]["tasker:t0"]["count"] == 2 and summary["rewards"]["tasker:t0"]["best"] == 0.91
+        assert summary["rewards"]["tasker:t0"]["count"] == 2
+        assert summary["rewards"]["tasker:t0"]["best"] == 0.91
         assert json.loads(capture.logs("lezea.results")[0].log_record.attributes["lezea.action_outputs"]) == {
             "action": [0, 1, 0]}
 
@@ -222,7 +226,8 @@ class TestResultsResourcesBusiness:
         (memory,) = capture.points("lezea.component.memory.usage", lezea__component__type="tasker")
         assert memory.value == 1024 * 2**20 and memory.unit == "By"
         assert memory.attributes["lezea.component.id"] == "tasker#0"
-        assert capture.points("lezea.component.cpu.utilization", lezea__component__type="tasker")[0].value == 0.375
+        cpu = capture.points("lezea.component.cpu.utilization", lezea__component__type="tasker")[0]
+        assert cpu.value == 0.375
         totals = tracker.finalize_experiment()["resources"]["tasker#0"]
         assert totals["cpu_percent_mean"] == 25.0 and totals["memory_mb_peak"] == 1024.0
         assert totals["gpu_percent_mean"] == 5.0 and totals["io_operations_total"] == 1024

@@ -26,7 +26,8 @@ EXPECTED_IMAGES = {
     "tempo": "grafana/tempo:3.0.3",
     "grafana": "grafana/grafana:13.1.3",
 }
-# Component types renamed in otelcol 0.144 / contrib (stack.md pitfall 10) and the batch processor (pitfall 11).
+# Component types renamed in otelcol 0.144 / contrib (stack.md pitfall 10) and the batch processor
+# (pitfall 11).
 OLD_COMPONENT_TYPES = {"otlphttp", "resourcedetection", "loadbalancing", "spanmetrics", "batch", "loki"}
 GRAFANA_BUILTIN_VARIABLES = {"__range", "__rate_interval", "__interval", "__auto", "__all", "__range_s",
                              "__interval_ms", "__value", "__url_time_range", "__from", "__to", "__data"}
@@ -68,7 +69,8 @@ def image_problems(config: dict) -> list[str]:
     for name, service in config["services"].items():
         image = service.get("image", "")
         match = re.fullmatch(r"[\w./-]+:([\w.-]+)", image)
-        if not match or match.group(1) in ("latest", "main", "stable") or not re.search(r"\d", match.group(1)):
+        if (not match or match.group(1) in ("latest", "main", "stable")
+                or not re.search(r"\d", match.group(1))):
             problems.append(f"{name}: image {image!r} is not pinned to an exact version tag")
         if name in EXPECTED_IMAGES and image != EXPECTED_IMAGES[name]:
             problems.append(f"{name}: {image!r} != {EXPECTED_IMAGES[name]!r}")
@@ -190,7 +192,8 @@ def dashboard_problems(boards: dict[str, dict], uids: set[str]) -> list[str]:
                     problems.append(f"{file}: {where} has no queries")
                 continue
             if not isinstance(datasource, dict) or datasource.get("uid") not in uids:
-                problems.append(f"{file}: {where} datasource {datasource} is not a provisioned uid {sorted(uids)}")
+                problems.append(f"{file}: {where} datasource {datasource} is not a provisioned uid "
+                                f"{sorted(uids)}")
         text = json.dumps(board)
         for used in set(re.findall(r"\$\{?(\w+)", text)):
             if used not in variables and used not in GRAFANA_BUILTIN_VARIABLES:
@@ -252,7 +255,8 @@ class TestCompose:
     def test_mounts_match_the_configs(self):
         """The queue volume sits where file_storage writes; Grafana's dashboard mount is the provider path."""
         config = compose()
-        directory = load_yaml(COLLECTOR / "otelcol-config.yaml")["extensions"]["file_storage/queue"]["directory"]
+        extensions = load_yaml(COLLECTOR / "otelcol-config.yaml")["extensions"]
+        directory = extensions["file_storage/queue"]["directory"]
         collector_volumes = config["services"]["otel-collector"]["volumes"]
         assert any(v.split(":")[1] == directory and not v.startswith((".", "/")) for v in collector_volumes)
         assert any(v.startswith("./otelcol-config.yaml:") for v in collector_volumes)
@@ -262,7 +266,8 @@ class TestCompose:
         assert mounts["../grafana/provisioning"] == "/etc/grafana/provisioning"
         assert provider["folder"] == "lezea" and provider["type"] == "file"
         for name in ("prometheus", "tempo", "loki"):
-            (config_mount,) = [v for v in config["services"][name]["volumes"] if v.startswith(f"./{name}.yaml:")]
+            (config_mount,) = [v for v in config["services"][name]["volumes"]
+                               if v.startswith(f"./{name}.yaml:")]
             target = config_mount.split(":")[1]
             assert any(target in arg for arg in config["services"][name]["command"])
 
@@ -297,7 +302,8 @@ class TestCollector:
     def test_single_box_endpoints(self):
         config = load_yaml(COLLECTOR / "otelcol-config.yaml")
         protocols = config["receivers"]["otlp"]["protocols"]
-        assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317" and protocols["http"]["endpoint"] == "0.0.0.0:4318"
+        assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+        assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
         exporters = config["exporters"]
         assert exporters["otlp_http/prometheus"]["endpoint"] == "http://prometheus:9090/api/v1/otlp"
         assert exporters["otlp_grpc/tempo"]["endpoint"] == "tempo:4317"
@@ -327,8 +333,8 @@ class TestBackends:
     def test_prometheus(self):
         config = load_yaml(COLLECTOR / "prometheus.yaml")
         promoted = set(config["otlp"]["promote_resource_attributes"])
-        assert {"service.name", "service.instance.id", "lezea.experiment.id", "lezea.experiment.name", "dl.rank",
-                "host.name"} <= promoted
+        assert {"service.name", "service.instance.id", "lezea.experiment.id", "lezea.experiment.name",
+                "dl.rank", "host.name"} <= promoted
         assert config["otlp"]["keep_identifying_resource_attributes"] is True
         assert config["storage"]["tsdb"]["out_of_order_time_window"] == "30m"
 
@@ -336,7 +342,8 @@ class TestBackends:
         config = load_yaml(COLLECTOR / "tempo.yaml")
         assert "ingester" not in config  # removed in Tempo 3
         generator = config["metrics_generator"]
-        assert {"lezea.phase.name", "lezea.scope"} <= set(generator["processor"]["span_metrics"]["dimensions"])
+        dimensions = set(generator["processor"]["span_metrics"]["dimensions"])
+        assert {"lezea.phase.name", "lezea.scope"} <= dimensions
         (remote,) = generator["storage"]["remote_write"]
         assert remote == {"url": "http://prometheus:9090/api/v1/write", "send_exemplars": True}
         assert "span-metrics" in config["overrides"]["defaults"]["metrics_generator"]["processors"]
@@ -364,7 +371,8 @@ class TestGrafana:
         logs = by_uid["tempo"]["jsonData"]["tracesToLogsV2"]
         assert logs["customQuery"] is True and '| trace_id="$${__trace.traceId}"' in logs["query"]
         (field,) = by_uid["loki"]["jsonData"]["derivedFields"]
-        assert (field["matcherType"], field["matcherRegex"], field["datasourceUid"]) == ("label", "trace_id", "tempo")
+        assert (field["matcherType"], field["matcherRegex"], field["datasourceUid"]) == (
+            "label", "trace_id", "tempo")
 
     def test_datasource_links_point_to_provisioned_uids(self):
         text = (GRAFANA / "provisioning" / "datasources" / "datasources.yaml").read_text()
@@ -374,7 +382,8 @@ class TestGrafana:
     def test_dollar_signs_escaped(self):
         """Grafana expands $VAR / ${VAR} from the environment in provisioning files; $$ keeps a literal $."""
         for path in (GRAFANA / "provisioning").rglob("*.yaml"):
-            text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+            text = "\n".join(line for line in path.read_text().splitlines()
+                             if not line.lstrip().startswith("#"))
             assert re.findall(r"(?<!\$)\$(?!\$)", text.replace("$$", "")) == [], path
 
     def test_dashboards(self):
@@ -384,7 +393,8 @@ class TestGrafana:
         for board in boards.values():
             variables = {v["name"]: v for v in board["templating"]["list"]}
             query = variables["experiment"]["query"]
-            assert re.fullmatch(r"label_values\(lezea_run_state(\{.*\})?, lezea_experiment_id\)", query["query"])
+            assert re.fullmatch(r"label_values\(lezea_run_state(\{.*\})?, lezea_experiment_id\)",
+                                query["query"])
             assert variables["experiment"]["datasource"]["uid"] == "prometheus"
 
     def test_dashboard_checks_catch_mistakes(self):
@@ -404,7 +414,8 @@ class TestGrafana:
     def test_runs_table_maps_stopped_runs(self):
         board = dashboards()["training.json"]
         (table,) = [p for p in all_panels(board["panels"]) if p.get("title") == "Runs" and p["type"] != "row"]
-        assert table["type"] == "table" and all(t["instant"] and t["format"] == "table" for t in table["targets"])
+        assert table["type"] == "table"
+        assert all(t["instant"] and t["format"] == "table" for t in table["targets"])
         (status,) = [o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Status"]
         (mappings,) = [p["value"] for p in status["properties"] if p["id"] == "mappings"]
         texts = {key: option["text"] for key, option in mappings[0]["options"].items()}

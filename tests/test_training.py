@@ -59,7 +59,8 @@ class TestTrainingGauges:
         assert capture.points("lezea.training.loss")[0].unit == ""
 
     def test_scope_is_an_attribute_not_a_name(self, tracker, capture):
-        """Inside builder_scope('42') the gauge is still lezea.training.loss, with lezea.scope='builder:42'."""
+        """Inside builder_scope('42') the gauge is still lezea.training.loss, with
+        lezea.scope='builder:42'."""
         tracker.log_training_step(1, {"loss": 1.0})
         with tracker.builder_scope("42"):
             tracker.log_training_step(1, {"loss": 0.42})
@@ -122,8 +123,9 @@ class TestDeltaLoss:
         tracker.log_training_step(1, {"loss": 2.0}, data_split="val")
         tracker.log_training_step(2, {"loss": 0.5}, data_split="train")
         tracker.log_training_step(2, {"loss": 1.5}, data_split="val")
-        assert capture.points("lezea.training.delta_loss", lezea__data_split="train")[0].value == pytest.approx(-0.5)
-        assert capture.points("lezea.training.delta_loss", lezea__data_split="val")[0].value == pytest.approx(-0.5)
+        for split in ("train", "val"):
+            point = capture.points("lezea.training.delta_loss", lezea__data_split=split)[0]
+            assert point.value == pytest.approx(-0.5), split
         summary = tracker.get_experiment_summary()["metrics"]
         assert summary["val/delta_loss"]["count"] == 1 and summary["train/delta_loss"]["count"] == 1
 
@@ -339,7 +341,8 @@ class TestResults:
         tracker.log_reward("b1", 0.2, agent_type="builder")
         (t0,) = capture.points("lezea.reward", lezea__agent__id="t0")
         assert t0.value == 0.91 and t0.attributes["lezea.agent.role"] == "tasker"
-        assert capture.points("lezea.reward", lezea__agent__id="b1")[0].attributes["lezea.agent.role"] == "builder"
+        b1 = capture.points("lezea.reward", lezea__agent__id="b1")[0]
+        assert b1.attributes["lezea.agent.role"] == "builder"
         lines = audit(tracker, "reward")
         assert lines[1]["data"] == {"agent_id": "t0", "role": "tasker", "reward": 0.91}
         assert lines[1]["step"] == 3
@@ -487,7 +490,8 @@ class TestDataCalls:
         assert tracker.get_experiment_summary()["data"]["splits"] == {"train": 2}
 
     def test_data_usage(self, capture):
-        """log_data_usage counts samples used, audits the ids and epoch, and emits a lezea.data.usage record."""
+        """log_data_usage counts samples used, audits the ids and epoch, and emits a lezea.data.usage
+        record."""
         tracker = capture.tracker("usage", auto_start=True)
         tracker.log_data_usage(sample_ids=["a", "b", "c"], epoch=3)
         tracker.log_data_usage(sample_ids=["a"], epoch=4)
@@ -499,7 +503,7 @@ class TestDataCalls:
         assert summary["data"]["samples_used"] == 4
         record = capture.logs("lezea.data.usage")[0]
         assert attrs(record)["lezea.epoch"] == 3 and attrs(record)["lezea.data.count"] == 3
-        assert not any("a" == v for v in attrs(record).values())  # sample ids stay out of attributes
+        assert not any(v == "a" for v in attrs(record).values())  # sample ids stay out of attributes
 
     def test_data_score(self, capture):
         """log_data_score records before-after as lezea.data.score and a log record naming the sample."""

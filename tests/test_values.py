@@ -49,12 +49,13 @@ def only(messages: list[str], *words: str) -> list[str]:
     return [m for m in messages if all(w in m for w in words)]
 
 
-NUMPY_SCALARS = [np.float16(0.5), np.float32(0.5), np.float64(0.5), np.longdouble(0.5), np.int8(-3), np.int16(3),
-                 np.int32(3), np.int64(3), np.uint8(3), np.uint16(3), np.uint32(3), np.uint64(2**64 - 1),
-                 np.bool_(True), np.array(0.5), np.array([7])]
-TORCH_SCALARS = [torch.tensor(0.5), torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float16),
-                 torch.tensor(0.5, dtype=torch.bfloat16), torch.tensor(3), torch.tensor(3, dtype=torch.uint8),
-                 torch.tensor(True), torch.tensor(0.5, requires_grad=True)]
+NUMPY_SCALARS = [np.float16(0.5), np.float32(0.5), np.float64(0.5), np.longdouble(0.5), np.int8(-3),
+                 np.int16(3), np.int32(3), np.int64(3), np.uint8(3), np.uint16(3), np.uint32(3),
+                 np.uint64(2**64 - 1), np.bool_(True), np.array(0.5), np.array([7])]
+TORCH_SCALARS = [torch.tensor(0.5), torch.tensor(0.5, dtype=torch.float64),
+                 torch.tensor(0.5, dtype=torch.float16), torch.tensor(0.5, dtype=torch.bfloat16),
+                 torch.tensor(3), torch.tensor(3, dtype=torch.uint8), torch.tensor(True),
+                 torch.tensor(0.5, requires_grad=True)]
 
 
 class TestNumbers:
@@ -72,7 +73,8 @@ class TestNumbers:
         (reward,) = lines_of(tracker, "reward")
         assert reward["data"]["reward"] == 0.7 and reward["step"] == 1
         (results,) = lines_of(tracker, "results")
-        assert results["data"]["result_dict"] == {"acc": 0.25} and results["data"]["tasker_rewards"] == {"t": 2.0}
+        assert results["data"]["result_dict"] == {"acc": 0.25}
+        assert results["data"]["tasker_rewards"] == {"t": 2.0}
         assert not lezea_warnings()
 
     def test_np_float64_loss_is_written_as_the_number(self, tracker):
@@ -169,7 +171,8 @@ class TestText:
         lines = [orjson.loads(line) for line in tracker.audit_path.read_bytes().splitlines()]
         start = next(line for line in lines if line["kind"] == "experiment_start")
         assert start["data"]["name"] == "run \ufffd" and start["data"]["tags"] == ["t\ufffd"]
-        assert [line["data"]["text"] for line in lines if line["kind"] == "comment"] == ["bad \ufffd byte"] * 3
+        comments = [line["data"]["text"] for line in lines if line["kind"] == "comment"]
+        assert comments == ["bad \ufffd byte"] * 3
         step = next(line for line in lines if line["kind"] == "training_step")
         assert step["data"] == {"metrics": {"lo\ufffdss": 0.5}, "data_split": "va\ufffdl"}
         assert len(only(lezea_warnings(), "log_comment", "comment is not valid UTF-8")) == 1
@@ -234,7 +237,8 @@ class TestText:
         tracker.log_training_step(1, {"loss": 1.0}, data_split=split)
         tracker.log_training_step(2, {"loss": 0.9}, data_split=split)
         tracker.log_reward("a" * 1000, 1.0)
-        assert {len(s["data"]["data_split"]) for s in lines_of(tracker, "training_step")} == {values.MAX_LABEL}
+        splits = {len(s["data"]["data_split"]) for s in lines_of(tracker, "training_step")}
+        assert splits == {values.MAX_LABEL}
         assert len(lines_of(tracker, "reward")[0]["data"]["agent_id"]) == values.MAX_LABEL
         assert len(only(lezea_warnings(), "log_training_step", "data_split is longer than 256")) == 1
         assert only(lezea_warnings(), "log_reward", "agent_id is longer than 256")
@@ -252,10 +256,12 @@ class TestOddObjects:
         tracker.log_training_step(1, {"loss": 0.5, "odd": Raising(), "proxy": ClassRaising()})
         tracker.log_lezea_config(algorithm_type=Raising(), hyperparameters={"obj": Raising(), "lr": 0.1})
         tracker.log_data_score(Raising(), 1.0, 0.5)
-        tracker.log_modification_tree(step=1, modifications=[Raising()], statistics={"x": ClassRaising(), "n": 2})
+        tracker.log_modification_tree(step=1, modifications=[Raising()],
+                                      statistics={"x": ClassRaising(), "n": 2})
         assert lines_of(tracker, "training_step")[0]["data"]["metrics"] == {"loss": 0.5}
         config = lines_of(tracker, "config")[0]["data"]
-        assert config["hyperparameters"]["lr"] == 0.1 and config["hyperparameters"]["obj"].startswith("Raising")
+        assert config["hyperparameters"]["lr"] == 0.1
+        assert config["hyperparameters"]["obj"].startswith("Raising")
         assert config["algorithm_type"].startswith("Raising")
         assert lines_of(tracker, "data_score")[0]["data"]["score"] == 0.5
         tree = lines_of(tracker, "modification_tree")[0]["data"]
@@ -308,7 +314,8 @@ class TestShapingWarnings:
         tracker.log_lezea_config(tasker_population_size=-4, builder_population_size=2.5)
         data = lines_of(tracker, "config")[0]["data"]
         assert data["tasker_population_size"] == -4 and data["builder_population_size"] == 2.5
-        assert only(lezea_warnings(), "log_lezea_config", "tasker_population_size is negative", "recorded as given")
+        assert only(lezea_warnings(), "log_lezea_config", "tasker_population_size is negative",
+                    "recorded as given")
         assert only(lezea_warnings(), "log_lezea_config", "builder_population_size is not a whole number")
 
     def test_a_dict_as_ids_warns_and_uses_its_keys(self, tracker, lezea_warnings):
@@ -358,10 +365,12 @@ class TestLastLineOfDefence:
 
 
 ODD = {"np64": lambda: np.float64(0.5), "npint": lambda: np.int64(-1), "tensor": lambda: torch.tensor(2.0),
-       "raising": Raising, "class": ClassRaising, "badfloat": lambda: BadFloat(1.0), "0d": lambda: np.array(3)}
+       "raising": Raising, "class": ClassRaising, "badfloat": lambda: BadFloat(1.0),
+       "0d": lambda: np.array(3)}
 RECIPES = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers(min_value=-(2**130), max_value=2**130) | st.text()
-    | st.binary(max_size=8) | st.sampled_from(["\udcff", "NaN"]) | st.sampled_from(sorted(ODD)).map(lambda n: ("odd", n)),
+    | st.binary(max_size=8) | st.sampled_from(["\udcff", "NaN"])
+    | st.sampled_from(sorted(ODD)).map(lambda n: ("odd", n)),
     lambda inner: st.lists(inner, max_size=4)
     | st.dictionaries(st.text(max_size=3) | st.integers() | st.just("\ud800"), inner, max_size=4),
     max_leaves=12)
@@ -397,7 +406,8 @@ def test_the_package_never_imports_numpy_or_torch() -> None:
     package = Path(values.__file__).resolve().parent.parent
     sources = {path: path.read_text() for path in package.rglob("*.py")}
     assert len(sources) > 40
-    assert [path for path, source in sources.items() if "import numpy" in source or "import torch" in source] == []
+    assert [path for path, source in sources.items()
+            if "import numpy" in source or "import torch" in source] == []
 
 
 @pytest.mark.parametrize("async_mode", [False, True])
@@ -408,7 +418,8 @@ def test_the_hot_path_shapes_what_it_cannot_pass_through(capture, async_mode, le
     tracker.log_training_step(2, {"loss": np.float64(0.4), "é": 1.0})
     tracker.log_training_step(np.uint64(3), {"loss": 0.3}, data_split="x" * 300)
     metrics = [line["data"]["metrics"] for line in lines_of(tracker, "training_step")]
-    assert metrics == [{"loss": 0.5, "n": float(2**64)}, {"loss": 0.4, "é": 1.0, "delta_loss": pytest.approx(-0.1)},
+    assert metrics == [{"loss": 0.5, "n": float(2**64)},
+                       {"loss": 0.4, "é": 1.0, "delta_loss": pytest.approx(-0.1)},
                        {"loss": 0.3}]
     assert [line["step"] for line in lines_of(tracker, "training_step")] == [1, 2, 3]
     tracker.finalize_experiment()

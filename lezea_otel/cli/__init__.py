@@ -73,7 +73,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--steps", default=60, show_default=True, help="Training steps per builder.")
-@click.option("--endpoint", default=None, help="OTLP endpoint (e.g. http://localhost:4318); default: local mode.")
+@click.option("--endpoint", default=None,
+              help="OTLP endpoint (e.g. http://localhost:4318); default: local mode.")
 @runs_dir_option
 def demo(steps: int, endpoint: str | None, runs_dir: str | None) -> None:
     """Run a synthetic training that exercises every tracker call (one phase is deliberately slow)."""
@@ -106,9 +107,9 @@ def list_runs(directory: str | None) -> None:
         stats = run.state.metrics[loss].as_dict() if loss else {}
         targets = run.start.get("targets", [])
         delivery = "OTLP" if any(t.startswith("OTLP") for t in targets) else "local"
-        table.add_row(run.id[:8], run.start.get("name", "?"), run.start.get("purpose", ""), run.status,
-                      _when(run.state.start_ns), _when(run.last_time_ns), f"{run.duration_s:.1f} s", str(run.state.steps),
-                      _num(stats.get("last")), _num(stats.get("best")), delivery)
+        table.add_row(run.id[:8], run.start.get("name") or "?", run.start.get("purpose", ""), run.status,
+                      _when(run.state.start_ns), _when(run.last_time_ns), f"{run.duration_s:.1f} s",
+                      str(run.state.steps), _num(stats.get("last")), _num(stats.get("best")), delivery)
     console.print(table)
 
 
@@ -120,8 +121,9 @@ def show(run: str, runs_dir: str | None) -> None:
     loaded = _load(run, runs_dir)
     summary = loaded.summary()
     console.rule(f"{loaded.start.get('name', '?')} ({loaded.id})")
-    console.print(f"status {summary['status']}, {summary['duration_s']:.1f} s, {summary['steps']['count']} steps "
-                  f"(last step {summary['steps']['last']}), purpose: {loaded.start.get('purpose') or '-'}")
+    console.print(f"status {summary['status']}, {summary['duration_s']:.1f} s, "
+                  f"{summary['steps']['count']} steps (last step {summary['steps']['last']}), "
+                  f"purpose: {loaded.start.get('purpose') or '-'}")
     if summary["status"] in ("crashed", "running", "unknown"):
         console.print(f"no end record: last record at {_when(loaded.last_time_ns)} UTC, "
                       f"last step {summary['steps']['last']}")
@@ -146,20 +148,22 @@ def show(run: str, runs_dir: str | None) -> None:
                                            + _resources(scope)
                                            + (f", {scope['errors']} errors" if scope["errors"] else ""))
     for name, phase in sorted(summary["phases"].items(), key=lambda item: -item[1]["total_s"]):
-        tree.add(f"phase {name}: {phase['count']}x, total {phase['total_s']:.3f} s, max {phase['max_s']:.3f} s"
-                 + _resources(phase))
+        tree.add(f"phase {name}: {phase['count']}x, total {phase['total_s']:.3f} s, "
+                 f"max {phase['max_s']:.3f} s" + _resources(phase))
     console.print(tree)
     for title, rows in (("Checkpoints", summary["checkpoints"]), ("Datasets", summary["datasets"])):
         for row in rows:
             console.print(f"{title[:-1]}: " + ", ".join(f"{k}={v}" for k, v in row.items() if v is not None))
     for key, stats in summary["rewards"].items():
-        console.print(f"reward {key}: last {_num(stats['last'])}, best {_num(stats['best'])}, n={stats['count']}")
+        console.print(f"reward {key}: last {_num(stats['last'])}, best {_num(stats['best'])}, "
+                      f"n={stats['count']}")
     for component, totals in summary["resources"].items():
         console.print(f"resources {component}: " + ", ".join(f"{k}={_num(v)}" for k, v in totals.items()))
     observed = summary.get("observed") or {}
     if observed:
         console.print(f"observed: {observed['samples']} samples, CPU {observed['cpu_hours'] * 3600:.1f} s, "
-                      f"peak RSS {observed['memory_peak_bytes'] / 2**20:.0f} MiB, GPU {observed['gpu_hours']:.3f} h, "
+                      f"peak RSS {observed['memory_peak_bytes'] / 2**20:.0f} MiB, "
+                      f"GPU {observed['gpu_hours']:.3f} h, "
                       f"energy {observed['energy_joules'].get('total', 0.0):.1f} J"
                       + "".join(f", {g['name']} {g['hw.id']}" for g in observed.get("gpus", [])))
     if summary["cost"]:
@@ -217,8 +221,8 @@ def slow(run: str, top: int, runs_dir: str | None) -> None:
         instances.add_column(column)
     ranked = sorted(loaded.timed, key=lambda t: (t.kind != "phase", -t.duration_s))
     for item in ranked[:top]:
-        instances.add_row(item.kind, item.name, f"{item.duration_s:.4f}", str(item.step), item.trace_id or "-",
-                          item.span_id or "-")
+        instances.add_row(item.kind, item.name, f"{item.duration_s:.4f}", str(item.step),
+                          item.trace_id or "-", item.span_id or "-")
     console.print(instances)
     if not loaded.timed:
         console.print("This run recorded no scopes or phases (use tracker.span(...) or the *_scope calls).")
@@ -240,7 +244,8 @@ def report(run: str, output: str, runs_dir: str | None) -> None:
 def _export_options(command: Any) -> Any:
     for option in reversed([
         click.argument("run"),
-        click.option("--endpoint", default=None, help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT)."),
+        click.option("--endpoint", default=None,
+                     help="Collector base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT)."),
         click.option("--protocol", type=click.Choice(["http/protobuf", "grpc"]), default=None,
                      help="Default: OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf."),
         click.option("--all", "everything", is_flag=True, help="Send the whole run again, not only what this "
@@ -253,7 +258,8 @@ def _export_options(command: Any) -> Any:
 
 @main.command("export")
 @_export_options
-def export(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None) -> None:
+def export(run: str, endpoint: str | None, protocol: str | None, everything: bool,
+           runs_dir: str | None) -> None:
     """Export RUN from its audit to a collector: what it has not acknowledged, resumable, never twice.
 
     After an outage this is exactly what the run's own exporter could not deliver, with its original
@@ -263,7 +269,8 @@ def export(run: str, endpoint: str | None, protocol: str | None, everything: boo
 
 @main.command("replay")
 @_export_options
-def replay(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None) -> None:
+def replay(run: str, endpoint: str | None, protocol: str | None, everything: bool,
+           runs_dir: str | None) -> None:
     """Alias of `export`: send RUN's undelivered part (or with --all all of it) to a collector."""
     _export(run, endpoint, protocol, everything, runs_dir, "replay")
 
@@ -279,7 +286,8 @@ def _export(run: str, endpoint: str | None, protocol: str | None, everything: bo
         raise SystemExit(1)
     settings = resolve_settings({"endpoint": endpoint, "protocol": protocol})
     if not settings.otlp_signals:
-        _say(err, "error:", "red", " no OTLP endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
+        _say(err, "error:", "red",
+             " no OTLP endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
         raise SystemExit(2)
     try:
         result = export_run(loaded.path, settings, crashed=loaded.status == "crashed", everything=everything)
@@ -301,9 +309,11 @@ def _export(run: str, endpoint: str | None, protocol: str | None, everything: bo
 
 
 @main.command()
-@click.option("--port", type=int, default=None, help="The /metrics port to check (default: LEZEA_PROMETHEUS_PORT or 8000).")
+@click.option("--port", type=int, default=None,
+              help="The /metrics port to check (default: LEZEA_PROMETHEUS_PORT or 8000).")
 def doctor(port: int | None) -> None:
-    """Check this node's setup: settings and their sources, OTLP endpoint, NVML/GPUs, /metrics port, runs folder."""
+    """Check this node's setup: settings and their sources, OTLP endpoint, NVML/GPUs, /metrics port,
+    runs folder."""
     settings = resolve_settings({})
     failures = 0
     table = Table(title="Resolved settings (README's configuration table; OTel SDK variables when set)")
@@ -363,7 +373,8 @@ def _check_nvml() -> None:
     if not found:
         _say(console, "info", "yellow", " NVML: no GPU, driver or nvidia-ml-py; GPU metrics will be absent")
     for gpu in found:
-        _say(console, "ok", "green", f"   GPU {gpu['index']}: {gpu['name']} {gpu['uuid']} (driver {gpu['driver']})")
+        _say(console, "ok", "green",
+             f"   GPU {gpu['index']}: {gpu['name']} {gpu['uuid']} (driver {gpu['driver']})")
 
 
 def _check_port(port: int, addr: str, configured: bool) -> int:

@@ -43,17 +43,20 @@ def run(steps: int = 60, endpoint: str | None = None, runs_dir: str | None = Non
                                                  "grad_norm": rng.uniform(0.5, 1.5)}, data_split="train")
                 if step % 10 == 0:
                     tracker.log_training_step(step, {"loss": loss * 1.1}, data_split="val")
-                    tracker.log_component_resources(f"{builder}/trainer", "builder", cpu_percent=rng.uniform(60, 95),
-                                                    memory_mb=2048 + step, gpu_util_percent=rng.uniform(40, 90),
+                    tracker.log_component_resources(f"{builder}/trainer", "builder",
+                                                    cpu_percent=rng.uniform(60, 95), memory_mb=2048 + step,
+                                                    gpu_util_percent=rng.uniform(40, 90),
                                                     io_operations=100 * step)
                     tracker.log_data_usage(rng.sample(samples[:800], 32), epoch=step // 10)
                     tracker.log_data_score(rng.choice(samples), before_loss=loss + 0.1, after_loss=loss)
-            tracker.log_modification_tree(steps, modifications=[{"op": "mutate", "layer": 2}, {"op": "prune"}],
+            tracker.log_modification_tree(steps,
+                                          modifications=[{"op": "mutate", "layer": 2}, {"op": "prune"}],
                                           statistics={"mutations": 5, "depth": 3})
             with tracker.tasker_scope("t0"), tracker.algorithm_scope("sac"):
                 tracker.log_reward("t0", rng.uniform(0.5, 0.9))
             epoch_loss = loss
-            tracker.log_delta_loss(epoch=1 if builder == "b0" else 2, loss=epoch_loss, prev_loss=previous_epoch_loss)
+            tracker.log_delta_loss(epoch=1 if builder == "b0" else 2, loss=epoch_loss,
+                                   prev_loss=previous_epoch_loss)
             previous_epoch_loss = epoch_loss
     tracker.log_modification_tree_stats({"accept_rate": 0.31, "depth": 4})
     tracker.log_modification_stats({"crossover": 12, "mutation": 33})
@@ -72,7 +75,8 @@ def run(steps: int = 60, endpoint: str | None = None, runs_dir: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lezea_otel.cli.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lezea_otel.cli.demo",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--endpoint", default=None, help="OTLP endpoint, e.g. http://localhost:4318")
     parser.add_argument("--runs-dir", default=None, help="where runs/<id>/ is written (default ./runs)")

@@ -30,15 +30,17 @@ def write_report(run: Run, output: Path) -> Path:
         for key in by_leaf[leaf]:
             finite = [(s, v) for s, v in run.history[key] if s is not None and math.isfinite(v)]
             label = key[: -len(leaf) - 1] or "(no scope)"
-            curves.add_trace(go.Scatter(x=[s for s, _ in finite], y=[v for _, v in finite], mode="lines", name=label))
-        curves.update_layout(title=f"{leaf} by step (one line per scope and split)", xaxis_title="step", height=380)
+            curves.add_trace(go.Scatter(x=[s for s, _ in finite], y=[v for _, v in finite], mode="lines",
+                                        name=label))
+        curves.update_layout(title=f"{leaf} by step (one line per scope and split)", xaxis_title="step",
+                             height=380)
         figures.append((f"metric-{_slug(leaf)}", curves))
 
     resources = go.Figure()
     for component, series in _resource_series(run).items():
         for field, values in series.items():
-            resources.add_trace(go.Scatter(x=[t for t, _ in values], y=[v for _, v in values], mode="lines+markers",
-                                           name=f"{component} {field}"))
+            resources.add_trace(go.Scatter(x=[t for t, _ in values], y=[v for _, v in values],
+                                           mode="lines+markers", name=f"{component} {field}"))
     resources.update_layout(title="Resources (log_resource / log_component_resources)", height=400)
     figures.append(("resources", resources))
 
@@ -62,7 +64,7 @@ def write_report(run: Run, output: Path) -> Path:
     sections.append(_tables(run, summary))
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>lezea_otel report: {html.escape(run.start.get('name', run.id))}</title>"
+        f"<title>lezea_otel report: {html.escape(str(run.start.get('name') or run.id))}</title>"
         f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
         + "".join(sections) + "</body></html>"
     )
@@ -101,7 +103,7 @@ def _resource_series(run: Run) -> dict[str, dict[str, list[tuple[float, float]]]
 
 def _header(run: Run, summary: dict[str, Any]) -> str:
     tags = ", ".join(run.start.get("tags", [])) or "-"
-    return (f"<h1>{html.escape(run.start.get('name', '?'))}</h1><p class='meta'>id {html.escape(run.id)} · "
+    return (f"<h1>{html.escape(str(run.start.get('name') or '?'))}</h1><p class='meta'>id {html.escape(run.id)} · "
             f"status <b>{html.escape(summary['status'])}</b> · {summary['duration_s']:.1f} s · "
             f"{summary['steps']['count']} steps · purpose {html.escape(run.start.get('purpose') or '-')} · "
             f"tags {html.escape(tags)}</p>")
@@ -109,7 +111,8 @@ def _header(run: Run, summary: dict[str, Any]) -> str:
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
     return f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -131,7 +134,8 @@ def _tables(run: Run, summary: dict[str, Any]) -> str:
                 for r in slow_table(run)[:20]]),
         _table("Configuration", ["key", "value"], [[k, v] for k, v in summary["config"].items()]),
         _table("Checkpoints", ["step", "path", "size bytes", "sha256"],
-               [[c.get("step"), c.get("path"), c.get("size_bytes"), c.get("sha256")] for c in summary["checkpoints"]]),
+               [[c.get("step"), c.get("path"), c.get("size_bytes"), c.get("sha256")]
+                for c in summary["checkpoints"]]),
         _table("Rewards", ["agent", "last", "best", "count"],
                [[k, s["last"], s["best"], s["count"]] for k, s in summary["rewards"].items()]),
         _table("Cost", ["kind", "value"], [[k, v] for k, v in summary["cost"].items()]),

@@ -183,7 +183,7 @@ def headers(raw: Any) -> dict[str, str]:
         raise Invalid("expected comma-separated key=value pairs, values URL-encoded")
     from opentelemetry.util.re import parse_env_headers
 
-    return parse_env_headers(value, liberal=True)
+    return dict(parse_env_headers(value, liberal=True))  # a Mapping by its signature, a dict in fact
 
 
 def levels(raw: Any) -> frozenset[str]:

@@ -53,7 +53,8 @@ def collector_key(targets: Mapping[str, Any]) -> str:
     """Names the cursor files of one collector (its endpoint and protocol per signal): the live exporter
     and ``lezea-otel export`` to the same collector share them, so export resumes where the live one
     stopped; another collector, or another choice of signals, is another destination, sent everything."""
-    identity = sorted((signal, target.protocol, target.endpoint.rstrip("/")) for signal, target in targets.items())
+    identity = sorted((signal, target.protocol, target.endpoint.rstrip("/"))
+                      for signal, target in targets.items())
     return "otlp-" + hashlib.sha256(repr(identity).encode()).hexdigest()[:12]
 
 
@@ -130,7 +131,8 @@ def build_service(run_dir: Path, settings: Settings, *, trainer_pid: int, extra_
     if described:
         targets.append(described)
     service = ExporterService(run_dir, settings, trainer_pid=trainer_pid, extra_exporters=extra_exporters,
-                              observed=observers_factory(settings, trainer_pid, warn, info), otlp=otlp, warn=warn)
+                              observed=observers_factory(settings, trainer_pid, warn, info), otlp=otlp,
+                              warn=warn)
     if prometheus_port:
         from lezea_otel.exporter.prometheus import LatestMetrics, ScrapeClock, serve
 

@@ -76,7 +76,8 @@ class Destination:
             self._attempt(lambda: on_metrics(data) is None)
         if not self.metrics:
             return True
-        return self._send("metrics", [data], [functools.partial(_metric_export, e, data) for e in self.metrics])
+        return self._send("metrics", [data],
+                          [functools.partial(_metric_export, e, data) for e in self.metrics])
 
     def takes(self, signal: str) -> bool:
         """Whether it gets ``signal`` at all (a collector may have logs off: ``OTEL_LOGS_EXPORTER=none``)."""
@@ -90,7 +91,8 @@ class Destination:
         if signal == "traces":
             return bool(self.spans) and all(self._attempt(functools.partial(_span_export, e, []))
                                             for e in self.spans)
-        return bool(self.logs) and all(self._attempt(functools.partial(_log_export, e, [])) for e in self.logs)
+        return bool(self.logs) and all(self._attempt(functools.partial(_log_export, e, []))
+                                       for e in self.logs)
 
     def shutdown(self) -> None:
         """Once (a second call is a no-op); from another thread too: an exporter waiting to retry stops."""

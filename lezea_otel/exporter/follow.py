@@ -77,7 +77,8 @@ class Follower:
     def __init__(self, run_dir: Path, destination: Destination, *, state_dir: Path | None,
                  metric_interval_s: float, extra_metrics: Callable[[], MetricsData | None] | None = None,
                  progress: tuple[float, float] | None = None, clock: Callable[[], float] = time.monotonic,
-                 refused_for_good_after: int = REFUSED_FOR_GOOD_AFTER, windows: Windows | None = None) -> None:
+                 refused_for_good_after: int = REFUSED_FOR_GOOD_AFTER,
+                 windows: Windows | None = None) -> None:
         """
         Args:
             progress: (after, every) seconds: markers under scopes open longer (live runs only).
@@ -223,7 +224,8 @@ class Follower:
             for signal, held in (("traces", self._held.spans), ("logs", self._held.logs)):
                 if signal in signals:
                     signals[signal]["held"] = len(held)
-        if self.destination.retry and "metrics" in signals:  # cumulative: 1 while the final values are not there
+        # cumulative: 1 while the final values are not there
+        if self.destination.retry and "metrics" in signals:
             signals["metrics"]["held"] = int(self.fed and not self._metrics_done)
         problems = [*self.problems]
         for source in self._sources.values():
@@ -266,7 +268,8 @@ class Follower:
         if held.spans:
             held.spans = self._offer("traces", held.spans, held)
         if held.logs:
-            held.logs = self._offer("logs", held.logs, held)  # the spans went: only the logs are offered again
+            # the spans went: only the logs are offered again
+            held.logs = self._offer("logs", held.logs, held)
         if held.spans or held.logs:
             for signal, left in (("traces", held.spans), ("logs", held.logs)):
                 if not left and signal not in held.marked:
@@ -320,14 +323,16 @@ class Follower:
         left = self._isolate(signal, items)
         rejected = self.destination.counts[signal].rejected - rejected
         if rejected:
-            self._problem(f"the collector refused {rejected} {_ITEM[signal]}(s) for good while taking other data: "
-                          "skipped; the audit keeps them (`lezea-otel export --all` resends the run)")
+            self._problem(f"the collector refused {rejected} {_ITEM[signal]}(s) for good while taking "
+                          "other data: skipped; the audit keeps them (`lezea-otel export --all` resends "
+                          "the run)")
         return left
 
     def _isolate(self, signal: str, items: list[Any]) -> list[Any]:
         """``items`` are refused for good as a whole: their halves are offered, and the halves of a half
         refused again, down to single items, which are rejected. About 2 log2(n) requests per bad item.
-        Returns what is left to hold: the collector stopped answering on the way (then nothing is rejected)."""
+        Returns what is left to hold: the collector stopped answering on the way (then nothing is
+        rejected)."""
         if len(items) == 1:
             self.destination.counts[signal].rejected += 1
             return []

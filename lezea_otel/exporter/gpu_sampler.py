@@ -148,7 +148,8 @@ class GpuSampler:
             self._warn("observers", f"GPU {device.uuid}: {field_name} unavailable ({type(error).__name__})",
                        "that value is left out")
         except nvml.NVMLError as error:
-            self._warn("observers", f"GPU {device.uuid}: reading {field_name} failed ({type(error).__name__})",
+            self._warn("observers",
+                       f"GPU {device.uuid}: reading {field_name} failed ({type(error).__name__})",
                        "skipped this sample")
         except AttributeError:  # an older nvidia-ml-py without this function
             device.unsupported.add(field_name)
@@ -156,7 +157,8 @@ class GpuSampler:
 
     def energy(self, device: Device) -> float | None:
         """Total energy in J since the driver loaded: read at scope enter and exit."""
-        value = self._read(device, "energy", lambda: self.nvml.nvmlDeviceGetTotalEnergyConsumption(device.handle))
+        value = self._read(device, "energy",
+                           lambda: self.nvml.nvmlDeviceGetTotalEnergyConsumption(device.handle))
         return value / 1000.0 if value is not None else None
 
     def sample(self) -> list[GpuReading]:
@@ -202,7 +204,8 @@ class GpuSampler:
         for process in processes or []:
             reading.process_memory[int(process.pid)] = process.usedGpuMemory
             if process.usedGpuMemory is None:
-                self._warn("observers", f"GPU {device.uuid}: per-process memory unavailable (usedGpuMemory is None)",
+                self._warn("observers",
+                           f"GPU {device.uuid}: per-process memory unavailable (usedGpuMemory is None)",
                            "process GPU memory is left out; device memory is still reported")
         return reading
 

@@ -39,7 +39,8 @@ from lezea_otel.model.record import Kind
 from lezea_otel.util import values
 from lezea_otel.util.safety import encodable_attributes, encodable_text
 
-__all__ = ["LogBuilder", "LogRecordExporter", "ReadableLogRecord", "record_context", "succeeded"]  # the exporter takes log types from here
+# the exporter takes log types from here
+__all__ = ["LogBuilder", "LogRecordExporter", "ReadableLogRecord", "record_context", "succeeded"]
 
 
 _Event = tuple[str, str, dict[str, Any], bool]

@@ -7,9 +7,10 @@ the audit). Counters and histograms are cumulative from the run's start, as in-p
 histogram keeps the last phase per bucket as its exemplar, linked to the phase's span.
 
 Instrument names, units, series attributes and caps are those of the first wave's in-process
-instruments, so dashboards and queries carry over. Everything a builder returns is one ``ResourceMetrics`` with one
-``ScopeMetrics``; ``run.merge_metrics`` combines several (workers, runs) by (resource, scope), since the
-proto encoder keeps only the last of two equal resources or scopes (reference/exporter.md 0.1).
+instruments, so dashboards and queries carry over. Everything a builder returns is one
+``ResourceMetrics`` with one ``ScopeMetrics``; ``run.merge_metrics`` combines several (workers, runs)
+by (resource, scope), since the proto encoder keeps only the last of two equal resources or scopes
+(reference/exporter.md 0.1).
 """
 
 from __future__ import annotations

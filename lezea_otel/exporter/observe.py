@@ -71,8 +71,8 @@ class _Liveness:
 class ObservedMetrics:
     """Observers of one trainer process (by pid) plus the run's liveness gauge, as MetricsData on demand."""
 
-    def __init__(self, resource: Resource, constant_attributes: dict[str, Any], pid: int, *, interval_s: float,
-                 gpus: str, observers: bool, warn: Warn, info: Callable[[str], None],
+    def __init__(self, resource: Resource, constant_attributes: dict[str, Any], pid: int, *,
+                 interval_s: float, gpus: str, observers: bool, warn: Warn, info: Callable[[str], None],
                  point_gap_s: float = POINT_GAP_S) -> None:
         """
         Args:
@@ -95,7 +95,8 @@ class ObservedMetrics:
         self._info = info
         self._reader = InMemoryMetricReader()
         # shutdown_on_exit=False: stop() ends it; an atexit hook per run would outlive the run
-        self._provider = MeterProvider(metric_readers=[self._reader], resource=resource, shutdown_on_exit=False)
+        self._provider = MeterProvider(metric_readers=[self._reader], resource=resource,
+                                       shutdown_on_exit=False)
         self._meter = self._provider.get_meter(names.INSTRUMENTATION_NAME, __version__)
         self._liveness = _Liveness(pid)
         self._meter.create_observable_gauge(names.RUN_HEARTBEAT, [self._heartbeat], unit=names.UNIT_SECONDS,

@@ -13,8 +13,9 @@ the window closes, so that points taken after it bracket it too. A point is take
 reads a boundary, unless one taken after the boundary exists already: the records of one poll (the
 trainer writes its audit in batches, every 200 ms) cost one point, however many scopes and phases
 they hold. A point walks the whole process table (milliseconds), so one less than ``point_gap_s``
-after the last is not taken either: a boundary then counts up to the last point only. The figures are the tree's, never the reader's own ``process_time``, and as precise as the
-points around each boundary are close to it:
+after the last is not taken either: a boundary then counts up to the last point only. The figures
+are the tree's, never the reader's own ``process_time``, and as precise as the points around each
+boundary are close to it:
 
 - a scope whose start and end are each read soon after they happen (the exporter keeping up, polling
   every 50 ms) is measured to within the read latency, ``point_gap_s`` and psutil's clock tick
@@ -213,7 +214,8 @@ class Observers:
             tree = self.tree
             gpu_memory = sum(self._tree_gpu_memory(r, tree) for r in self.gpus) if tree is not None else 0
             token = next(self._ids)
-            self._spans[token] = _Span(start_ns, max((p.rss for p in self._history.since(start_ns)), default=0),
+            self._spans[token] = _Span(start_ns,
+                                       max((p.rss for p in self._history.since(start_ns)), default=0),
                                        gpu_memory)
         return token
 
@@ -274,11 +276,14 @@ class Observers:
                       "updown": meter.create_observable_up_down_counter}[kind]
             create(name, [callback], unit=unit)
 
-        def tree(read: Callable[[TreeSample], Iterable[tuple[float | None, dict[str, Any]]]]) -> Callable[[], Any]:
+        def tree(
+            read: Callable[[TreeSample], Iterable[tuple[float | None, dict[str, Any]]]],
+        ) -> Callable[[], Any]:
             return lambda: list(read(self.tree)) if self.tree is not None else []
 
         gauge(names.PROCESS_CPU_TIME, names.UNIT_SECONDS, tree(lambda t: [
-            (t.cpu_user_s, {names.CPU_MODE: "user"}), (t.cpu_system_s, {names.CPU_MODE: "system"})]), "counter")
+            (t.cpu_user_s, {names.CPU_MODE: "user"}),
+            (t.cpu_system_s, {names.CPU_MODE: "system"})]), "counter")
         gauge(names.PROCESS_CPU_UTILIZATION, names.UNIT_RATIO, tree(lambda t: [(t.utilization, {})]))
         gauge(names.PROCESS_MEMORY_USAGE, names.UNIT_BYTES, tree(lambda t: [(t.rss_bytes, {})]), "updown")
         gauge(names.PROCESS_THREAD_COUNT, "{thread}", tree(lambda t: [(t.threads, {})]), "updown")
@@ -291,22 +296,26 @@ class Observers:
         gauge(names.SYSTEM_MEMORY_USAGE, names.UNIT_BYTES,
               tree(lambda t: [(t.host_memory_used, {names.MEMORY_STATE: "used"})]), "updown")
         gauge(names.SYSTEM_MEMORY_UTILIZATION, names.UNIT_RATIO,
-              tree(lambda t: [(t.host_memory_used / t.host_memory_total if t.host_memory_total else None, {})]))
+              tree(lambda t: [
+                  (t.host_memory_used / t.host_memory_total if t.host_memory_total else None, {})]))
         if self._gpu is None:
             return
         identity = {d.uuid: {names.HW_ID: d.uuid, names.HW_NAME: d.name, names.HW_VENDOR: "nvidia",
                              names.GPU_INDEX: d.index, names.GPU_DRIVER: self._gpu.driver,
                              **({names.HW_PARENT: d.parent} if d.parent else {})} for d in self._gpu.devices}
 
-        def per_gpu(value: Callable[[GpuReading], Any], extra: dict[str, Any] | None = None) -> Callable[[], Any]:
+        def per_gpu(value: Callable[[GpuReading], Any],
+                    extra: dict[str, Any] | None = None) -> Callable[[], Any]:
             return lambda: [(value(r), {**identity[r.uuid], **(extra or {})}) for r in self.gpus]
 
         gpu_type = {names.HW_TYPE: "gpu"}
-        gauge(names.GPU_UTILIZATION, names.UNIT_RATIO, per_gpu(lambda r: r.utilization, {names.HW_GPU_TASK: "general"}))
+        gauge(names.GPU_UTILIZATION, names.UNIT_RATIO,
+              per_gpu(lambda r: r.utilization, {names.HW_GPU_TASK: "general"}))
         gauge(names.GPU_MEMORY_USAGE, names.UNIT_BYTES, per_gpu(lambda r: r.memory_used), "updown")
         gauge(names.GPU_MEMORY_LIMIT, names.UNIT_BYTES, per_gpu(lambda r: r.memory_total), "updown")
         gauge(names.GPU_MEMORY_UTILIZATION, names.UNIT_RATIO, per_gpu(
-            lambda r: r.memory_used / r.memory_total if r.memory_used is not None and r.memory_total else None))
+            lambda r: r.memory_used / r.memory_total
+            if r.memory_used is not None and r.memory_total else None))
         gauge(names.HW_POWER, names.UNIT_WATTS, per_gpu(lambda r: r.power_w, gpu_type))
         gauge(names.HW_ENERGY, names.UNIT_JOULES, per_gpu(lambda r: r.energy_j, gpu_type), "counter")
         gauge(names.HW_TEMPERATURE, names.UNIT_CELSIUS, lambda: [
@@ -319,7 +328,8 @@ class Observers:
         gauge(names.GPU_THROTTLE_REASONS, "1", per_gpu(lambda r: r.throttle_reasons))
         gauge(names.HW_ERRORS, "{error}", lambda: [
             (value, {**identity[r.uuid], **gpu_type, names.ERROR_TYPE: kind}) for r in self.gpus
-            for kind, value in (("corrected", r.ecc_corrected), ("uncorrected", r.ecc_uncorrected))], "counter")
+            for kind, value in (("corrected", r.ecc_corrected), ("uncorrected", r.ecc_uncorrected))],
+              "counter")
         gauge(names.GPU_IO, names.UNIT_BYTES, lambda: [
             (total, {**identity[uuid], names.NETWORK_IO_DIRECTION: direction})
             for (uuid, direction), total in list(self._pcie_bytes.items())], "counter")
@@ -327,7 +337,8 @@ class Observers:
             (memory, {**identity[r.uuid], "process.pid": pid}) for r in self.gpus
             for pid, memory in r.process_memory.items() if self.tree and pid in self.tree.pids])
         def torch(key: str) -> Callable[[], Iterable[tuple[float | None, dict[str, Any]]]]:
-            return lambda: [(stats[key], {names.TORCH_DEVICE: device}) for device, stats in self._torch.items()]
+            return lambda: [(stats[key], {names.TORCH_DEVICE: device})
+                            for device, stats in self._torch.items()]
 
         for name, key in ((names.TORCH_ALLOCATED, "allocated"), (names.TORCH_RESERVED, "reserved"),
                           (names.TORCH_PEAK, "peak")):

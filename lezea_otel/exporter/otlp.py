@@ -108,7 +108,8 @@ def _target(settings: Settings, signal: str) -> Target:
 
 
 def _protocol(settings: Settings, own: Mapping[str, Any]) -> str:
-    """Ours (argument, ``LEZEA_OTLP_PROTOCOL``) for all signals, else the signal's own, else the generic one."""
+    """Ours (argument, ``LEZEA_OTLP_PROTOCOL``) for all signals, else the signal's own, else the
+    generic one."""
     if settings.sources.get("protocol", "default") not in ("default", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         return settings.protocol
     return str(own.get("signal_protocol") or settings.protocol)
@@ -151,8 +152,8 @@ def exporters(targets: Mapping[str, Target]) -> dict[str, Exporter]:
     """The SDK's OTLP exporter per signal, built from its target alone.
 
     Raises what the constructors raise, and ``OSError`` for a certificate file that cannot be read,
-    ``RuntimeError``/``TypeError`` for a credential provider that is missing or makes the wrong type: the caller
-    decides whether that means "local only"."""
+    ``RuntimeError``/``TypeError`` for a credential provider that is missing or makes the wrong type:
+    the caller decides whether that means "local only"."""
     return {signal: exporter(signal, target) for signal, target in targets.items()}
 
 
@@ -183,7 +184,8 @@ def _grpc_exporter(signal: str, target: Target) -> Exporter:
     kind: Any = {"traces": OTLPSpanExporter, "metrics": OTLPMetricExporter, "logs": OTLPLogExporter}[signal]
     made: Exporter = kind(
         endpoint=target.endpoint, insecure=bool(target.insecure), credentials=credentials,
-        headers={key.lower(): value for key, value in target.headers.items()},  # gRPC metadata keys: lower case
+        # gRPC metadata keys: lower case
+        headers={key.lower(): value for key, value in target.headers.items()},
         timeout=target.timeout_s, compression=compression, retryable_error_codes=codes)
     return made
 

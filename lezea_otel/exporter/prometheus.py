@@ -195,7 +195,8 @@ class LatestMetrics(Collector):
                                             type(metric.data).__name__)
                             continue
                         key = (resource_metrics.resource, scope_metrics.scope, metric.name)
-                        shape = (factory, _name(metric.name), metric.description or "", _unit(metric.unit or ""))
+                        shape = (factory, _name(metric.name), metric.description or "",
+                                 _unit(metric.unit or ""))
                         known = streams.get(key)
                         points: dict[tuple[Any, ...], _Point] = {}
                         if known is not None and (known.factory, known.name, known.description,
@@ -251,7 +252,7 @@ class LatestMetrics(Collector):
                     if isinstance(point, HistogramDataPoint):
                         bounds = [f"{bound}" for bound in point.explicit_bounds] + ["+Inf"]
                         cumulative, buckets = 0, []
-                        for bound, count in zip(bounds, point.bucket_counts):
+                        for bound, count in zip(bounds, point.bucket_counts, strict=False):
                             cumulative += count
                             buckets.append((bound, cumulative))
                         rows.rows.append((labels, (buckets, point.sum)))

@@ -23,7 +23,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 
 from lezea_otel import semconv as names
-from lezea_otel.model.record import Kind
 from lezea_otel.util.safety import encodable_attributes
 from lezea_otel.version import __version__
 

@@ -111,7 +111,8 @@ class RunConverter:
         start = record if record.kind == Kind.EXPERIMENT_START else _NO_START
         self.resource = run_resource(start)
         constant = constant_attributes(start)
-        self._builders = (SpanBuilder(self.resource, windows=self.windows), LogBuilder(self.resource, constant),
+        self._builders = (SpanBuilder(self.resource, windows=self.windows),
+                          LogBuilder(self.resource, constant),
                           MetricsBuilder(self.resource, constant, max_names=DEFAULT_MAX_NAMES))
         return self._builders
 

@@ -12,6 +12,7 @@ process of its own (:mod:`.process`), and ``lezea-otel export`` over a finished 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -79,8 +80,9 @@ def local_destination(run_dir: Path, extra: Sequence[Any], on_metrics: Callable[
 class ExporterService:
     """Delivers one run to its destinations until its end record is delivered or its trainer is gone."""
 
-    def __init__(self, run_dir: Path, settings: Settings, *, trainer_pid: int, extra_exporters: Sequence[Any] = (),
-                 prometheus: Any = None, observed: Any = None, otlp: Destination | None = None,
+    def __init__(self, run_dir: Path, settings: Settings, *, trainer_pid: int,
+                 extra_exporters: Sequence[Any] = (), prometheus: Any = None, observed: Any = None,
+                 otlp: Destination | None = None,
                  warn: Warn | None = None) -> None:
         """
         Args:
@@ -102,7 +104,8 @@ class ExporterService:
         progress = (settings.progress_after_s, settings.progress_every_s)
         self.windows = self._make_windows(readers=2 if otlp is not None else 1)
         self.followers = [Follower(run_dir, local, state_dir=state_dir, metric_interval_s=interval,
-                                   extra_metrics=self._extra_metrics, progress=progress, windows=self.windows)]
+                                   extra_metrics=self._extra_metrics, progress=progress,
+                                   windows=self.windows)]
         if otlp is not None:
             self.followers.append(Follower(run_dir, otlp, state_dir=state_dir, metric_interval_s=interval,
                                            extra_metrics=self._extra_metrics, progress=progress,
@@ -143,7 +146,8 @@ class ExporterService:
                 wind_down(self._pairs(), 0.5)
                 return
             end_ns = self.local.end_time_ns
-            if self.local.ended and end_ns is not None:  # the trainer is finalizing: it waits from its end record
+            # the trainer is finalizing: it waits from its end record
+            if self.local.ended and end_ns is not None:
                 self._final.set()
                 waited = (time.time_ns() - end_ns) / 1e9
                 wind_down(self._pairs(), max(0.2, self.settings.shutdown_timeout_s - waited - 0.3))
@@ -273,10 +277,8 @@ class ExporterService:
     # --- internals --------------------------------------------------------------------------------
 
     def _write_quietly(self, problems: Sequence[str]) -> None:
-        try:
+        with contextlib.suppress(OSError):  # a full disk: the final report is tried again at the end
             self.write_report(problems)
-        except OSError:  # a full disk: the final report is tried again at the end
-            pass
 
     def _follow(self, index: int) -> None:
         follower, lock = self.followers[index], self._locks[index]

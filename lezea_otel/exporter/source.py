@@ -102,8 +102,8 @@ class Source:
             return {}
         try:
             marks = orjson.loads(self.taken_path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):  # none (the usual case), or unreadable: sent again, never lost
-            return {}
+        except (OSError, orjson.JSONDecodeError):
+            return {}  # none (the usual case), or unreadable: sent again, never lost
         committed = self.cursor.committed.seq
         return {signal: seq for signal, seq in marks.items() if signal in ("traces", "logs")
                 and type(seq) is int and seq > committed} if isinstance(marks, dict) else {}

@@ -203,9 +203,10 @@ class SpanBuilder:
                       names.EXPERIMENT_ID: self.experiment_id,
                       **{k: v for k, v in record.data.items() if k not in ("level", "id")}}
         parent = self._parent(record, _parent_path(record.scope, f"{level}:{ident}"), record.time_ns)
-        self.open[record.span_id] = OpenSpan(level, record.trace_id, record.span_id, parent, record.time_ns,
-                                             record.scope, attributes, is_scope=True, steps_at_start=self.steps,
-                                             window=("scopes", record.scope) if self.windows is not None else None)
+        self.open[record.span_id] = OpenSpan(
+            level, record.trace_id, record.span_id, parent, record.time_ns, record.scope, attributes,
+            is_scope=True, steps_at_start=self.steps,
+            window=("scopes", record.scope) if self.windows is not None else None)
         if self.windows is not None:
             self.windows.open(record.span_id, level, record.time_ns)
 
@@ -290,8 +291,8 @@ class SpanBuilder:
             start_time=span.start_ns, end_time=max(end_ns, span.start_ns), instrumentation_scope=self.scope)
 
     def _bounded(self, attributes: Mapping[str, Any]) -> BoundedAttributes:
-        return BoundedAttributes(self.limits.max_span_attributes, encodable_attributes(attributes), immutable=True,
-                                 max_value_len=self.limits.max_span_attribute_length)
+        return BoundedAttributes(self.limits.max_span_attributes, encodable_attributes(attributes),
+                                 immutable=True, max_value_len=self.limits.max_span_attribute_length)
 
 
 def _parent_path(path: str, own: str) -> str:

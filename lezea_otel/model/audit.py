@@ -30,7 +30,8 @@ from lezea_otel.util.safety import logger
 FLUSH_INTERVAL_S = 0.2
 """Lines reach the file (where the exporter reads them) at least this often while records arrive."""
 FSYNC_INTERVAL_S = 1.0
-"""With ``LEZEA_AUDIT_FSYNC=interval``, fsync at most this often, from the flusher thread, never the caller."""
+"""With ``LEZEA_AUDIT_FSYNC=interval``, fsync at most this often, from the flusher thread, never the
+caller."""
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -115,7 +116,8 @@ class AuditWriter:
         self._ids: tuple[int, int, str | None, str | None] = (0, 0, None, None)
 
     def detach_after_fork(self) -> None:
-        """In a forked child: the queued lines and the file are the parent's; nothing from the child reaches them."""
+        """In a forked child: the queued lines and the file are the parent's; nothing from the child
+        reaches them."""
         self._file.detach_after_fork()
 
     def write(self, record: Record) -> None:
@@ -244,10 +246,11 @@ def open_audit(runs_dir: Path, experiment_id: str, warn: Callable[[str, str], No
 
 
 _TEXT_FIELDS = frozenset((
-    "text", "name", "purpose", "tags", "agent_id", "role", "data_split", "component_id", "component_type", "path",
-    "version_tag", "algorithm_type", "start_network_id", "initialization_scheme", "status", "ended_by", "error",
-    "sample_id", "experiment_id", "host", "service_name", "run_dir"))
-"""Fields of ``data`` that every writer filled with text: never revived, even in a line without ``nonfinite``."""
+    "text", "name", "purpose", "tags", "agent_id", "role", "data_split", "component_id", "component_type",
+    "path", "version_tag", "algorithm_type", "start_network_id", "initialization_scheme", "status",
+    "ended_by", "error", "sample_id", "experiment_id", "host", "service_name", "run_dir"))
+"""Fields of ``data`` that every writer filled with text: never revived, even in a line without
+``nonfinite``."""
 
 
 def _revive_old(data: dict[str, Any]) -> dict[str, Any]:

@@ -18,14 +18,15 @@ def _item(rule: str, severity: str, message: str, **evidence: Any) -> dict[str, 
 
 
 def _loss_keys(state: RunState) -> list[tuple[str, MetricStats]]:
-    return [(key, stats) for key, stats in state.metrics.items()
-            if stats.lower_better and not key.rsplit("/", 1)[-1].startswith("delta")]  # a delta is a rate, not a loss
+    return [(key, stats) for key, stats in state.metrics.items()  # a delta is a rate, not a loss
+            if stats.lower_better and not key.rsplit("/", 1)[-1].startswith("delta")]
 
 
 def recommend(state: RunState, cost_limit_eur: float | None, duration_s: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if state.status in ("running", "finished") and state.steps == 0:
-        out.append(_item("no_steps", "info", "No training step was logged; metrics and curves will be empty."))
+        out.append(_item("no_steps", "info",
+                         "No training step was logged; metrics and curves will be empty."))
     for key, stats in _loss_keys(state):
         if stats.nonfinite:
             out.append(_item(
@@ -44,17 +45,17 @@ def recommend(state: RunState, cost_limit_eur: float | None, duration_s: float) 
             if abs(before - after) / scale < PLATEAU_REL_CHANGE:
                 out.append(_item(
                     "loss_plateau", "warning",
-                    f"{key} has plateaued: the mean of its last {len(recent) - half} values ({after:.4g}) is within "
-                    f"{PLATEAU_REL_CHANGE:.0%} of the {half} before ({before:.4g}). Consider a learning-rate "
-                    "schedule, early stopping, or more capacity.",
+                    f"{key} has plateaued: the mean of its last {len(recent) - half} values ({after:.4g}) "
+                    f"is within {PLATEAU_REL_CHANGE:.0%} of the {half} before ({before:.4g}). Consider a "
+                    "learning-rate schedule, early stopping, or more capacity.",
                     key=key, before=before, after=after, points=len(recent)))
-        if math.isfinite(stats.best) and math.isfinite(stats.last) and stats.count >= 5:
-            if stats.last > 2 * stats.best and stats.best > 0:
-                out.append(_item(
-                    "loss_rising", "warning",
-                    f"{key} is {stats.last:.4g} now, more than twice its best {stats.best:.4g} "
-                    f"(step {stats.best_step}): training may be diverging or overfitting.",
-                    key=key, last=stats.last, best=stats.best, best_step=stats.best_step))
+        if (math.isfinite(stats.best) and math.isfinite(stats.last) and stats.count >= 5
+                and stats.last > 2 * stats.best and stats.best > 0):
+            out.append(_item(
+                "loss_rising", "warning",
+                f"{key} is {stats.last:.4g} now, more than twice its best {stats.best:.4g} "
+                f"(step {stats.best_step}): training may be diverging or overfitting.",
+                key=key, last=stats.last, best=stats.best, best_step=stats.best_step))
     for component, totals in state.resource_totals().items():
         mean = totals.get("gpu_percent_mean")
         if mean is not None and mean < GPU_IDLE_PERCENT:
@@ -67,7 +68,8 @@ def recommend(state: RunState, cost_limit_eur: float | None, duration_s: float) 
     if cost_limit_eur is not None and total_eur > cost_limit_eur:
         out.append(_item(
             "cost_over_limit", "critical",
-            f"The run cost {total_eur:.2f} EUR, above the limit of {cost_limit_eur:.2f} EUR (LEZEA_COST_LIMIT_EUR).",
+            f"The run cost {total_eur:.2f} EUR, above the limit of {cost_limit_eur:.2f} EUR "
+            "(LEZEA_COST_LIMIT_EUR).",
             cost_eur=total_eur, limit_eur=cost_limit_eur))
     for name, phase in state.phases.items():
         if duration_s > 0 and phase["total_s"] > SLOW_PHASE_SHARE * duration_s and phase["count"] > 0:

@@ -44,7 +44,8 @@ class Record:
     training numbers under their unprefixed keys, so the hot path builds no second dict.
     """
 
-    __slots__ = ("data", "kind", "parent_span_id", "scope", "span_id", "step", "time_ns", "trace_id", "values")
+    __slots__ = ("data", "kind", "parent_span_id", "scope", "span_id", "step", "time_ns", "trace_id",
+                 "values")
 
     def __init__(
         self,
@@ -67,7 +68,8 @@ class Record:
         self.data = data
         self.values = values
         self.parent_span_id = parent_span_id
-        """For a span's own record (``scope_start``, ``phase``, a worker's ``experiment_start``): its parent."""
+        """For a span's own record (``scope_start``, ``phase``, a worker's ``experiment_start``): its
+        parent."""
 
     @property
     def scope_path(self) -> str:

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from lezea_otel.model.record import Kind, Record
 
-LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll", "regret", "wer", "cer")
+LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll", "regret", "wer",
+                   "cer")
 RECENT = 50
 MAX_METRIC_NAMES = 256  # the default of LEZEA_MAX_METRIC_NAMES (settings.py), as /metrics caps keys
 MAX_ENTRIES = 1000  # as MAX_SERIES_PER_NAME in metrics.py: per key, and scopes, phases, agents, components
@@ -328,8 +329,10 @@ class RunState:
             samples = entry["samples"] or 1
             out[component] = {
                 "component_type": entry["component_type"], "samples": entry["samples"],
-                "cpu_percent_mean": entry["cpu_percent_sum"] / samples, "cpu_percent_max": entry["cpu_percent_max"],
-                "gpu_percent_mean": entry["gpu_percent_sum"] / entry["gpu_samples"] if entry["gpu_samples"] else None,
+                "cpu_percent_mean": entry["cpu_percent_sum"] / samples,
+                "cpu_percent_max": entry["cpu_percent_max"],
+                "gpu_percent_mean": (entry["gpu_percent_sum"] / entry["gpu_samples"]
+                                     if entry["gpu_samples"] else None),
                 "gpu_percent_max": entry["gpu_percent_max"] if entry["gpu_samples"] else None,
                 "memory_mb_peak": entry["memory_mb_max"], "io_operations_total": entry["io_operations"],
             }

@@ -110,10 +110,11 @@ class Run:
             causes.append(f"{loss} was {self.history[loss][-1][1]} at its last step (diverged)")
         memory = [e["data"]["memory_mb"] for e in self.events
                   if e["kind"] == Kind.RESOURCE and isinstance(e["data"].get("memory_mb"), (int, float))][-4:]
-        if len(memory) >= 3 and all(b > a for a, b in zip(memory, memory[1:])):
-            causes.append(f"memory kept growing ({', '.join(f'{m:.0f}' for m in memory)} MB): likely killed by the "
-                          "OOM killer")
-        reason = "; ".join(causes) if causes else "no cause in the record (kill -9, node loss or OOM are the usual ones)"
+        if len(memory) >= 3 and all(b > a for a, b in zip(memory, memory[1:], strict=False)):
+            causes.append(f"memory kept growing ({', '.join(f'{m:.0f}' for m in memory)} MB): likely "
+                          "killed by the OOM killer")
+        reason = ("; ".join(causes) if causes
+                  else "no cause in the record (kill -9, node loss or OOM are the usual ones)")
         return {"rule": "crashed", "severity": "critical",
                 "message": f"The run stopped without an end record after step {last_step}: {reason}.",
                 "evidence": {"last_step": last_step, "last_record_ns": self.last_time_ns, "causes": causes}}
@@ -126,7 +127,8 @@ class Run:
 def load_run(path: Path) -> Run:
     """Replay the audit; a line the run state cannot take (an old or hand-edited one) is skipped and named."""
     problems: list[str] = []
-    events = [e for e in (_clean(raw, path / EVENTS, problems) for raw in read_events(path / EVENTS, problems)) if e]
+    events = [e for e in (_clean(raw, path / EVENTS, problems)
+                          for raw in read_events(path / EVENTS, problems)) if e]
     run = Run(path, events, problems)
     last_step: int | None = None
     for event in events:
@@ -134,8 +136,8 @@ def load_run(path: Path) -> Run:
         try:
             run.state.apply(record)
         except Exception as error:  # noqa: BLE001 - a shape no writer of ours produced: named, not fatal
-            problems.append(f"{path / EVENTS}: seq {event.get('seq')!r}: the {event['kind']} record could not be "
-                            f"read ({type(error).__name__}: {error}); left out of the summary")
+            problems.append(f"{path / EVENTS}: seq {event.get('seq')!r}: the {event['kind']} record could "
+                            f"not be read ({type(error).__name__}: {error}); left out of the summary")
             continue
         run.last_time_ns = max(run.last_time_ns, record.time_ns)
         kind = event["kind"]
@@ -178,19 +180,25 @@ def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
                 summary[section][name].update(measured)
 
 
-_NUMBERS: dict[str, tuple[str, ...]] = {Kind.REWARD: ("reward",), Kind.DELTA_LOSS: ("loss", "prev_loss", "delta_loss"),
-            Kind.DATA_SCORE: ("before_loss", "after_loss", "score"), Kind.SCOPE_END: ("duration_s",),
-            Kind.PHASE: ("duration_s",), Kind.EXPERIMENT_END: ("duration_s",),
-            Kind.RESOURCE: ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")}
-"""Fields the run state adds up: anything but a number there (an old audit wrote ``"np.float64(0.7)"``) is dropped."""
-_NUMBER_MAPS: dict[str, tuple[str, ...]] = {Kind.TRAINING_STEP: ("metrics",), Kind.BUSINESS_METRICS: ("metrics",),
-                Kind.RESULTS: ("result_dict", "tasker_rewards", "builder_rewards")}
-_TEXT: dict[str, tuple[str, ...]] = {Kind.EXPERIMENT_START: ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
-         Kind.EXPERIMENT_END: ("status", "ended_by", "error"), Kind.REWARD: ("agent_id", "role"),
-         Kind.RESOURCE: ("component_id", "component_type"), Kind.PHASE: ("name", "error"), Kind.SCOPE_END: ("error",),
-         Kind.COMMENT: ("text",), Kind.CONCLUSION: ("text",), Kind.TRAINING_STEP: ("data_split",)}
-_REQUIRED: dict[str, str] = {Kind.REWARD: "reward", Kind.RESOURCE: "component_id", Kind.PHASE: "name", Kind.COMMENT: "text",
-             Kind.CONCLUSION: "text", Kind.EXPERIMENT_END: "status", Kind.DATA_USAGE: "count"}
+_NUMBERS: dict[str, tuple[str, ...]] = {
+    Kind.REWARD: ("reward",), Kind.DELTA_LOSS: ("loss", "prev_loss", "delta_loss"),
+    Kind.DATA_SCORE: ("before_loss", "after_loss", "score"), Kind.SCOPE_END: ("duration_s",),
+    Kind.PHASE: ("duration_s",), Kind.EXPERIMENT_END: ("duration_s",),
+    Kind.RESOURCE: ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")}
+"""Fields the run state adds up: anything but a number there (an old audit wrote ``"np.float64(0.7)"``)
+is dropped."""
+_NUMBER_MAPS: dict[str, tuple[str, ...]] = {
+    Kind.TRAINING_STEP: ("metrics",), Kind.BUSINESS_METRICS: ("metrics",),
+    Kind.RESULTS: ("result_dict", "tasker_rewards", "builder_rewards")}
+_TEXT: dict[str, tuple[str, ...]] = {
+    Kind.EXPERIMENT_START: ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
+    Kind.EXPERIMENT_END: ("status", "ended_by", "error"), Kind.REWARD: ("agent_id", "role"),
+    Kind.RESOURCE: ("component_id", "component_type"), Kind.PHASE: ("name", "error"),
+    Kind.SCOPE_END: ("error",), Kind.COMMENT: ("text",), Kind.CONCLUSION: ("text",),
+    Kind.TRAINING_STEP: ("data_split",)}
+_REQUIRED: dict[str, str] = {
+    Kind.REWARD: "reward", Kind.RESOURCE: "component_id", Kind.PHASE: "name", Kind.COMMENT: "text",
+    Kind.CONCLUSION: "text", Kind.EXPERIMENT_END: "status", Kind.DATA_USAGE: "count"}
 
 
 def _clean(event: dict[str, Any], audit: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -264,7 +272,8 @@ def _record(event: dict[str, Any]) -> Record:
 def run_folders(runs_dir: Path) -> list[Path]:
     if not runs_dir.is_dir():
         return []
-    return sorted((p for p in runs_dir.iterdir() if (p / EVENTS).is_file()), key=lambda p: (p / EVENTS).stat().st_mtime)
+    return sorted((p for p in runs_dir.iterdir() if (p / EVENTS).is_file()),
+                  key=lambda p: (p / EVENTS).stat().st_mtime)
 
 
 def resolve_run(text: str, runs_dir: Path) -> Path:
@@ -282,7 +291,8 @@ def resolve_run(text: str, runs_dir: Path) -> Path:
     if not matches:
         close = difflib.get_close_matches(text, names, n=5, cutoff=0.3)
         hint = f" Close matches: {', '.join(close)}." if close else (
-            f" Runs in {runs_dir}: {', '.join(names[-5:])}." if names else f" There are no runs in {runs_dir}.")
+            f" Runs in {runs_dir}: {', '.join(names[-5:])}." if names
+            else f" There are no runs in {runs_dir}.")
         raise RunNotFound(f"No run matches {text!r}.{hint}")
     raise RunNotFound(f"{text!r} is ambiguous: it matches {', '.join(p.name for p in matches[:8])}.")
 

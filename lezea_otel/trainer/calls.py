@@ -17,7 +17,8 @@ _MB = 2**20
 
 
 def config(warn: Warn, tasker_population_size: Any, builder_population_size: Any, algorithm_type: Any,
-           start_network_id: Any, hyperparameters: Any, seeds: Any, initialization_scheme: Any) -> dict[str, Any]:
+           start_network_id: Any, hyperparameters: Any, seeds: Any,
+           initialization_scheme: Any) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name, raw in (("tasker_population_size", tasker_population_size),
                       ("builder_population_size", builder_population_size)):
@@ -42,14 +43,15 @@ def config(warn: Warn, tasker_population_size: Any, builder_population_size: Any
 
 def population(warn: Warn, name: str, raw: Any) -> int | float | None:
     """A population size: a whole number >= 0; anything else is kept as given, with a warning."""
-    number: int | float | None = values.number(raw, name, warn)
-    if number is None or number - number != 0:
-        return number  # values.number has said so
+    measured = values.number(raw, name, warn)
+    if measured is None or measured - measured != 0:
+        return measured  # values.number has said so
     exact = values.scalar(raw)
+    number: int | float = measured
     if type(exact) is int and values.INT64_MIN <= exact <= values.INT64_MAX:
         number = exact  # exact past 2**53 too
-    elif number.is_integer() and abs(number) < 2**63:
-        number = int(number)
+    elif measured.is_integer() and abs(measured) < 2**63:
+        number = int(measured)
     if not float(number).is_integer():
         warn(f"{name} is not a whole number", f"got {values.describe(raw)}; recorded as given")
     elif number < 0:
@@ -80,7 +82,9 @@ def modifications(warn: Warn, items: Any) -> list[Any]:
     if values.is_a(items, (str, bytes, bytearray)) or not values.iterable(items):
         warn("modifications must be a list", f"got {values.describe(items)}; ignored")
         return []
-    return values.plain(list(values.iterate(items, "modifications", warn)), "modifications", warn)
+    shaped: list[Any] = values.plain(list(values.iterate(items, "modifications", warn)), "modifications",
+                                     warn)
+    return shaped
 
 
 def split(warn: Warn, name: str, ids: Any) -> dict[str, Any] | None:
@@ -110,14 +114,16 @@ RESOURCE_FIELDS = ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")
 
 def resource(warn: Warn, component_id: Any, component_type: Any, cpu_percent: Any, gpu_percent: Any,
              memory_mb: Any, io_operations: Any,
-             given: tuple[str, str, str, str] = ("cpu_percent", "gpu_util_percent", "memory_mb", "io_operations"),
+             given: tuple[str, str, str, str] = (
+                 "cpu_percent", "gpu_util_percent", "memory_mb", "io_operations"),
              ) -> dict[str, Any]:
     """``given`` names the parameters as the call spells them (``log_resource(cpu=...)`` says ``cpu``)."""
     data: dict[str, Any] = {
         "component_id": values.label(component_id, "component_id", warn) or "unknown",
         "component_type": values.label(component_type, "component_type", warn, optional=True),
     }
-    for field, name, raw in zip(RESOURCE_FIELDS, given, (cpu_percent, gpu_percent, memory_mb, io_operations)):
+    for field, name, raw in zip(RESOURCE_FIELDS, given, (cpu_percent, gpu_percent, memory_mb, io_operations),
+                                 strict=True):
         if raw is not None:
             data[field] = values.number(raw, name, warn, finite_nonnegative=True)
     return data

@@ -17,6 +17,7 @@ user's own signal handler that calls ``finalize_experiment()``, and for Ctrl-C: 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import signal
@@ -46,7 +47,8 @@ def register(tracker: Any, finalize: Finalize, forked_worker: bool = False) -> N
         # multiprocessing ends its children with os._exit (no atexit), after running these
         import multiprocessing.util
 
-        multiprocessing.util.Finalize(None, _end_worker, args=(weakref.ref(tracker), finalize), exitpriority=10)
+        multiprocessing.util.Finalize(None, _end_worker, args=(weakref.ref(tracker), finalize),
+                                      exitpriority=10)
     with _lock:
         _live.add(tracker)
         signals = not _signals_installed and threading.current_thread() is threading.main_thread()
@@ -94,7 +96,8 @@ def forget_ending_lock(owner: Any) -> None:
 
 
 def after_fork_in_child(owner: Any, method: Callable[[Any], None]) -> None:
-    """Runs ``method(owner)`` in every forked child; ``owner`` is held weakly (the hook never keeps it alive)."""
+    """Runs ``method(owner)`` in every forked child; ``owner`` is held weakly (the hook never keeps it
+    alive)."""
     reference = weakref.ref(owner)
 
     def hook() -> None:
@@ -126,7 +129,8 @@ def _user_code_hosts() -> frozenset[CodeType]:
     ``@tracker.span(...)`` runs inside one. Such a frame is not "inside one of our calls"."""
     from lezea_otel.trainer.scopes import TracedBlock
 
-    return frozenset(const for const in TracedBlock.__call__.__code__.co_consts if isinstance(const, CodeType))
+    return frozenset(const for const in TracedBlock.__call__.__code__.co_consts
+                     if isinstance(const, CodeType))
 
 
 _OUR_PACKAGES = ("lezea_otel.trainer.", "lezea_otel.model.", "lezea_otel.util.", "lezea_otel.config.")
@@ -271,10 +275,8 @@ def _install_sigterm(finalize: Finalize) -> None:
             defer(call, functools.partial(_terminate, finalize, previous, signum, interrupted),
                   functools.partial(_end_then_resend, finalize, signum, threading.get_ident()))
 
-    try:
+    with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, on_sigterm)
-    except (ValueError, OSError):
-        pass
 
 
 def _terminate(finalize: Finalize, previous: Any, signum: int, frame: FrameType | None) -> None:
@@ -333,10 +335,8 @@ def _install_sigint() -> None:
         _interrupt_pending = True
         defer(call, _interrupt, functools.partial(signal.pthread_kill, threading.get_ident(), signum))
 
-    try:
+    with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGINT, on_sigint)
-    except (ValueError, OSError):
-        pass
 
 
 def _interrupt() -> None:
@@ -346,7 +346,8 @@ def _interrupt() -> None:
 
 
 def _reset_in_child() -> None:
-    """A forked child starts with no deferred work and no ending under way (those were the parent's threads)."""
+    """A forked child starts with no deferred work and no ending under way (those were the parent's
+    threads)."""
     global _terminating, _ended_elsewhere, _interrupt_pending
     _waiting.clear()  # (the signal handlers, installed by the parent, stay)
     _terminating = _ended_elsewhere = _interrupt_pending = False

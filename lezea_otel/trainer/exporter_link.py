@@ -40,7 +40,8 @@ class ExporterLink:
         self._settings = settings
         # The settings a process re-resolves from its (inherited) environment, plus what only arguments said.
         self._options = {"runs_dir": str(settings.runs_dir), "service_name": settings.service_name,
-                         "endpoint": settings.endpoint, "protocol": settings.protocol, "quiet": settings.quiet}
+                         "endpoint": settings.endpoint, "protocol": settings.protocol,
+                         "quiet": settings.quiet}
         self._extra = extra_exporters
         self._warn = warn
         self._service: Any = None
@@ -82,7 +83,8 @@ class ExporterLink:
             self._service.sample_observers()
 
     def scope_summaries(self) -> dict[str, Any]:
-        """Resources measured per scope path / phase name (live in thread mode; the report's in process mode)."""
+        """Resources measured per scope path / phase name (live in thread mode; the report's in process
+        mode)."""
         if self._service is not None:
             summaries: dict[str, Any] = self._service.scope_summaries()
             return summaries
@@ -128,7 +130,8 @@ class ExporterLink:
         settings = self._settings
         targets = [f"files {self.run_dir / names.OTLP_DIR}"]
         if settings.otlp_signals:
-            targets.append(f"OTLP {settings.protocol} {settings.endpoint or '(OTEL_EXPORTER_OTLP_* variables)'}"
+            targets.append(f"OTLP {settings.protocol} "
+                           f"{settings.endpoint or '(OTEL_EXPORTER_OTLP_* variables)'}"
                            f" [{', '.join(sorted(settings.otlp_signals))}]")
         if prometheus_port:
             targets.append(f"/metrics on {settings.prometheus_addr}:{prometheus_port}")
@@ -189,10 +192,11 @@ def delivery_report(mode: str, report: dict[str, Any]) -> dict[str, Any]:
                 produced = max(produced, int((local.get(signal) or {}).get("produced", 0)))
             dropped, rejected = int(counts.get("dropped", 0)), int(counts.get("rejected", 0))
             left = max(0, produced - exported - dropped - rejected)
-            if name != "local" and signal == "metrics":  # cumulative batches: 1 while the final values are not there
+            # cumulative batches: 1 while the final values are not there
+            if name != "local" and signal == "metrics":
                 left = int(counts.get("held", left))
-            out[signal] = {"produced": produced, "exported": exported, "dropped": dropped, "rejected": rejected,
-                           "left_in_audit": left,
+            out[signal] = {"produced": produced, "exported": exported, "dropped": dropped,
+                           "rejected": rejected, "left_in_audit": left,
                            "failed_attempts": int(counts.get("failed_attempts", 0))}
         return out
 

@@ -12,6 +12,7 @@ handling writes it next, so no sink is ever entered half-way through another rec
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -89,7 +90,8 @@ class Pipeline:
             finally:
                 self._busy = False
 
-    def _build_and_handle(self, call: str, build: Callable[..., Record | None], args: tuple[Any, ...]) -> None:
+    def _build_and_handle(self, call: str, build: Callable[..., Record | None],
+                          args: tuple[Any, ...]) -> None:
         try:
             record = build(*args)
         except Exception as error:  # a bad call costs its own record, nothing else
@@ -152,7 +154,5 @@ class Pipeline:
         self.disabled = True
         self._queue = deque()
         self._lock = threading.RLock()
-        try:
+        with contextlib.suppress(OSError):
             self.audit.detach_after_fork()
-        except OSError:
-            pass

@@ -52,7 +52,8 @@ class ScopeCalls:
             try:
                 extra[names.NETWORK_TYPE] = NetworkType(network_type).value
             except Exception:  # noqa: BLE001 - ValueError, or an object whose __eq__/__hash__ raises
-                warn("network_type is not a NetworkType", f"got {values.describe(network_type)}; recorded as text")
+                warn("network_type is not a NetworkType",
+                     f"got {values.describe(network_type)}; recorded as text")
                 extra[names.NETWORK_TYPE] = shielded(
                     lambda: values.text(network_type, "network_type", _quiet) or "unknown", "unknown", warn,
                     "network_type",
@@ -75,12 +76,13 @@ class ScopeCalls:
                 warn("name is empty", f"got {label!r}; the span is named 'phase'")
             label = "phase"
         shaped: dict[str, Any] = shielded(
-            lambda: values.flat_attributes(values.plain(attributes, "attributes", warn)), {}, warn, "attributes"
-        )
+            lambda: values.flat_attributes(values.plain(attributes, "attributes", warn)), {}, warn,
+            "attributes")
         return TracedBlock(self._session, None, label, shaped)
 
     def _scope(self, level: str, ident: Any, extra: dict[str, Any] | None = None) -> TracedBlock:
-        """An id that cannot be read as text (its ``__str__`` raises) still opens the scope, named by its type."""
+        """An id that cannot be read as text (its ``__str__`` raises) still opens the scope, named by its
+        type."""
         warn = functools.partial(self._session.warnings.warn, f"{level}_scope")
         text = ident if type(ident) is str and len(ident) <= values.MAX_LABEL and ident.isascii() \
             else values.label(ident, f"{level}_id", warn)

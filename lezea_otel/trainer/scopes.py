@@ -27,7 +27,8 @@ class TracedBlock:
 
     @classmethod
     def noop(cls) -> TracedBlock:
-        """What a scope call returns when its own arguments could not even be bound: a block that does nothing."""
+        """What a scope call returns when its own arguments could not even be bound: a block that does
+        nothing."""
         return cls(None, None, "", {})
 
     def __init__(self, tracker: Session | None, level: str | None, ident: str,

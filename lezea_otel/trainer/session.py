@@ -61,7 +61,8 @@ def _utf8(text: str, what: str, warn: values.Warn) -> str:
 
 def _name(value: Any, what: str, warn: values.Warn, fallback: str, optional: bool = False) -> str:
     """A name-like constructor argument; one whose ``__str__`` raises costs itself, not the tracker."""
-    text = shielded(lambda: values.text(value, what, warn, optional=optional) or fallback, fallback, warn, what)
+    text = shielded(lambda: values.text(value, what, warn, optional=optional) or fallback, fallback, warn,
+                    what)
     return _utf8(text, what, warn)
 
 
@@ -83,8 +84,9 @@ def _settings(options: dict[str, Any], warn: values.Warn) -> Settings:
 class Session:
     """One experiment run in the training process (see the module docstring)."""
 
-    def __init__(self, experiment_name: Any, purpose: Any, tags: Any, async_mode: Any, options: dict[str, Any],
-                 extra_exporters: Any, build_service: Callable[..., Any] | None = None) -> None:
+    def __init__(self, experiment_name: Any, purpose: Any, tags: Any, async_mode: Any,
+                 options: dict[str, Any], extra_exporters: Any,
+                 build_service: Callable[..., Any] | None = None) -> None:
         """Never raises: each argument that cannot be used costs itself, with one warning.
         ``build_service``: the exporter's assembly, for an exporter thread (see ``ExporterLink``)."""
         self._build_service = build_service
@@ -99,14 +101,16 @@ class Session:
         try:
             self.extra_exporters = tuple(extra_exporters)
         except Exception as error:  # noqa: BLE001 - not iterable, or a generator that fails
-            warn("extra_exporters must be a sequence of exporters or readers", f"{error_text(error)}; ignored")
+            warn("extra_exporters must be a sequence of exporters or readers",
+                 f"{error_text(error)}; ignored")
             self.extra_exporters = ()
         try:
             self.run_dir, audit = open_audit(self.settings.runs_dir, self.experiment_id, warn,
                                              self.settings.audit_fsync)
         except (OSError, ValueError) as error:  # a NUL byte in the path, a name the OS refuses outright
             fallback = Path("runs") if self.settings.runs_dir != Path("runs") else Path(tempfile.gettempdir())
-            warn("runs_dir cannot be used", f"{error_text(error)}; writing the run under {fallback.absolute()}")
+            warn("runs_dir cannot be used",
+                 f"{error_text(error)}; writing the run under {fallback.absolute()}")
             self.settings = dataclasses.replace(self.settings, runs_dir=fallback)
             self.run_dir, audit = open_audit(fallback, self.experiment_id, warn, self.settings.audit_fsync)
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
@@ -192,7 +196,8 @@ class Session:
             "resource": resource},
             time_ns=root_start_ns, parent_span_id=ids(self.worker_of)[1] if worker else 0)
         if not worker:
-            self.emit(Kind.ENVIRONMENT, None, {**describe_environment(self.settings.env_allowlist), "git": git})
+            self.emit(Kind.ENVIRONMENT, None,
+                      {**describe_environment(self.settings.env_allowlist), "git": git})
         self.pipeline.flush()  # the start of a run is on disk at once, whatever happens next
         self.console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self.targets[1:]) or "local mode (no OTLP endpoint configured)"))
@@ -276,7 +281,8 @@ class Session:
             left = {signal: counts["left_in_audit"] for signal, counts in self.delivery()["signals"].items()
                     if counts.get("left_in_audit")}
             logger.warning("finalize: the collector did not take the whole run (down, refusing or hanging; "
-                           "bounded by LEZEA_SHUTDOWN_TIMEOUT=%.1f s)%s; the audit %s keeps it: lezea-otel export %s",
+                           "bounded by LEZEA_SHUTDOWN_TIMEOUT=%.1f s)%s; the audit %s keeps it: "
+                           "lezea-otel export %s",
                            timeout, "".join(f", {count} {signal}" for signal, count in left.items()) + " left"
                            if left else "", self.audit_path, self.run_dir)
 
@@ -304,8 +310,9 @@ class Session:
             self.start(None, 8000)
         return not self.pipeline.disabled
 
-    def emit(self, kind: str, step: int | None, data: dict[str, Any], metric_values: dict[str, float] | None = None,
-              *, time_ns: int | None = None, parent_span_id: int = 0) -> None:
+    def emit(self, kind: str, step: int | None, data: dict[str, Any],
+             metric_values: dict[str, float] | None = None, *, time_ns: int | None = None,
+             parent_span_id: int = 0) -> None:
         stack = self.stack.get()
         when = time.time_ns() if time_ns is None else time_ns
         if stack:
@@ -347,7 +354,8 @@ class Session:
     # --- scopes and phases (TracedBlock enters and exits them) -----------------------------------
 
     def enter_block(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
-        with exit_hooks.ending_lock(self):  # a scope opens before a finalize (and is truncated by it) or after it
+        # a scope opens before a finalize (and is truncated by it) or after it
+        with exit_hooks.ending_lock(self):
             return self._open_frame(level, ident, attributes)
 
     def _open_frame(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
@@ -379,7 +387,8 @@ class Session:
         with exit_hooks.ending_lock(self):
             self._end_frame(frame, error, truncated_by, end_ns or time.time_ns())
 
-    def _end_frame(self, frame: Frame, error: BaseException | None, truncated_by: str | None, end_ns: int) -> None:
+    def _end_frame(self, frame: Frame, error: BaseException | None, truncated_by: str | None,
+                   end_ns: int) -> None:
         self.open_frames.pop(id(frame), None)
         if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
             if truncated_by is None:

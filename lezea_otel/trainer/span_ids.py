@@ -24,7 +24,8 @@ class IdSpans:
         self.started = 0
         self.ended = 0
 
-    def start(self, name: str, attributes: dict[str, Any], parent: Span | None, start_ns: int | None = None) -> Span:
+    def start(self, name: str, attributes: dict[str, Any], parent: Span | None,
+              start_ns: int | None = None) -> Span:
         parent_context = parent.get_span_context() if parent is not None else None
         trace_id = parent_context.trace_id if parent_context is not None and parent_context.is_valid \
             else _bits(128) or 1

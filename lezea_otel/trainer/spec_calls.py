@@ -53,8 +53,9 @@ class SpecCalls:
         """LeZeA configuration (spec 1.4): a config event, and attributes on the experiment span."""
         if not self._session.ready("log_lezea_config"):
             return
-        data = calls.config(self._session.warner("log_lezea_config"), tasker_population_size, builder_population_size,
-                            algorithm_type, start_network_id, hyperparameters, seeds, initialization_scheme)
+        data = calls.config(self._session.warner("log_lezea_config"), tasker_population_size,
+                            builder_population_size, algorithm_type, start_network_id, hyperparameters, seeds,
+                            initialization_scheme)
         self._session.emit(Kind.CONFIG, None, data)
 
     # -- 4) training -----------------------------------------------------------------------------
@@ -67,7 +68,8 @@ class SpecCalls:
         next ``optimizer.step()``); checking and bookkeeping happen in :meth:`_training_record`, on the
         worker in async mode.
         """
-        if (not self._session.started or self._session.finalized) and not self._session.ready("log_training_step"):
+        if ((not self._session.started or self._session.finalized)
+                and not self._session.ready("log_training_step")):
             return
         stack = self._session.stack.get()
         if stack:
@@ -79,8 +81,8 @@ class SpecCalls:
         captured = metrics.copy() if type(metrics) is dict else metrics  # the caller may reuse its dict
         if type(captured) is dict and self._session.pipeline.deferred:
             read_now(captured)
-        self._session.pipeline.submit_later("log_training_step", self._training_record, step, captured, data_split,
-                                    path, trace_id, span_id, time.time_ns())
+        self._session.pipeline.submit_later("log_training_step", self._training_record, step, captured,
+                                            data_split, path, trace_id, span_id, time.time_ns())
 
     def _training_record(self, step: Any, metrics: Any, data_split: Any, path: tuple[str, ...], trace_id: int,
                          span_id: int, time_ns: int) -> Record:
@@ -104,11 +106,12 @@ class SpecCalls:
         previous_step, previous_loss = self._session.last.get((path, data_split), (None, None))
         if step is not None and previous_step is not None and step <= previous_step:
             self._session.warnings.warn("log_training_step", "step did not increase",
-                                f"step {step} after step {previous_step}; recorded as given")
+                                        f"step {step} after step {previous_step}; recorded as given")
         loss = clean.get("loss")
         if loss is not None and previous_loss is not None and "delta_loss" not in clean:
             clean["delta_loss"] = loss - previous_loss
-        finite_loss = loss is not None and loss - loss == 0  # after a NaN, delta_loss restarts from the last real loss
+        # after a NaN, delta_loss restarts from the last real loss
+        finite_loss = loss is not None and loss - loss == 0
         last = self._session.last
         last[(path, data_split)] = (step if step is not None else previous_step,
                                     loss if finite_loss else previous_loss)
@@ -131,13 +134,13 @@ class SpecCalls:
         if self._session.ready("log_modification_tree_stats"):
             warn = self._session.warner("log_modification_tree_stats")
             self._session.emit(Kind.MODIFICATION_TREE_STATS, values.step_value(step, "step", warn),
-                       {"statistics": calls.statistics(warn, statistics)})
+                               {"statistics": calls.statistics(warn, statistics)})
 
     def log_modification_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
         if self._session.ready("log_modification_stats"):
             warn = self._session.warner("log_modification_stats")
             self._session.emit(Kind.MODIFICATION_STATS, values.step_value(step, "step", warn),
-                       {"statistics": calls.statistics(warn, statistics)})
+                               {"statistics": calls.statistics(warn, statistics)})
 
     def log_data_splits(self, train_ids: Any = None, val_ids: Any = None, test_ids: Any = None) -> None:
         """Split sizes as metrics; the ids (up to 10,000 each) and a digest of all in the audit."""
@@ -160,15 +163,18 @@ class SpecCalls:
         shaped = calls.split(warn, "sample_ids", sample_ids)
         if shaped is not None:
             self._session.emit(Kind.DATA_USAGE, None, {"epoch": values.step_value(epoch, "epoch", warn),
-                                            "count": shaped["count"], "sha256": shaped["sha256"],
-                                            "sample_ids": shaped["ids"], "truncated": shaped["truncated"]})
+                                                       "count": shaped["count"], "sha256": shaped["sha256"],
+                                                       "sample_ids": shaped["ids"],
+                                                       "truncated": shaped["truncated"]})
 
-    def log_data_score(self, sample_id: Any, before_loss: float, after_loss: float, step: int | None = None) -> None:
-        """How much one sample helped: ``score = before_loss - after_loss`` (a histogram, no sample id label)."""
+    def log_data_score(self, sample_id: Any, before_loss: float, after_loss: float,
+                       step: int | None = None) -> None:
+        """How much one sample helped: ``score = before_loss - after_loss`` (a histogram, no sample id
+        label)."""
         if self._session.ready("log_data_score"):
             warn = self._session.warner("log_data_score")
             self._session.emit(Kind.DATA_SCORE, values.step_value(step, "step", warn),
-                       calls.data_score(warn, sample_id, before_loss, after_loss))
+                               calls.data_score(warn, sample_id, before_loss, after_loss))
 
     def log_delta_loss(self, epoch: int, loss: float, prev_loss: float | None = None) -> None:
         if not self._session.ready("log_delta_loss"):
@@ -177,8 +183,9 @@ class SpecCalls:
         current = values.number(loss, "loss", warn)
         previous = values.number(prev_loss, "prev_loss", warn) if prev_loss is not None else None
         delta = current - previous if current is not None and previous is not None else None
-        self._session.emit(Kind.DELTA_LOSS, None, {"epoch": values.step_value(epoch, "epoch", warn), "loss": current,
-                                        "prev_loss": previous, "delta_loss": delta})
+        self._session.emit(Kind.DELTA_LOSS, None, {"epoch": values.step_value(epoch, "epoch", warn),
+                                                   "loss": current, "prev_loss": previous,
+                                                   "delta_loss": delta})
 
     # -- 5) resources ----------------------------------------------------------------------------
 
@@ -186,12 +193,14 @@ class SpecCalls:
                      mem: float | None = None) -> None:
         """One-liner resources: ``cpu``/``gpu`` in percent, ``mem`` in MB."""
         if self._session.ready("log_resource"):
-            self._session.emit(Kind.RESOURCE, None, calls.resource(self._session.warner("log_resource"), component_id, None,
-                                                        cpu, gpu, mem, None, ("cpu", "gpu", "mem", "")))
+            self._session.emit(Kind.RESOURCE, None, calls.resource(
+                self._session.warner("log_resource"), component_id, None, cpu, gpu, mem, None,
+                ("cpu", "gpu", "mem", "")))
 
     def log_component_resources(self, component_id: str, component_type: str | None = None,
                                 cpu_percent: float | None = None, memory_mb: float | None = None,
-                                gpu_util_percent: float | None = None, io_operations: float | None = None) -> None:
+                                gpu_util_percent: float | None = None,
+                                io_operations: float | None = None) -> None:
         if self._session.ready("log_component_resources"):
             self._session.emit(Kind.RESOURCE, None, calls.resource(
                 self._session.warner("log_component_resources"), component_id, component_type, cpu_percent,
@@ -205,17 +214,20 @@ class SpecCalls:
         if self._session.ready("log_checkpoint"):
             warn = self._session.warner("log_checkpoint")
             self._session.emit(Kind.CHECKPOINT, values.step_value(step, "step", warn),
-                       calls.checkpoint(warn, checkpoint_path, self._session.settings.checkpoint_hash_max_bytes, metadata))
+                               calls.checkpoint(warn, checkpoint_path,
+                                                self._session.settings.checkpoint_hash_max_bytes, metadata))
 
     def log_dataset_version(self, dataset_name: str, version_tag: str | None = None,
                             dataset_path: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         if self._session.ready("log_dataset_version"):
             self._session.emit(Kind.DATASET_VERSION, None, calls.dataset(
-                self._session.warner("log_dataset_version"), dataset_name, version_tag, dataset_path, metadata))
+                self._session.warner("log_dataset_version"), dataset_name, version_tag, dataset_path,
+                metadata))
 
     # -- 7) results ------------------------------------------------------------------------------
 
-    def log_results(self, result_dict: dict[str, Any] | None = None, tasker_rewards: dict[str, float] | None = None,
+    def log_results(self, result_dict: dict[str, Any] | None = None,
+                    tasker_rewards: dict[str, float] | None = None,
                     builder_rewards: dict[str, float] | None = None, action_outputs: Any = None,
                     step: int | None = None) -> None:
         """Unified (``result_dict``) or granular results; rewards become per-agent gauges."""
@@ -232,7 +244,8 @@ class SpecCalls:
             data["action_outputs"] = values.plain(action_outputs, "action_outputs", warn)
         self._session.emit(Kind.RESULTS, values.step_value(step, "step", warn), data)
 
-    def log_reward(self, agent_id: str, reward: float, step: int | None = None, agent_type: str = "tasker") -> None:
+    def log_reward(self, agent_id: str, reward: float, step: int | None = None,
+                   agent_type: str = "tasker") -> None:
         if not self._session.ready("log_reward"):
             return
         warn = self._session.warner("log_reward")
@@ -275,8 +288,8 @@ class SpecCalls:
         raw = dict(metrics)
         if resource_cost_eur is not None:
             raw["resource_cost_eur"] = resource_cost_eur
-        self._session.emit(Kind.BUSINESS_METRICS, None,
-                   {"metrics": values.numbers(raw, "business metrics", self._session.warner("log_business_metrics"))})
+        self._session.emit(Kind.BUSINESS_METRICS, None, {"metrics": values.numbers(
+            raw, "business metrics", self._session.warner("log_business_metrics"))})
 
     # -- 9) introspection ------------------------------------------------------------------------
 
@@ -289,7 +302,8 @@ class SpecCalls:
             merge_measured(summary, {"observed": link.current().get("observed"),
                                      "scope_resources": link.scope_summaries()})
         summary["experiment"] = {
-            "id": self._session.experiment_id, "name": self._session.experiment_name, "purpose": self._session.purpose, "tags": list(self._session.tags),
+            "id": self._session.experiment_id, "name": self._session.experiment_name,
+            "purpose": self._session.purpose, "tags": list(self._session.tags),
             "run_dir": str(self._session.run_dir), "audit": str(self._session.audit_path),
             "targets": list(self._session.targets),
         }
@@ -299,7 +313,8 @@ class SpecCalls:
             "audit_lost": self._session.pipeline.audit.lost_lines,
         }
         summary["delivery"] = self._session.delivery()
-        summary["warnings"] = {"count": self._session.warnings.count, "messages": list(self._session.warnings.messages[:50])}
+        summary["warnings"] = {"count": self._session.warnings.count,
+                               "messages": list(self._session.warnings.messages[:50])}
         summary["cost"]["total_eur"] = self._session.state.total_cost_eur()
         return summary
 
@@ -320,9 +335,9 @@ class SpecCalls:
                         bare = key[len(scope) + 1:] if scope else key
                         key = "/".join(part for part in (scope, split, bare) if part)
                     history.setdefault(key, []).append([event["step"], value])
-        return {"experiment_id": self._session.experiment_id, "name": self._session.experiment_name, "purpose": self._session.purpose,
-                "tags": list(self._session.tags), "metrics": history, "events_by_kind": by_kind, "events": events,
-                "problems": problems}
+        return {"experiment_id": self._session.experiment_id, "name": self._session.experiment_name,
+                "purpose": self._session.purpose, "tags": list(self._session.tags), "metrics": history,
+                "events_by_kind": by_kind, "events": events, "problems": problems}
 
     def get_recommendations(self) -> list[dict[str, Any]]:
         """Advice from this run's record (NaN loss, plateau, idle GPU, cost over limit, slow phase)."""

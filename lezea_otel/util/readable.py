@@ -216,15 +216,15 @@ def text(value: Any, what: str, warn: Warn, *, optional: bool = False, limit: in
         def note(problem: str, detail: str) -> None:
             raised.append(detail) if problem.endswith("str() raised") else warn(problem, detail)
 
-        value = as_text(value, what, note)
+        result = as_text(value, what, note)
         warn(f"{what} should be a string", f"got {shown}; " + (f"str() raised: {raised[0]}" if raised
                                                              else "stored as str()"))
     else:
-        value = as_text(value, what, warn)
-    if len(value) > limit:
-        warn(f"{what} is longer than {limit} characters", f"got {len(value)}; the first {limit} were kept")
-        value = value[:limit]
-    return value
+        result = as_text(value, what, warn)
+    if len(result) > limit:
+        warn(f"{what} is longer than {limit} characters", f"got {len(result)}; the first {limit} were kept")
+        result = result[:limit]
+    return result
 
 
 def label(value: Any, what: str, warn: Warn, *, optional: bool = False) -> str | None:

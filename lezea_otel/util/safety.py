@@ -143,7 +143,8 @@ def _mismatch(name: str, signature: inspect.Signature, args: tuple[Any, ...], kw
     return None
 
 
-def binding_mistake(function: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+def binding_mistake(function: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: Mapping[str, Any]) -> str | None:
     """Why ``function(self, *args, **kwargs)`` cannot bind, in Python's words; None when it can."""
     signature = _signature(function)
     try:
@@ -195,7 +196,8 @@ def guarded(default: Any = None, passthrough: tuple[type[BaseException], ...] = 
                     owner = getattr(args[0], "_warnings", None) if args else None
                     if isinstance(owner, Warnings):  # once per tracker, counted in its summary
                         owner.warn(call, f"internal error ({type(error).__name__})",
-                                   f"{error_text(error, typed=False)}; training continues with less telemetry")
+                                   f"{error_text(error, typed=False)}; "
+                                   "training continues with less telemetry")
                     else:
                         report_internal_error(call, error)
                 if default is SELF:
@@ -223,7 +225,8 @@ def repair_call(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
         kind, which, message = found
         if kind in ("unexpected", "multiple"):
             kwargs.pop(which[0])
-            messages.append(f"{message}; {'ignored' if kind == 'unexpected' else 'the keyword one was ignored'}")
+            messages.append(f"{message}; "
+                            f"{'ignored' if kind == 'unexpected' else 'the keyword one was ignored'}")
         elif kind == "too_many":
             most = sum(1 for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY,
                                                                              p.POSITIONAL_OR_KEYWORD))
@@ -286,7 +289,8 @@ def flag(value: Any, what: str, warn: Callable[[str, str], None]) -> bool:
 # --- values the OTel SDK can encode --------------------------------------------------------------
 
 def encodable_text(text: str) -> str:
-    """``text`` as valid UTF-8 (lone surrogates become U+FFFD), without a warning: for what goes to the SDK."""
+    """``text`` as valid UTF-8 (lone surrogates become U+FFFD), without a warning: for what goes to the
+    SDK."""
     return valid_text(text, "", ignore)
 
 

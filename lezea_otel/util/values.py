@@ -67,7 +67,8 @@ _PLAIN = frozenset((float, int, bool))
 
 
 def scalar(value: Any) -> Any:
-    """A plain ``bool``, ``int`` or ``float`` for Python, numpy and torch numbers; ``_NOT_A_NUMBER`` otherwise.
+    """A plain ``bool``, ``int`` or ``float`` for Python, numpy and torch numbers; ``_NOT_A_NUMBER``
+    otherwise.
 
     Subclasses (``np.float64`` is a float) are read through the base type's own slot, so an
     overridden ``__float__`` or ``__repr__`` is never called; probes that raise mean "not a number".
@@ -107,7 +108,8 @@ def _is_scalar_shape(value: Any) -> bool:
 
 
 def as_number(value: Any) -> Any:
-    """A float for any number (bools are 0/1, an int past the float range is clamped); ``_NOT_A_NUMBER`` else."""
+    """A float for any number (bools are 0/1, an int past the float range is clamped); ``_NOT_A_NUMBER``
+    else."""
     result = scalar(value)
     if result is _NOT_A_NUMBER or type(result) is float:
         return result
@@ -133,7 +135,8 @@ def to_float(value: Any, what: str, warn: Warn) -> Any:
     if INT64_MIN <= result <= UINT64_MAX:
         return float(result)
     converted = _int_to_float(result)
-    kept = f"recorded as {converted:.6g}" + ("" if abs(converted) < FLOAT_MAX else " (clamped to the float range)")
+    kept = f"recorded as {converted:.6g}" + (
+        "" if abs(converted) < FLOAT_MAX else " (clamped to the float range)")
     warn(f"{what} is an integer beyond 64 bits", f"got {describe(value)}; {kept}")
     return converted
 
@@ -143,10 +146,11 @@ def number(value: Any, what: str, warn: Warn, *, finite_nonnegative: bool = Fals
 
     ``finite_nonnegative``: NaN, infinities and negative values are ignored (one warning saying so).
     """
-    result = to_float(value, what, warn)
-    if result is _NOT_A_NUMBER:
+    converted = to_float(value, what, warn)
+    if converted is _NOT_A_NUMBER:
         warn(f"{what} is not a number", f"got {describe(value)}; ignored")
         return None
+    result: float = converted  # past the sentinel, to_float gives a float
     if finite_nonnegative and not 0 <= result < math.inf:  # NaN fails this too
         warn(f"{what} must be a finite number >= 0", f"got {format_number(result)}; ignored")
         return None
@@ -225,7 +229,8 @@ class _Plain:
     __slots__ = ("active", "nodes", "warn", "what")
 
     def __init__(self, what: str, warn: Warn) -> None:
-        self.what, self.warn, self.nodes, self.active = what, warn, 0, set()
+        self.active: set[int] = set()  # the containers on the path being copied (ids): a cycle meets one
+        self.what, self.warn, self.nodes = what, warn, 0
 
     def value(self, value: Any, depth: int) -> Any:
         self.nodes += 1
@@ -273,7 +278,7 @@ class _Plain:
                 mapping[text_key(k, self.what, self.warn)] = self.value(v, depth + 1)
             return mapping
         if kind is list or kind is tuple or isinstance(value, (list, tuple, set, frozenset)):
-            out = []
+            out: list[Any] = []
             for item in value if kind is list or kind is tuple else iterate(value, self.what, self.warn):
                 if self.nodes > MAX_NODES:
                     break
@@ -316,11 +321,11 @@ def identifier(value: Any, what: str, warn: Warn) -> str | int:
         value = shown if isinstance(shown, str) else as_text(shown, what, warn)
     elif number is not _NOT_A_NUMBER:
         value = int_text(number) if type(number) is int else repr(number)
-    value = as_text(value, what, warn)
-    if len(value) > MAX_LABEL:
+    ident = as_text(value, what, warn)
+    if len(ident) > MAX_LABEL:
         warn(f"{what}: an id is longer than {MAX_LABEL} characters", f"the first {MAX_LABEL} were kept")
-        value = value[:MAX_LABEL]
-    return value
+        ident = ident[:MAX_LABEL]
+    return ident
 
 
 def id_list(values: Any, what: str, warn: Warn) -> tuple[list[Any], int, str] | None:
@@ -353,7 +358,8 @@ def tags(raw: Any, warn: Warn) -> list[str]:
     if is_a(raw, str):
         return [label(raw, "tags", warn) or ""]
     if is_mapping(raw):
-        pairs = (f"{as_text(k, 'tags', warn)}={as_text(v, 'tags', warn)}" for k, v in items_of(raw, "tags", warn))
+        pairs = (f"{as_text(k, 'tags', warn)}={as_text(v, 'tags', warn)}"
+                 for k, v in items_of(raw, "tags", warn))
         return [label(pair, "tags", warn) or "" for pair in pairs]
     if not iterable(raw):
         warn("tags must be a list of strings", f"got {describe(raw)}; ignored")
