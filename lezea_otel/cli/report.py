@@ -103,7 +103,8 @@ def _resource_series(run: Run) -> dict[str, dict[str, list[tuple[float, float]]]
 
 def _header(run: Run, summary: dict[str, Any]) -> str:
     tags = ", ".join(run.start.get("tags", [])) or "-"
-    return (f"<h1>{html.escape(str(run.start.get('name') or '?'))}</h1><p class='meta'>id {html.escape(run.id)} · "
+    name = str(run.start.get("name") or "?")
+    return (f"<h1>{html.escape(name)}</h1><p class='meta'>id {html.escape(run.id)} · "
             f"status <b>{html.escape(summary['status'])}</b> · {summary['duration_s']:.1f} s · "
             f"{summary['steps']['count']} steps · purpose {html.escape(run.start.get('purpose') or '-')} · "
             f"tags {html.escape(tags)}</p>")
