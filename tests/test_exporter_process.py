@@ -152,6 +152,8 @@ def test_the_users_own_spans_nest_under_the_trackers_scopes(capture: Any) -> Non
     provider.add_span_processor(SimpleSpanProcessor(mine))
     tracer = provider.get_tracer("user code")
     tracker = capture.tracker("nesting", auto_start=True)
+    with tracer.start_as_current_span("before"):
+        pass
     with tracker.builder_scope("1"):
         with tracer.start_as_current_span("data loading"):
             pass
@@ -165,7 +167,8 @@ def test_the_users_own_spans_nest_under_the_trackers_scopes(capture: Any) -> Non
     assert theirs["data loading"].parent.span_id == ours["builder"].context.span_id
     assert theirs["matmul"].parent.span_id == ours["forward"].context.span_id
     assert theirs["matmul"].context.trace_id == ours["experiment"].context.trace_id
-    assert theirs["after"].parent is None  # the scope's context was detached on exit
+    assert theirs["after"].parent == theirs["before"].parent  # the scope's context was detached on exit
+    assert theirs["after"].context.trace_id != ours["experiment"].context.trace_id
 
 
 def test_async_mode_reads_values_when_the_call_is_made(capture: Any) -> None:
