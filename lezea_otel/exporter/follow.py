@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
+from lezea_otel import semconv as names
 from lezea_otel.exporter.cursor import Position
 from lezea_otel.exporter.destination import Destination
 from lezea_otel.exporter.logs import ReadableLogRecord
@@ -254,9 +255,9 @@ class Follower:
     def _state_path(self, path: Path) -> Path | None:
         if self._state_dir is None:
             return None
-        relative = "run" if path.parent == self.run_dir else \
+        relative = names.MAIN_AUDIT if path.parent == self.run_dir else \
             path.parent.relative_to(self.run_dir).as_posix().replace("/", "-")
-        return self._state_dir / f"{self.destination.key}-{relative}.json"
+        return self._state_dir / names.CURSOR_FILE.format(destination=self.destination.key, audit=relative)
 
     def _deliver(self, held: _Held) -> bool:
         counts = self.destination.counts

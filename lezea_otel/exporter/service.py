@@ -74,7 +74,7 @@ def local_destination(run_dir: Path, extra: Sequence[Any], on_metrics: Callable[
             logs.append(exporter)
         elif isinstance(exporter, MetricExporter):
             metrics.append(exporter)
-    return Destination("local", spans, logs, metrics, retry=False, on_metrics=on_metrics)
+    return Destination(names.LOCAL_DESTINATION, spans, logs, metrics, retry=False, on_metrics=on_metrics)
 
 
 class ExporterService:

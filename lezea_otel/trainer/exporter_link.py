@@ -95,6 +95,16 @@ class ExporterLink:
         if self._service is not None:
             self._service.sync()
 
+    def local_position(self) -> int:
+        """The last record (seq) of the run's own audit that reached the local files (0: none, or unknown)."""
+        try:
+            cursor = orjson.loads((self.run_dir / names.EXPORTER_DIR / names.CURSOR_FILE.format(
+                destination=names.LOCAL_DESTINATION, audit=names.MAIN_AUDIT)).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return 0
+        seq = cursor.get("seq") if isinstance(cursor, dict) else None
+        return seq if type(seq) is int else 0
+
     def current(self) -> dict[str, Any]:
         """The delivery report so far (live in thread mode; from the exporter's file once it ended)."""
         if self._service is not None and not self.report:
@@ -182,18 +192,18 @@ def delivery_report(mode: str, report: dict[str, Any]) -> dict[str, Any]:
     ``lezea-otel export``. A collector's follower reads nothing new while a batch is held, so the spans
     and log records the run produced are the local files' count (they read everything, never hold)."""
     destinations = report.get("destinations") or {}
-    local = (destinations.get("local") or {}).get("signals") or {}
+    local = (destinations.get(names.LOCAL_DESTINATION) or {}).get("signals") or {}
 
     def signals(name: str) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for signal, counts in ((destinations.get(name) or {}).get("signals") or {}).items():
             produced, exported = int(counts.get("produced", 0)), int(counts.get("exported", 0))
-            if name != "local" and signal != "metrics":
+            if name != names.LOCAL_DESTINATION and signal != "metrics":
                 produced = max(produced, int((local.get(signal) or {}).get("produced", 0)))
             dropped, rejected = int(counts.get("dropped", 0)), int(counts.get("rejected", 0))
             left = max(0, produced - exported - dropped - rejected)
             # cumulative batches: 1 while the final values are not there
-            if name != "local" and signal == "metrics":
+            if name != names.LOCAL_DESTINATION and signal == "metrics":
                 left = int(counts.get("held", left))
             out[signal] = {"produced": produced, "exported": exported, "dropped": dropped,
                            "rejected": rejected, "left_in_audit": left,
@@ -204,4 +214,4 @@ def delivery_report(mode: str, report: dict[str, Any]) -> dict[str, Any]:
     for destination in destinations.values():
         problems.extend((destination or {}).get("problems") or [])
     return {"mode": "otlp" if "otlp" in destinations else "local", "exporter": mode,
-            "signals": signals("otlp"), "files": signals("local"), "problems": problems[:100]}
+            "signals": signals("otlp"), "files": signals(names.LOCAL_DESTINATION), "problems": problems[:100]}

@@ -69,6 +69,9 @@ class ScopeCalls:
         Each phase name gets a duration histogram (``lezea.phase.duration``) whose exemplars
         link to the span.
         """
+        if not attributes and type(name) is str and len(name) <= values.MAX_LABEL and name.isascii() \
+                and name.strip():
+            return TracedBlock(self._session, None, name, {})  # the common case: nothing to shape
         warn = functools.partial(self._session.warnings.warn, "span")
         label = values.label(name, "name", warn) or ""
         if not label.strip():

@@ -277,14 +277,20 @@ class Session:
         return delivery_report(link.mode, link.current()) if link is not None else delivery_report("none", {})
 
     def _close_exporter(self, timeout: float) -> None:
-        if self.link is not None and not self.link.close(timeout):
-            left = {signal: counts["left_in_audit"] for signal, counts in self.delivery()["signals"].items()
-                    if counts.get("left_in_audit")}
-            logger.warning("finalize: the collector did not take the whole run (down, refusing or hanging; "
-                           "bounded by LEZEA_SHUTDOWN_TIMEOUT=%.1f s)%s; the audit %s keeps it: "
-                           "lezea-otel export %s",
-                           timeout, "".join(f", {count} {signal}" for signal, count in left.items()) + " left"
-                           if left else "", self.audit_path, self.run_dir)
+        if self.link is None or self.link.close(timeout):
+            return
+        behind = self.pipeline.audit.seq - self.link.local_position()
+        if behind > 0:  # the exporter itself had not caught up (a very fast loop, a busy machine)
+            reason = f"the exporter had not caught up with the audit ({behind} records not yet exported)"
+        else:
+            signals = self.delivery()["signals"].items()
+            left = ", ".join(f"{counts['left_in_audit']} {signal}" for signal, counts in signals
+                             if counts.get("left_in_audit"))
+            reason = "the collector did not take the whole run (down, refusing or hanging)" + (
+                f": {left} left" if left else "")
+        logger.warning("finalize: %s within LEZEA_SHUTDOWN_TIMEOUT=%.1f s; the audit %s keeps everything "
+                       "(`lezea-otel export %s` sends it to a collector)", reason, timeout, self.audit_path,
+                       self.run_dir)
 
     def sample_observers(self) -> None:
         """Tests: the exporter's observers take a sample now (thread mode)."""
