@@ -30,7 +30,7 @@ from opentelemetry.sdk.resources import Resource
 
 from lezea_otel import semconv as names
 from lezea_otel.exporter.observers import POINT_GAP_S, Observers
-from lezea_otel.model.run_state import MAX_ENTRIES, OTHER
+from lezea_otel.model.run_state import MAX_ENTRIES, OTHER, add_resources
 from lezea_otel.util.readable import error_text
 from lezea_otel.util.safety import report_internal_error
 from lezea_otel.version import __version__
@@ -318,13 +318,4 @@ class ScopeWindows:
             name = OTHER  # as the run's summary folds past its cap
         entry = table.setdefault(name, {"measured": 0})
         entry["measured"] += 1
-        for attribute, value in summary.items():
-            short = attribute.rsplit("lezea.resource.", 1)[-1]
-            if isinstance(value, bool):
-                entry[short] = entry.get(short, 0) + int(value)
-            elif short.endswith("peak"):
-                entry[short] = max(entry.get(short, 0.0), value)
-            elif short.endswith("mean"):
-                entry[short + "_last"] = value
-            else:
-                entry[short] = entry.get(short, 0.0) + value
+        add_resources(entry, summary)

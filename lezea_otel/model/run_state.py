@@ -39,6 +39,22 @@ def lower_is_better(key: str) -> bool:
     return any(word in leaf for word in LOWER_IS_BETTER)
 
 
+
+def add_resources(entry: dict[str, Any], resources: dict[str, Any]) -> None:
+    """A scope's or phase's measured resources (``lezea.resource.*``) into its summary entry: peaks are
+    maxima, means keep the last, flags count, the rest adds up. The run state and the exporter's
+    per-scope summaries fold them the same way."""
+    for key, value in resources.items():
+        short = key.rsplit("lezea.resource.", 1)[-1]
+        if isinstance(value, bool):
+            entry[short] = entry.get(short, 0) + int(value)
+        elif short.endswith("peak"):
+            entry[short] = max(entry.get(short, 0.0), value)
+        elif short.endswith("mean"):
+            entry[short + "_last"] = value
+        else:
+            entry[short] = entry.get(short, 0.0) + value
+
 class MetricStats:
     """Running statistics of one metric key; ``add`` is on the hot path, so it stays branch-light."""
 
@@ -291,14 +307,7 @@ class RunState:
         entry["total_s"] += duration
         entry["max_s"] = max(entry["max_s"], duration)
         entry["errors"] += 1 if record.data.get("error") else 0
-        for key, value in (record.data.get("resources") or {}).items():
-            short = key.rsplit("lezea.resource.", 1)[-1]
-            if short.endswith("peak"):
-                entry[short] = max(entry.get(short, 0.0), value)
-            elif short.endswith("mean"):
-                entry[short + "_last"] = value
-            else:
-                entry[short] = entry.get(short, 0.0) + value
+        add_resources(entry, record.data.get("resources") or {})
 
     def _on_scope_end(self, record: Record) -> None:
         self._timed(self.scopes, "scopes", f"{record.data.get('level')}_scope", record.scope_path, record)
