@@ -10,12 +10,14 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 # Debian packages the tests use for real: git (gitpython reads a real repository), Chromium with
-# its driver (the HTML report is opened in a headless browser), and Prometheus (it scrapes a run).
+# its driver (the HTML report is opened in a headless browser), Prometheus (it scrapes a run), and
+# openssl (the TLS tests make their certificate).
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS tests make their certificate with it
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
