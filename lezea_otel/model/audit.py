@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import orjson
@@ -46,10 +47,25 @@ def _marked(value: Any) -> bool:
     if kind is int or kind is bool or value is None:
         return False
     if kind is dict:
-        return any(map(_marked, value.values()))
+        return _any_marked(value.values())
     if kind is list or kind is tuple:
-        return any(map(_marked, value))
+        return _any_marked(value)
     return True  # a subclass or an odd object: the full pass looks at it
+
+
+def _any_marked(items: Any) -> bool:
+    """:func:`_marked` over a container's items, plain scalars checked inline (the common case)."""
+    for item in items:
+        kind = type(item)
+        if kind is float:
+            if item - item != 0:
+                return True
+        elif kind is str:
+            if item in _NONFINITE:
+                return True
+        elif not (kind is int or kind is bool or item is None) and _marked(item):
+            return True
+    return False
 
 
 def _finite_safe(value: Any, found: list[Any], path: list[Any]) -> Any:
@@ -89,11 +105,12 @@ class _Clock:
         self._prefix = ""
 
     def iso(self, time_ns: int) -> str:
-        second, rest = divmod(time_ns, 1_000_000_000)
+        micros = time_ns // 1000
+        second = micros // 1_000_000
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{rest // 1000:06d}Z"
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        return f"{self._prefix}{micros - second * 1_000_000:06d}Z"
 
 
 class AuditWriter:
@@ -108,6 +125,7 @@ class AuditWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fsync = fsync
+        self._always = fsync == "always"
         self._file = LineFile(path)  # whole lines only, reentrancy-safe; losses counted (see audit_file)
         self._clock = _Clock()
         self._last_flush = self._last_fsync = time.monotonic()
@@ -128,14 +146,16 @@ class AuditWriter:
             encoded = self._repair(record, error)
         if self._file.append(encoded):  # (after close, a late call's line is written at once)
             self._file.flush()  # a full buffer goes to the OS, as a buffered file would
-        if self._fsync == "always":
+        if self._always:
             self.flush(durable=True)
-        elif time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+        elif monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush()  # to the OS only: an fsync is the flusher thread's job
 
     def _encode(self, record: Record) -> bytes:
         found: list[Any] = []
-        data = _finite_safe(record.data, found, []) if record.data and _marked(record.data) else record.data
+        data = record.data
+        if data and _any_marked(data.values()):
+            data = _finite_safe(data, found, [])
         metrics = record.values
         if metrics is not None:
             if record.scope:
@@ -154,7 +174,7 @@ class AuditWriter:
             "time_unix_nano": record.time_ns,
             "kind": record.kind,
             "step": record.step,
-            "scope": record.scope_path,
+            "scope": "/".join(record.scope) if record.scope else "",
             "trace_id": ids[2],
             "span_id": ids[3],
             "data": data,

@@ -101,11 +101,14 @@ class MetricStats:
             self.first = value
         self.recent.append(value)
         self.total += value
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
-        if (value < self.best) if self.lower_better else (value > self.best):
-            self.best = value
-            self.best_step = step
+        if value < self.minimum:
+            self.minimum = value
+            if self.lower_better:
+                self.best, self.best_step = value, step
+        if value > self.maximum:
+            self.maximum = value
+            if not self.lower_better:
+                self.best, self.best_step = value, step
 
     def as_dict(self) -> dict[str, Any]:
         finite = self.count - self.nonfinite

@@ -56,7 +56,17 @@ class Pipeline:
         if self.disabled:
             return
         if not self._async:
-            self._queue.append(record)
+            with self._lock:
+                if not self._busy and not self._queue:  # the common case: handled at once, nothing queued
+                    self._busy = True
+                    try:
+                        self._handle(record)
+                    finally:
+                        self._busy = False
+                    if not self._queue:
+                        return
+                else:
+                    self._queue.append(record)
             self.drain()
             return
         self._queue.append(record)
@@ -68,8 +78,22 @@ class Pipeline:
         mode the caller pays only for the append; checks and warnings happen in call order there."""
         if self.disabled:
             return
+        if not self._async:
+            with self._lock:
+                if not self._busy and not self._queue:
+                    self._busy = True
+                    try:
+                        self._build_and_handle(call, build, args)
+                    finally:
+                        self._busy = False
+                    if not self._queue:
+                        return
+                else:
+                    self._queue.append((call, build, args))
+            self.drain()
+            return
         self._queue.append((call, build, args))
-        if not self._async or len(self._queue) > MAX_QUEUE:  # sync, full, or closed since the check above
+        if not self._async or len(self._queue) > MAX_QUEUE:  # full, or closed since the check above
             self.drain()
 
     def drain(self) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from lezea_otel.trainer.span_ids import ids
-
 
 class Frame:
     """A scope or phase the tracker has entered and not yet left."""
@@ -26,12 +24,12 @@ class Frame:
         "trace_id",
     )
 
-    def __init__(self, path: tuple[str, ...], span: Any, start_ns: int, level: str | None, ident: str,
-                 parent_span_id: int = 0, attributes: dict[str, Any] | None = None) -> None:
-        self.path, self.span, self.start_ns, self.level, self.ident = path, span, start_ns, level, ident
-        self.trace_id, self.span_id = ids(span)
-        self.parent_span_id = parent_span_id
-        self.attributes = attributes or {}
+    def __init__(self, path: tuple[str, ...], span: Any, trace_id: int, span_id: int, level: str | None,
+                 ident: str, parent_span_id: int, attributes: dict[str, Any] | None) -> None:
+        self.path, self.span, self.level, self.ident = path, span, level, ident
+        self.trace_id, self.span_id, self.parent_span_id = trace_id, span_id, parent_span_id
+        self.start_ns = 0
+        self.attributes = attributes
         """The user's attributes of a phase (``tracker.span("x", lr=0.1)``): written into its record."""
         self.token: contextvars.Token[tuple[Frame, ...]] | None = None
         self.context_token: Any = None

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import context as otel_context
+from opentelemetry.context import attach, detach
 from opentelemetry.trace import set_span_in_context
 
 from lezea_otel import semconv as names
@@ -171,7 +171,6 @@ class Session:
             experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
             version=__version__, parent_pid=os.getppid() if worker else None, ranks=self.settings.ranks,
             environment_attributes=self.settings.sdk.get("otel_resource_attributes"))
-        constant = {names.EXPERIMENT_ID: self.experiment_id, names.EXPERIMENT_NAME: self.experiment_name}
         mode = "none" if self.settings.sdk_disabled or worker else self.settings.exporter_mode
         if mode == "process" and self.extra_exporters:
             mode = "thread"  # exporter objects cannot cross into another process
@@ -181,12 +180,11 @@ class Session:
         self.link.start(self._port(prometheus_port), os.getpid())
         self.targets = list(self.link.targets)
         root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
-        self.root = self.spans.start(names.WORKER_SPAN_NAME if worker else names.ROOT_SPAN_NAME, {
-            **constant, names.EXPERIMENT_PURPOSE: self.purpose, names.EXPERIMENT_TAGS: list(self.tags)},
-            self.worker_of, root_start_ns)
+        self.root = self.spans.start(ids(self.worker_of)[0])  # a worker's span is in its parent's trace
         self.root_ids = ids(self.root)
-        if not worker:
-            self.spans.end(self.spans.start(names.STARTED_SPAN_NAME, constant, self.root))
+        if not worker:  # the exporter's "started" span (its time and ids come from the start record)
+            self.spans.start(self.root_ids[0])
+            self.spans.end()
         exit_hooks.register(self, Session.finalize, worker)
         self.emit(Kind.EXPERIMENT_START, None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
@@ -254,8 +252,7 @@ class Session:
                 "error": error_text(error) if error is not None else None, "warnings": self.warnings.count,
                 **({"exception": exception_fields(error)} if error is not None else {})}, time_ns=end_ns))
             if self.root is not None:
-                attempt(self.spans.end, self.root, error, end_ns, {names.RUN_STATUS: status,
-                                                                     names.RUN_ENDED_BY: ended_by})
+                attempt(self.spans.end)
             timeout = self.settings.shutdown_timeout_s
             attempt(self.pipeline.close, timeout)
             lost = self.pipeline.audit.loss()
@@ -360,62 +357,62 @@ class Session:
     # --- scopes and phases (TracedBlock enters and exits them) -----------------------------------
 
     def enter_block(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
-        # a scope opens before a finalize (and is truncated by it) or after it
-        with exit_hooks.ending_lock(self):
-            return self._open_frame(level, ident, attributes)
-
-    def _open_frame(self, level: str | None, ident: str, attributes: dict[str, Any]) -> Frame:
         """The span's ids, the scope path, the OTel context (the user's own spans nest under it), and the
-        start time as the last thing taken: what the tracker itself costs is not in the span."""
-        call = f"{level}_scope" if level else "span"
-        self.ready(call)
-        stack = self.stack.get()
-        parent = stack[-1] if stack else None
-        path = parent.path if parent else ()
-        if level is not None:
-            path = (*path, f"{level}:{ident}")
-        span = self.spans.start(level or ident, {}, parent.span if parent else self.root)
-        parent_span_id = parent.span_id if parent else ids(self.root)[1]
-        frame = Frame(path, span, 0, level, ident, parent_span_id, attributes if level is None else None)
-        frame.token = self.stack.set((*stack, frame))
-        frame.context_token = otel_context.attach(set_span_in_context(span))
-        self.open_frames[id(frame)] = frame
-        frame.start_ns = time.time_ns()
-        if level is not None:
-            self.emit_at(frame, Kind.SCOPE_START, {"level": level, "id": ident, **attributes}, frame.start_ns)
-        return frame
+        start time as the last thing taken: what the tracker itself costs is not in the span. Under the
+        ending lock, a scope opens before a finalize (and is truncated by it) or after it."""
+        with exit_hooks.ending_lock(self):
+            if not self.started or self.finalized:
+                self.ready(f"{level}_scope" if level else "span")
+            stack = self.stack.get()
+            if stack:
+                parent = stack[-1]
+                path, trace_id, parent_span_id = parent.path, parent.trace_id, parent.span_id
+            else:
+                path = ()
+                trace_id, parent_span_id = self.root_ids
+            if level is not None:
+                path = (*path, f"{level}:{ident}")
+            span, trace_id, span_id = self.spans.child(trace_id)
+            frame = Frame(path, span, trace_id, span_id, level, ident, parent_span_id,
+                          attributes if level is None else None)
+            frame.token = self.stack.set((*stack, frame))
+            frame.context_token = attach(set_span_in_context(span))
+            self.open_frames[id(frame)] = frame
+            frame.start_ns = time.time_ns()
+            if level is not None:
+                self.emit_at(frame, Kind.SCOPE_START, {"level": level, "id": ident, **attributes},
+                             frame.start_ns)
+            return frame
 
     def exit_block(self, frame: Frame, error: BaseException | None, truncated_by: str | None = None,
-                    end_ns: int | None = None) -> None:
-        """``end_ns``: taken by the with-block as the first thing on exit."""
-        # A finalize in another thread truncates the open scopes: under this lock each ends once, and
-        # an exit already under way finishes before the run's end record.
+                   end_ns: int | None = None) -> None:
+        """``end_ns``: taken by the with-block as the first thing on exit. A finalize in another thread
+        truncates the open scopes: under the ending lock each ends once, and an exit already under way
+        finishes before the run's end record."""
         with exit_hooks.ending_lock(self):
-            self._end_frame(frame, error, truncated_by, end_ns or time.time_ns())
-
-    def _end_frame(self, frame: Frame, error: BaseException | None, truncated_by: str | None,
-                   end_ns: int) -> None:
-        self.open_frames.pop(id(frame), None)
-        if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
+            self.open_frames.pop(id(frame), None)
+            if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
+                if truncated_by is None:
+                    self._leave(frame)
+                return
+            frame.ended = True
+            self.spans.ended += 1
             if truncated_by is None:
                 self._leave(frame)
-            return
-        frame.ended = True
-        self.spans.end(frame.span)
-        if truncated_by is None:
-            self._leave(frame)
-        data: dict[str, Any] = {"duration_s": (end_ns - frame.start_ns) / 1e9}
-        if error is not None:
-            data["error"] = error_text(error)
-            data["exception"] = exception_fields(error)
-        if frame.attributes:
-            data["attributes"] = frame.attributes
-        if truncated_by is not None:
-            data["truncated"] = truncated_by
-        if frame.level is not None:
-            self.emit_at(frame, Kind.SCOPE_END, {"level": frame.level, "id": frame.ident, **data}, end_ns)
-        else:
-            self.emit_at(frame, Kind.PHASE, {"name": frame.ident, **data}, end_ns)
+            end_ns = end_ns or time.time_ns()
+            duration = (end_ns - frame.start_ns) / 1e9
+            data: dict[str, Any] = {"name": frame.ident, "duration_s": duration} if frame.level is None \
+                else {"level": frame.level, "id": frame.ident, "duration_s": duration}
+            if error is not None:
+                data["error"] = error_text(error)
+                data["exception"] = exception_fields(error)
+            if frame.attributes:
+                data["attributes"] = frame.attributes
+            if truncated_by is not None:
+                data["truncated"] = truncated_by
+            self.pipeline.submit(Record(Kind.PHASE if frame.level is None else Kind.SCOPE_END,
+                                        end_ns, None, frame.path, frame.trace_id, frame.span_id, data, None,
+                                        frame.parent_span_id))
 
     def _leave(self, frame: Frame) -> None:
         """The scope path and the OTel context as they were before the block, in the block's own context."""
@@ -428,4 +425,4 @@ class Session:
             return
         token, frame.context_token = frame.context_token, None
         if token is not None:
-            otel_context.detach(token)
+            detach(token)

@@ -1,6 +1,6 @@
 """Span identities assigned on the training thread, with the OpenTelemetry API only (no SDK).
 
-With an exporter beside the trainer, a scope or phase is only an id pair and two records: the
+With an exporter beside the trainer, a scope or phase is only an id pair and its records: the
 exporter builds the span from them. The ids live in a ``NonRecordingSpan`` (SAMPLED, so the user's
 own SDK spans started inside a scope nest under it instead of turning non-recording), which is what
 the current OTel context carries while the scope is open.
@@ -9,7 +9,6 @@ the current OTel context carries while the scope is open.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
 
@@ -18,26 +17,24 @@ _bits = random.getrandbits  # as the SDK's RandomIdGenerator; random reseeds in 
 
 
 class IdSpans:
-    """The :class:`.spans.SpanRecorder` interface for the exporter modes: ids, no span objects of the SDK."""
+    """Span ids for the run's spans, counted (``summary["spans"]``); no span objects of the SDK."""
 
     def __init__(self) -> None:
         self.started = 0
         self.ended = 0
 
-    def start(self, name: str, attributes: dict[str, Any], parent: Span | None,
-              start_ns: int | None = None) -> Span:
-        parent_context = parent.get_span_context() if parent is not None else None
-        trace_id = parent_context.trace_id if parent_context is not None and parent_context.is_valid \
-            else _bits(128) or 1
+    def start(self, trace_id: int = 0) -> NonRecordingSpan:
+        """A new span of the trace ``trace_id`` (a new trace for 0): the ids the exporter builds it with."""
+        return self.child(trace_id)[0]
+
+    def child(self, trace_id: int) -> tuple[NonRecordingSpan, int, int]:
+        """:meth:`start`, with the span's trace id and span id."""
         self.started += 1
-        return NonRecordingSpan(SpanContext(trace_id, _bits(64) or 1, is_remote=False,
-                                            trace_flags=_SAMPLED))
+        trace_id = trace_id or _bits(128) or 1
+        span_id = _bits(64) or 1
+        return NonRecordingSpan(SpanContext(trace_id, span_id, False, _SAMPLED)), trace_id, span_id
 
-    def set_attributes(self, span: Span, attributes: dict[str, Any]) -> None:
-        """The exporter takes a span's attributes from its records."""
-
-    def end(self, span: Span, error: BaseException | None = None, end_ns: int | None = None,
-            attributes: dict[str, Any] | None = None) -> None:
+    def end(self) -> None:
         self.ended += 1
 
 
