@@ -40,6 +40,7 @@ from lezea_otel.config.parsers import (
 
 SIGNALS: Final = ("traces", "metrics", "logs")
 EXPORTER_MODES: Final = ("process", "thread", "none")
+OTEL_CONTEXT_MODES: Final = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,10 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               "where the OpenTelemetry work runs: `process` (an exporter process beside the trainer), "
               "`thread` (an exporter thread in the trainer, for environments that forbid subprocesses), "
               "`none` (audit only; `lezea-otel export` later)"),
+    Parameter("otel_context", ("LEZEA_OTEL_CONTEXT",), "auto", Choice(OTEL_CONTEXT_MODES),
+              "whether scopes and phases become the current OpenTelemetry context (the user's own spans "
+              "nest under them): `auto` while an OTel SDK is loaded in the process (whoever records "
+              "spans or logs), `always`, `never`"),
     Parameter("metric_export_interval_ms", ("LEZEA_METRIC_EXPORT_INTERVAL_MS", "OTEL_METRIC_EXPORT_INTERVAL"),
               15_000.0, Number(50, DAY_MS, "ms"), "metric export interval (files and OTLP)"),
     Parameter("shutdown_timeout_s", ("LEZEA_SHUTDOWN_TIMEOUT",), 5.0, Number(0.01, DAY_S, "s"),

@@ -40,6 +40,7 @@ class Settings:
     quiet: bool
     sdk_disabled: bool
     exporter_mode: str
+    otel_context: str
     endpoint: str | None
     """Set only when given as argument or LEZEA_OTLP_ENDPOINT; OTEL_* endpoints stay with the exporters."""
     otel_endpoint: str | None

@@ -125,7 +125,8 @@ class AuditWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fsync = fsync
-        self._always = fsync == "always"
+        self.each_line_durable = fsync == "always"
+        """``LEZEA_AUDIT_FSYNC=always``: every line is fsynced as it is written (and written at its call)."""
         self._file = LineFile(path)  # whole lines only, reentrancy-safe; losses counted (see audit_file)
         self._clock = _Clock()
         self._last_flush = self._last_fsync = time.monotonic()
@@ -146,7 +147,7 @@ class AuditWriter:
             encoded = self._repair(record, error)
         if self._file.append(encoded):  # (after close, a late call's line is written at once)
             self._file.flush()  # a full buffer goes to the OS, as a buffered file would
-        if self._always:
+        if self.each_line_durable:
             self.flush(durable=True)
         elif monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush()  # to the OS only: an fsync is the flusher thread's job

@@ -305,12 +305,17 @@ class RunState:
         if entry is None:
             entry = self._entry(table, kind, call, name,
                                 lambda: {"count": 0, "total_s": 0.0, "max_s": 0.0, "errors": 0})
-        duration = record.data.get("duration_s") or 0.0
+        data = record.data
+        duration = data.get("duration_s") or 0.0
         entry["count"] += 1
         entry["total_s"] += duration
-        entry["max_s"] = max(entry["max_s"], duration)
-        entry["errors"] += 1 if record.data.get("error") else 0
-        add_resources(entry, record.data.get("resources") or {})
+        if duration > entry["max_s"]:
+            entry["max_s"] = duration
+        if data.get("error"):
+            entry["errors"] += 1
+        resources = data.get("resources")
+        if resources:
+            add_resources(entry, resources)
 
     def _on_scope_end(self, record: Record) -> None:
         self._timed(self.scopes, "scopes", f"{record.data.get('level')}_scope", record.scope_path, record)

@@ -79,22 +79,6 @@ def unregister(tracker: Any) -> None:
     _live.discard(tracker)
 
 
-def ending_lock(owner: Any) -> Any:
-    """The lock that makes ending a run exactly-once from any thread, exit hook or signal; made on first use.
-
-    Reentrant: an ending that is re-entered on its own thread (a truncated scope's exit) goes on."""
-    held = vars(owner)
-    lock = held.get("_ending_lock")
-    if lock is None:
-        lock = held.setdefault("_ending_lock", threading.RLock())
-    return lock
-
-
-def forget_ending_lock(owner: Any) -> None:
-    """In a forked child: a lock another thread of the parent held at the fork would never be released."""
-    vars(owner).pop("_ending_lock", None)
-
-
 def after_fork_in_child(owner: Any, method: Callable[[Any], None]) -> None:
     """Runs ``method(owner)`` in every forked child; ``owner`` is held weakly (the hook never keeps it
     alive)."""

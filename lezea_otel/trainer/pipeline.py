@@ -26,6 +26,12 @@ from lezea_otel.trainer.exit_hooks import after_fork_in_child
 from lezea_otel.util.safety import raise_internal, report_internal_error
 
 MAX_QUEUE = 100_000
+"""Async mode: past this many queued calls the caller drains the queue itself (backpressure, never loss)."""
+SYNC_BATCH = 256
+"""Sync mode: records are written in call order in batches of this many (the flusher thread writes a
+smaller batch within ``FLUSH_INTERVAL_S``): the training thread pays for one warm batch instead of
+each record with the caches its own computation just evicted."""
+FLUSHER_BATCH = 32
 IDLE_POLL_S = 0.005
 
 
@@ -39,6 +45,7 @@ class Pipeline:
         self._busy = False  # handling under way on the thread that holds the lock
         self._queue: deque[Record | tuple[str, Callable[..., Record | None], tuple[Any, ...]]] = deque()
         self._async = async_mode
+        self._batch = 1 if audit.each_line_durable else SYNC_BATCH  # fsync=always: each line at its call
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         if async_mode:
@@ -55,57 +62,56 @@ class Pipeline:
     def submit(self, record: Record) -> None:
         if self.disabled:
             return
-        if not self._async:
-            with self._lock:
-                if not self._busy and not self._queue:  # the common case: handled at once, nothing queued
-                    self._busy = True
-                    try:
-                        self._handle(record)
-                    finally:
-                        self._busy = False
-                    if not self._queue:
-                        return
-                else:
-                    self._queue.append(record)
-            self.drain()
-            return
         self._queue.append(record)
-        if len(self._queue) > MAX_QUEUE or not self._async:  # full, or closed since the check above
+        if len(self._queue) >= (MAX_QUEUE if self._async else self._batch):
             self.drain()
 
     def submit_later(self, call: str, build: Callable[..., Record | None], *args: Any) -> None:
-        """Like :meth:`submit`, but the record is built by ``build(*args)`` on the worker: in async
-        mode the caller pays only for the append; checks and warnings happen in call order there."""
+        """Like :meth:`submit`, but the record is built by ``build(*args)``: in async mode on the
+        worker, so the caller pays only for the append (checks and warnings happen in call order
+        there); in sync mode now, so a warning comes with the call."""
         if self.disabled:
             return
-        if not self._async:
-            with self._lock:
-                if not self._busy and not self._queue:
-                    self._busy = True
-                    try:
-                        self._build_and_handle(call, build, args)
-                    finally:
-                        self._busy = False
-                    if not self._queue:
-                        return
-                else:
-                    self._queue.append((call, build, args))
-            self.drain()
+        if self._async:
+            self._queue.append((call, build, args))
+            if len(self._queue) > MAX_QUEUE:
+                self.drain()
             return
-        self._queue.append((call, build, args))
-        if not self._async or len(self._queue) > MAX_QUEUE:  # full, or closed since the check above
+        with self._lock:  # in call order, and one thread at a time through build's bookkeeping
+            try:
+                record = build(*args)
+            except Exception as error:  # a bad call costs its own record, nothing else
+                if raise_internal():
+                    raise
+                report_internal_error(call, error)
+                return
+            if record is not None:
+                self._queue.append(record)
+        if len(self._queue) >= self._batch:
             self.drain()
 
-    def drain(self) -> None:
-        """Handles everything queued, in order. Re-entered on the thread already draining, it
-        returns at once: the drain under way handles what was queued meanwhile."""
+    def defer(self, build: Callable[..., Record], *args: Any) -> None:
+        """A record whose building cannot fail or warn (a span's end), built by ``build(*args)`` when
+        its batch is written, in call order: the training thread only appends."""
+        if self.disabled:
+            return
+        self._queue.append(("span", build, args))
+        if len(self._queue) >= (MAX_QUEUE if self._async else self._batch):
+            self.drain()
+
+    def drain(self, limit: int = 0) -> None:
+        """Handles everything queued (at most ``limit`` records when given), in order. Re-entered on
+        the thread already draining, it returns at once: the drain under way handles what was queued
+        meanwhile."""
         with self._lock:
             if self._busy:
                 return
             self._busy = True
             try:
                 queue = self._queue
-                while queue:
+                left = limit or -1
+                while queue and left:
+                    left -= 1
                     item = queue.popleft()
                     if isinstance(item, tuple):
                         self._build_and_handle(*item)
@@ -149,7 +155,12 @@ class Pipeline:
         report_internal_error(f"{record.kind} ({sink})", error)
 
     def _flush_periodically(self) -> None:
+        """Every ``FLUSH_INTERVAL_S``: what the caller queued is written (in short batches, the GIL let go
+        between them, so a training thread waiting for it waits one batch at most) and reaches the file."""
         while not self._stop.wait(FLUSH_INTERVAL_S):
+            while self._queue and not self.disabled and not self._stop.is_set():
+                self.drain(FLUSHER_BATCH)
+                time.sleep(0)
             with self._lock:
                 if not self.disabled:
                     self.audit.flush_if_due()

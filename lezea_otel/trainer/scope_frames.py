@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
+from lezea_otel.model.record import Kind, Record
+
 
 class Frame:
     """A scope or phase the tracker has entered and not yet left."""
@@ -17,16 +19,15 @@ class Frame:
         "level",
         "parent_span_id",
         "path",
-        "span",
         "span_id",
         "start_ns",
         "token",
         "trace_id",
     )
 
-    def __init__(self, path: tuple[str, ...], span: Any, trace_id: int, span_id: int, level: str | None,
+    def __init__(self, path: tuple[str, ...], trace_id: int, span_id: int, level: str | None,
                  ident: str, parent_span_id: int, attributes: dict[str, Any] | None) -> None:
-        self.path, self.span, self.level, self.ident = path, span, level, ident
+        self.path, self.level, self.ident = path, level, ident
         self.trace_id, self.span_id, self.parent_span_id = trace_id, span_id, parent_span_id
         self.start_ns = 0
         self.attributes = attributes
@@ -35,3 +36,22 @@ class Frame:
         self.context_token: Any = None
         """The OTel context attached while the block runs (detached where it was attached)."""
         self.ended = False
+
+    def end_record(self, end_ns: int, failure: dict[str, Any] | None, truncated_by: str | None) -> Record:
+        """The span's end: a ``phase`` record (a phase's only one) or a ``scope_end``, at ``end_ns``.
+
+        Args:
+            failure: ``error`` and ``exception`` of the exception that left the block, if one did.
+            truncated_by: what ended the block before its with-statement did (a finalize, a signal).
+        """
+        duration = (end_ns - self.start_ns) / 1e9
+        data: dict[str, Any] = {"name": self.ident, "duration_s": duration} if self.level is None \
+            else {"level": self.level, "id": self.ident, "duration_s": duration}
+        if failure is not None:
+            data.update(failure)
+        if self.attributes:
+            data["attributes"] = self.attributes
+        if truncated_by is not None:
+            data["truncated"] = truncated_by
+        return Record(Kind.PHASE if self.level is None else Kind.SCOPE_END, end_ns, None, self.path,
+                      self.trace_id, self.span_id, data, None, self.parent_span_id)

@@ -15,6 +15,7 @@ import functools
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report
 from lezea_otel.trainer.pipeline import Pipeline
 from lezea_otel.trainer.resource import build_resource, git_facts
 from lezea_otel.trainer.scope_frames import Frame
-from lezea_otel.trainer.span_ids import IdSpans, ids
+from lezea_otel.trainer.span_ids import IdSpans, ids, otel_span
 from lezea_otel.util import values
 from lezea_otel.util.environment import describe_environment, host_name
 from lezea_otel.util.readable import error_text, exception_fields
@@ -49,6 +50,12 @@ from lezea_otel.util.safety import (
     shielded,
 )
 from lezea_otel.version import __version__
+
+
+_SDK_TRACE = "opentelemetry.sdk.trace"
+"""Loaded when anything in the process records OTel spans (the user's SDK, Logfire, an exporter thread):
+with ``LEZEA_OTEL_CONTEXT=auto`` scopes and phases are then the current context, for those spans to nest
+under. Without it no span is recorded that could nest, and a cold enter and exit costs about 20 µs less."""
 
 
 def _utf8(text: str, what: str, warn: values.Warn) -> str:
@@ -98,6 +105,8 @@ class Session:
         self.purpose = _name(purpose, "purpose", warn, "", optional=True)
         self.tags = _tags(tags, warn)
         self.settings: Settings = _settings(options, warn)
+        self.otel_context = self.settings.otel_context
+        """``LEZEA_OTEL_CONTEXT``: whether a scope or phase becomes the current OTel context (see ``enter_block``)."""
         try:
             self.extra_exporters = tuple(extra_exporters)
         except Exception as error:  # noqa: BLE001 - not iterable, or a generator that fails
@@ -128,6 +137,9 @@ class Session:
         self.last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
         self.open_frames: dict[int, Frame] = {}  # scopes and phases not yet exited, in any thread
         self.worker_of: Any = None  # in a forked child: the span open in the parent at the fork
+        self.ending = threading.RLock()
+        """Ends the run exactly once from any thread, exit hook or signal; reentrant, so an ending re-entered
+        on its own thread (a truncated scope's exit) goes on. Scopes open and close under it too."""
         exit_hooks.after_fork_in_child(self, Session.continue_in_child)
 
     @property
@@ -230,7 +242,7 @@ class Session:
             except Exception as failure:  # noqa: BLE001 - the run must end whatever one step does
                 failures.append(failure)
 
-        with exit_hooks.ending_lock(self):
+        with self.ending:
             if self.finalized or (self.worker_of is not None and not self.started):
                 return  # ended already, or a forked worker that never logged: nothing to end
             if not self.started:
@@ -336,11 +348,11 @@ class Session:
         identity: a new ``service.instance.id`` and ``process.pid``, its own audit and OTLP files
         under ``workers/<pid>/``, and a ``worker`` span under the scope open at the fork. Nothing is
         set up until it logs, so silent workers cost nothing; the parent's data is never touched."""
-        exit_hooks.forget_ending_lock(self)
+        self.ending = threading.RLock()  # one another thread of the parent held at the fork stays held
         if not self.started or self.finalized:
             return
         stack = self.stack.get()
-        self.worker_of = stack[-1].span if stack else self.root
+        self.worker_of = otel_span(stack[-1].trace_id, stack[-1].span_id) if stack else self.root
         self.started = False
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
         self.stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
@@ -360,7 +372,7 @@ class Session:
         """The span's ids, the scope path, the OTel context (the user's own spans nest under it), and the
         start time as the last thing taken: what the tracker itself costs is not in the span. Under the
         ending lock, a scope opens before a finalize (and is truncated by it) or after it."""
-        with exit_hooks.ending_lock(self):
+        with self.ending:
             if not self.started or self.finalized:
                 self.ready(f"{level}_scope" if level else "span")
             stack = self.stack.get()
@@ -372,11 +384,13 @@ class Session:
                 trace_id, parent_span_id = self.root_ids
             if level is not None:
                 path = (*path, f"{level}:{ident}")
-            span, trace_id, span_id = self.spans.child(trace_id)
-            frame = Frame(path, span, trace_id, span_id, level, ident, parent_span_id,
+            trace_id, span_id = self.spans.child(trace_id)
+            frame = Frame(path, trace_id, span_id, level, ident, parent_span_id,
                           attributes if level is None else None)
             frame.token = self.stack.set((*stack, frame))
-            frame.context_token = attach(set_span_in_context(span))
+            context = self.otel_context
+            if context == "always" or (context == "auto" and _SDK_TRACE in sys.modules):
+                frame.context_token = attach(set_span_in_context(otel_span(trace_id, span_id)))
             self.open_frames[id(frame)] = frame
             frame.start_ns = time.time_ns()
             if level is not None:
@@ -389,7 +403,7 @@ class Session:
         """``end_ns``: taken by the with-block as the first thing on exit. A finalize in another thread
         truncates the open scopes: under the ending lock each ends once, and an exit already under way
         finishes before the run's end record."""
-        with exit_hooks.ending_lock(self):
+        with self.ending:
             self.open_frames.pop(id(frame), None)
             if frame.ended:  # already closed as truncated at finalize; the with-block only now unwinds
                 if truncated_by is None:
@@ -399,20 +413,9 @@ class Session:
             self.spans.ended += 1
             if truncated_by is None:
                 self._leave(frame)
-            end_ns = end_ns or time.time_ns()
-            duration = (end_ns - frame.start_ns) / 1e9
-            data: dict[str, Any] = {"name": frame.ident, "duration_s": duration} if frame.level is None \
-                else {"level": frame.level, "id": frame.ident, "duration_s": duration}
-            if error is not None:
-                data["error"] = error_text(error)
-                data["exception"] = exception_fields(error)
-            if frame.attributes:
-                data["attributes"] = frame.attributes
-            if truncated_by is not None:
-                data["truncated"] = truncated_by
-            self.pipeline.submit(Record(Kind.PHASE if frame.level is None else Kind.SCOPE_END,
-                                        end_ns, None, frame.path, frame.trace_id, frame.span_id, data, None,
-                                        frame.parent_span_id))
+            failure = None if error is None else {"error": error_text(error), "exception": exception_fields(error)}
+            # the record is built later, with the batch it is written in (see Pipeline.defer)
+            self.pipeline.defer(frame.end_record, end_ns or time.time_ns(), failure, truncated_by)
 
     def _leave(self, frame: Frame) -> None:
         """The scope path and the OTel context as they were before the block, in the block's own context."""

@@ -25,14 +25,12 @@ class IdSpans:
 
     def start(self, trace_id: int = 0) -> NonRecordingSpan:
         """A new span of the trace ``trace_id`` (a new trace for 0): the ids the exporter builds it with."""
-        return self.child(trace_id)[0]
+        return otel_span(*self.child(trace_id))
 
-    def child(self, trace_id: int) -> tuple[NonRecordingSpan, int, int]:
-        """:meth:`start`, with the span's trace id and span id."""
+    def child(self, trace_id: int) -> tuple[int, int]:
+        """(trace id, span id) of a new span of the trace ``trace_id`` (a new trace for 0)."""
         self.started += 1
-        trace_id = trace_id or _bits(128) or 1
-        span_id = _bits(64) or 1
-        return NonRecordingSpan(SpanContext(trace_id, span_id, False, _SAMPLED)), trace_id, span_id
+        return trace_id or _bits(128) or 1, _bits(64) or 1
 
     def end(self) -> None:
         self.ended += 1
@@ -44,3 +42,8 @@ def ids(span: Span | None) -> tuple[int, int]:
         return 0, 0
     context = span.get_span_context()
     return context.trace_id, context.span_id
+
+
+def otel_span(trace_id: int, span_id: int) -> NonRecordingSpan:
+    """The span the OTel API context carries for a scope or phase (SAMPLED: the user's spans record)."""
+    return NonRecordingSpan(SpanContext(trace_id, span_id, False, _SAMPLED))

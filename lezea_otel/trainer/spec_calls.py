@@ -68,21 +68,29 @@ class SpecCalls:
         next ``optimizer.step()``); checking and bookkeeping happen in :meth:`_training_record`, on the
         worker in async mode.
         """
-        if ((not self._session.started or self._session.finalized)
-                and not self._session.ready("log_training_step")):
+        session = self._session
+        if (not session.started or session.finalized) and not session.ready("log_training_step"):
             return
-        stack = self._session.stack.get()
+        when = time.time_ns()
+        stack = session.stack.get()
         if stack:
             top = stack[-1]
             path, trace_id, span_id = top.path, top.trace_id, top.span_id
         else:
             path = ()
-            trace_id, span_id = self._session.root_ids
-        captured = metrics.copy() if type(metrics) is dict else metrics  # the caller may reuse its dict
-        if type(captured) is dict and self._session.pipeline.deferred:
-            read_now(captured)
-        self._session.pipeline.submit_later("log_training_step", self._training_record, step, captured,
-                                            data_split, path, trace_id, span_id, time.time_ns())
+            trace_id, span_id = session.root_ids
+        pipeline = session.pipeline
+        if type(metrics) is dict:
+            captured = metrics.copy()  # the caller may reuse its dict
+            if pipeline.deferred:
+                for value in captured.values():
+                    if type(value) is not float and type(value) is not int:
+                        read_now(captured)
+                        break
+        else:
+            captured = metrics
+        pipeline.submit_later("log_training_step", self._training_record, step, captured, data_split, path,
+                              trace_id, span_id, when)
 
     def _training_record(self, step: Any, metrics: Any, data_split: Any, path: tuple[str, ...], trace_id: int,
                          span_id: int, time_ns: int) -> Record:
@@ -90,10 +98,12 @@ class SpecCalls:
         if type(metrics) is dict:
             clean = metrics
             for key, value in metrics.items():  # plain floats, ints within 64 bits, ASCII keys; else shaped
-                kind = type(value)
-                if type(key) is not str or not key.isascii() or (
-                        value - value != 0 if kind is float
-                        else kind is not int or not -9223372036854775808 <= value <= 9223372036854775807):
+                if type(value) is float:
+                    if value - value != 0 or type(key) is not str or not key.isascii():
+                        clean = None
+                        break
+                elif type(value) is not int or not -9223372036854775808 <= value <= 9223372036854775807 \
+                        or type(key) is not str or not key.isascii():
                     clean = None
                     break
         if clean is None:
@@ -103,20 +113,24 @@ class SpecCalls:
         if data_split is not None and (type(data_split) is not str or len(data_split) > values.MAX_LABEL
                                        or not data_split.isascii()):
             data_split = values.label(data_split, "data_split", self._session.warner("log_training_step"))
-        previous_step, previous_loss = self._session.last.get((path, data_split), (None, None))
-        if step is not None and previous_step is not None and step <= previous_step:
-            self._session.warnings.warn("log_training_step", "step did not increase",
-                                        f"step {step} after step {previous_step}; recorded as given")
-        loss = clean.get("loss")
-        if loss is not None and previous_loss is not None and "delta_loss" not in clean:
-            clean["delta_loss"] = loss - previous_loss
-        # after a NaN, delta_loss restarts from the last real loss
-        finite_loss = loss is not None and loss - loss == 0
         last = self._session.last
-        last[(path, data_split)] = (step if step is not None else previous_step,
-                                    loss if finite_loss else previous_loss)
-        if len(last) > _MAX_SERIES:  # bounded memory: the oldest series loses its delta base
-            del last[next(iter(last))]
+        series = (path, data_split)
+        previous = last.get(series)
+        loss = clean.get("loss")
+        if previous is None:
+            last[series] = (step, loss if loss is not None and loss - loss == 0 else None)
+            if len(last) > _MAX_SERIES:  # bounded memory: the oldest series loses its delta base
+                del last[next(iter(last))]
+        else:
+            previous_step, previous_loss = previous
+            if step is not None and previous_step is not None and step <= previous_step:
+                self._session.warnings.warn("log_training_step", "step did not increase",
+                                            f"step {step} after step {previous_step}; recorded as given")
+            if loss is not None and previous_loss is not None and "delta_loss" not in clean:
+                clean["delta_loss"] = loss - previous_loss
+            # after a NaN, delta_loss restarts from the last real loss
+            last[series] = (step if step is not None else previous_step,
+                            loss if loss is not None and loss - loss == 0 else previous_loss)
         return Record(Kind.TRAINING_STEP, time_ns, step, path, trace_id, span_id,
                       {"data_split": data_split} if data_split is not None else {}, clean)
 
