@@ -158,7 +158,7 @@ class TestCrashedRun:
                 "t.start(prometheus_port=None)\n"
                 "for s in range(1, 4):\n"
                 "    t.log_training_step(s, {'loss': 1.0 / s if s < 3 else float('nan')})\n"
-                "t._session.pipeline.audit.flush()\nprint('ready', flush=True)\ntime.sleep(60)\n")
+                "t._session.pipeline.flush()\nprint('ready', flush=True)\ntime.sleep(60)\n")
         with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
                               text=True) as proc:
             assert proc.stdout.readline().strip() == "ready"

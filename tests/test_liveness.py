@@ -131,7 +131,7 @@ class TestCrashCause:
         for step, memory in enumerate((1000.0, 1800.0, 2600.0, 3400.0), start=1):
             tracker.log_training_step(step, {"loss": 1.0 / step})
             tracker.log_component_resources("trainer", "tasker", memory_mb=memory)
-        tracker._session.pipeline.audit.flush()
+        tracker._session.pipeline.flush()
         lines = tracker.audit_path.read_text().splitlines()
         start = json.loads(lines[0])
         start["data"]["pid"] = 2**22 + 17  # a process that no longer exists: the run died

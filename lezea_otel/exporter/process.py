@@ -8,7 +8,9 @@ report the trainer reads at finalize.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +21,11 @@ import orjson
 from lezea_otel.config.settings import resolve_settings
 from lezea_otel.exporter.assemble import build_service
 
+NICENESS = 10
+"""The exporter runs at a lower CPU priority than the trainer: on a machine whose cores the training
+saturates (intra-op threads, DataLoader workers) it takes what the training leaves, and it catches up
+while ``finalize_experiment()`` waits for it; on an idle core it makes no difference."""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lezea_otel.exporter")
@@ -28,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus-port", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.suppress(OSError):  # a container may forbid it: then the exporter runs as it is
+        os.nice(NICENESS)
     options: dict[str, Any] = orjson.loads(args.options)
     settings = resolve_settings(options)
     problems: list[str] = []

@@ -132,6 +132,8 @@ class AuditWriter:
         self._last_flush = self._last_fsync = time.monotonic()
         self._unsynced = False
         self.seq = 0
+        self.encoding: tuple[Record | None, bytes] = (None, b"")
+        self._full = False
         self._ids: tuple[int, int, str | None, str | None] = (0, 0, None, None)
 
     def detach_after_fork(self) -> None:
@@ -140,17 +142,36 @@ class AuditWriter:
         self._file.detach_after_fork()
 
     def write(self, record: Record) -> None:
+        """The record's line, queued for the file, then flushed as the policy says."""
+        self.append(record)
+        self.settle()
+
+    def append(self, record: Record) -> bytes:
+        """The record's line, queued for the file (not yet flushed: :meth:`settle` does that). Returns the
+        line; after an interruption (a signal handler that raised), :meth:`queued` says whether it got in."""
         self.seq += 1
         try:
             encoded = self._encode(record)
         except Exception as error:  # noqa: BLE001 - the last line of defence: repaired, never lost
             encoded = self._repair(record, error)
-        if self._file.append(encoded):  # (after close, a late call's line is written at once)
-            self._file.flush()  # a full buffer goes to the OS, as a buffered file would
+        self.encoding = (record, encoded)  # one assignment: the pair is always this record's
+        self._full = self._file.append(encoded)  # (after close, a late call's line is written at once)
+        return encoded
+
+    def queued(self, record: Record) -> bool:
+        """Whether :meth:`append` of ``record``, cut short somewhere, got its line queued for the file."""
+        owner, line = self.encoding
+        return owner is record and self._file.last_is(line)
+
+    def settle(self) -> None:
+        """After appends: a full buffer goes to the OS, as a buffered file would; with
+        ``LEZEA_AUDIT_FSYNC=always`` every line is fsynced; and at least every ``FLUSH_INTERVAL_S``
+        the lines reach the file (an fsync is the flusher thread's job)."""
         if self.each_line_durable:
             self.flush(durable=True)
-        elif monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
-            self.flush()  # to the OS only: an fsync is the flusher thread's job
+        elif self._full or monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush()
+        self._full = False
 
     def _encode(self, record: Record) -> bytes:
         found: list[Any] = []

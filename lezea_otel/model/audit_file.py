@@ -52,6 +52,10 @@ class LineFile:
         self._pending_bytes += len(line)
         return self._pending_bytes >= BUFFER_BYTES
 
+    def last_is(self, line: bytes) -> bool:
+        """Whether ``line`` is the last line queued (this very object: a line is queued once)."""
+        return bool(self._pending) and self._pending[-1] is line
+
     def flush(self, durable: bool = False) -> None:
         """Everything queued to the OS (survives kill -9); ``durable`` also fsyncs (survives a power loss)."""
         if self._flushing:

@@ -32,6 +32,7 @@ SYNC_BATCH = 256
 smaller batch within ``FLUSH_INTERVAL_S``): the training thread pays for one warm batch instead of
 each record with the caches its own computation just evicted."""
 FLUSHER_BATCH = 32
+"""Records a background thread (the flusher, the async worker) writes before it lets the GIL go."""
 IDLE_POLL_S = 0.005
 
 
@@ -102,7 +103,11 @@ class Pipeline:
     def drain(self, limit: int = 0) -> None:
         """Handles everything queued (at most ``limit`` records when given), in order. Re-entered on
         the thread already draining, it returns at once: the drain under way handles what was queued
-        meanwhile."""
+        meanwhile.
+
+        A record leaves the queue once its line is queued for the file: a signal handler that raises
+        in the middle (``sys.exit()`` in the user's SIGTERM handler) leaves it at the head, to be written
+        by the next drain (at the latest the exit hook's finalize), and never writes it twice."""
         with self._lock:
             if self._busy:
                 return
@@ -112,41 +117,51 @@ class Pipeline:
                 left = limit or -1
                 while queue and left:
                     left -= 1
-                    item = queue.popleft()
+                    item = queue[0]
                     if isinstance(item, tuple):
-                        self._build_and_handle(*item)
-                    else:
-                        self._handle(item)
+                        built = self._build(*item)
+                        if built is None:
+                            queue.popleft()
+                            continue
+                        queue[0] = item = built  # built once, even when what follows is cut short
+                    self._handle_first(item)
             finally:
                 self._busy = False
 
-    def _build_and_handle(self, call: str, build: Callable[..., Record | None],
-                          args: tuple[Any, ...]) -> None:
+    def _build(self, call: str, build: Callable[..., Record | None], args: tuple[Any, ...]) -> Record | None:
         try:
-            record = build(*args)
+            return build(*args)
         except Exception as error:  # a bad call costs its own record, nothing else
             if raise_internal():
                 raise
             report_internal_error(call, error)
-            return
-        if record is not None:
-            self._handle(record)
+            return None
+
+    def _handle_first(self, record: Record) -> None:
+        """The record at the head of the queue: its line queued, then it leaves the queue, then the run
+        state; each sink isolated (a failing run-state update never costs an audit line)."""
+        try:
+            self.audit.append(record)
+        except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
+            self._queue.popleft()
+            self._sink_failed("audit", record, error)
+        except BaseException:  # a signal handler raised in the middle: written once its line is queued
+            if self.audit.queued(record):
+                self._queue.popleft()
+            raise
+        else:
+            self._queue.popleft()
+        try:
+            self.state.apply(record)
+        except Exception as error:  # noqa: BLE001
+            self._sink_failed("run state", record, error)
+        self.audit.settle()
 
     def flush(self) -> None:
         """Everything submitted so far reaches the audit file (not yet fsynced)."""
         self.drain()
         with self._lock:
             self.audit.flush()
-
-    def _handle(self, record: Record) -> None:
-        try:
-            self.audit.write(record)
-        except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
-            self._sink_failed("audit", record, error)
-        try:
-            self.state.apply(record)
-        except Exception as error:  # noqa: BLE001
-            self._sink_failed("run state", record, error)
 
     def _sink_failed(self, sink: str, record: Record, error: Exception) -> None:
         self.sink_failures += 1
@@ -166,9 +181,12 @@ class Pipeline:
                     self.audit.flush_if_due()
 
     def _run(self) -> None:
+        """The async worker: short batches, the GIL let go between them, so that a caller never waits
+        for more than one batch."""
         while not self._stop.is_set():
             if self._queue:
-                self.drain()
+                self.drain(FLUSHER_BATCH)
+                time.sleep(0)
             else:
                 time.sleep(IDLE_POLL_S)
         self.drain()
@@ -177,6 +195,7 @@ class Pipeline:
         """Drain what is queued (within ``timeout_s``) and flush the audit."""
         self._stop.set()
         self._async = False  # late calls after finalize are written directly, never left in a queue
+        self._batch = 1
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout_s)
         self.drain()

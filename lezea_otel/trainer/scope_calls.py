@@ -16,6 +16,9 @@ from lezea_otel.trainer.session import Session
 from lezea_otel.util import values
 from lezea_otel.util.safety import shielded
 
+_NO_ATTRIBUTES: dict[str, Any] = {}
+"""Shared by every block without attributes (never written to: a record copies what it keeps)."""
+
 
 def _quiet(problem: str, detail: str) -> None:
     """A warner for a value already warned about."""
@@ -71,7 +74,7 @@ class ScopeCalls:
         """
         if not attributes and type(name) is str and len(name) <= values.MAX_LABEL and name.isascii() \
                 and name.strip():
-            return TracedBlock(self._session, None, name, {})  # the common case: nothing to shape
+            return TracedBlock(self._session, None, name, _NO_ATTRIBUTES)  # the common case: nothing to shape
         warn = functools.partial(self._session.warnings.warn, "span")
         label = values.label(name, "name", warn) or ""
         if not label.strip():
@@ -86,7 +89,8 @@ class ScopeCalls:
     def _scope(self, level: str, ident: Any, extra: dict[str, Any] | None = None) -> TracedBlock:
         """An id that cannot be read as text (its ``__str__`` raises) still opens the scope, named by its
         type."""
+        if type(ident) is str and len(ident) <= values.MAX_LABEL and ident.isascii():
+            return TracedBlock(self._session, level, ident, extra or _NO_ATTRIBUTES)  # nothing to shape
         warn = functools.partial(self._session.warnings.warn, f"{level}_scope")
-        text = ident if type(ident) is str and len(ident) <= values.MAX_LABEL and ident.isascii() \
-            else values.label(ident, f"{level}_id", warn)
+        text = values.label(ident, f"{level}_id", warn)
         return TracedBlock(self._session, level, text if text is not None else "none", extra or {})

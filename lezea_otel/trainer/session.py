@@ -22,21 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.context import attach, detach
-from opentelemetry.trace import set_span_in_context
-
 from lezea_otel import semconv as names
 from lezea_otel.config.settings import Settings, resolve_settings
 from lezea_otel.exceptions import LezeaConfigError
 from lezea_otel.model.audit import AuditWriter, open_audit
 from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import RunState, closing_line
-from lezea_otel.trainer import exit_hooks
+from lezea_otel.trainer import exit_hooks, span_ids
 from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report
 from lezea_otel.trainer.pipeline import Pipeline
 from lezea_otel.trainer.resource import build_resource, git_facts
 from lezea_otel.trainer.scope_frames import Frame
-from lezea_otel.trainer.span_ids import IdSpans, ids, otel_span
+from lezea_otel.trainer.span_ids import IdSpans
 from lezea_otel.util import values
 from lezea_otel.util.environment import describe_environment, host_name
 from lezea_otel.util.readable import error_text, exception_fields
@@ -50,7 +47,6 @@ from lezea_otel.util.safety import (
     shielded,
 )
 from lezea_otel.version import __version__
-
 
 _SDK_TRACE = "opentelemetry.sdk.trace"
 """Loaded when anything in the process records OTel spans (the user's SDK, Logfire, an exporter thread):
@@ -106,7 +102,7 @@ class Session:
         self.tags = _tags(tags, warn)
         self.settings: Settings = _settings(options, warn)
         self.otel_context = self.settings.otel_context
-        """``LEZEA_OTEL_CONTEXT``: whether a scope or phase becomes the current OTel context (see ``enter_block``)."""
+        """``LEZEA_OTEL_CONTEXT``: whether a scope or phase becomes the current OTel context."""
         try:
             self.extra_exporters = tuple(extra_exporters)
         except Exception as error:  # noqa: BLE001 - not iterable, or a generator that fails
@@ -130,13 +126,13 @@ class Session:
         self.link: ExporterLink | None = None
         self.targets: list[str] = []
 
-        self.root: Any = None
         self.root_ids = (0, 0)
         self.started = False
         self.finalized = False
         self.last: dict[tuple[tuple[str, ...], str | None], tuple[int | None, float | None]] = {}
         self.open_frames: dict[int, Frame] = {}  # scopes and phases not yet exited, in any thread
-        self.worker_of: Any = None  # in a forked child: the span open in the parent at the fork
+        self.worker_of: tuple[int, int] | None = None
+        """In a forked child: (trace id, span id) of the span open in the parent at the fork."""
         self.ending = threading.RLock()
         """Ends the run exactly once from any thread, exit hook or signal; reentrant, so an ending re-entered
         on its own thread (a truncated scope's exit) goes on. Scopes open and close under it too."""
@@ -192,10 +188,9 @@ class Session:
         self.link.start(self._port(prometheus_port), os.getpid())
         self.targets = list(self.link.targets)
         root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
-        self.root = self.spans.start(ids(self.worker_of)[0])  # a worker's span is in its parent's trace
-        self.root_ids = ids(self.root)
+        self.root_ids = self.spans.child(self.worker_of[0] if self.worker_of else 0)  # a worker: parent trace
         if not worker:  # the exporter's "started" span (its time and ids come from the start record)
-            self.spans.start(self.root_ids[0])
+            self.spans.child(self.root_ids[0])
             self.spans.end()
         exit_hooks.register(self, Session.finalize, worker)
         self.emit(Kind.EXPERIMENT_START, None, {
@@ -204,7 +199,7 @@ class Session:
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
             "max_metric_names": self.settings.max_metric_names, "worker": worker,
             "resource": resource},
-            time_ns=root_start_ns, parent_span_id=ids(self.worker_of)[1] if worker else 0)
+            time_ns=root_start_ns, parent_span_id=self.worker_of[1] if self.worker_of else 0)
         if not worker:
             self.emit(Kind.ENVIRONMENT, None,
                       {**describe_environment(self.settings.env_allowlist), "git": git})
@@ -263,7 +258,7 @@ class Session:
                 "status": status, "ended_by": ended_by, "duration_s": duration,
                 "error": error_text(error) if error is not None else None, "warnings": self.warnings.count,
                 **({"exception": exception_fields(error)} if error is not None else {})}, time_ns=end_ns))
-            if self.root is not None:
+            if self.root_ids[1]:
                 attempt(self.spans.end)
             timeout = self.settings.shutdown_timeout_s
             attempt(self.pipeline.close, timeout)
@@ -352,7 +347,7 @@ class Session:
         if not self.started or self.finalized:
             return
         stack = self.stack.get()
-        self.worker_of = otel_span(stack[-1].trace_id, stack[-1].span_id) if stack else self.root
+        self.worker_of = (stack[-1].trace_id, stack[-1].span_id) if stack else self.root_ids
         self.started = False
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
         self.stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
@@ -390,7 +385,7 @@ class Session:
             frame.token = self.stack.set((*stack, frame))
             context = self.otel_context
             if context == "always" or (context == "auto" and _SDK_TRACE in sys.modules):
-                frame.context_token = attach(set_span_in_context(otel_span(trace_id, span_id)))
+                frame.context_token = span_ids.attach(trace_id, span_id)
             self.open_frames[id(frame)] = frame
             frame.start_ns = time.time_ns()
             if level is not None:
@@ -413,7 +408,8 @@ class Session:
             self.spans.ended += 1
             if truncated_by is None:
                 self._leave(frame)
-            failure = None if error is None else {"error": error_text(error), "exception": exception_fields(error)}
+            failure = None if error is None else {"error": error_text(error),
+                                                  "exception": exception_fields(error)}
             # the record is built later, with the batch it is written in (see Pipeline.defer)
             self.pipeline.defer(frame.end_record, end_ns or time.time_ns(), failure, truncated_by)
 
@@ -428,4 +424,4 @@ class Session:
             return
         token, frame.context_token = frame.context_token, None
         if token is not None:
-            detach(token)
+            span_ids.detach(token)

@@ -1,31 +1,26 @@
-"""Span identities assigned on the training thread, with the OpenTelemetry API only (no SDK).
+"""Span identities assigned on the training thread, and the OTel API context that carries them.
 
 With an exporter beside the trainer, a scope or phase is only an id pair and its records: the
-exporter builds the span from them. The ids live in a ``NonRecordingSpan`` (SAMPLED, so the user's
-own SDK spans started inside a scope nest under it instead of turning non-recording), which is what
-the current OTel context carries while the scope is open.
+exporter builds the span from them. While a scope or phase is open, the current OTel context can carry
+its ids in a ``NonRecordingSpan`` (SAMPLED, so the user's own SDK spans started inside nest under it
+instead of turning non-recording). The OpenTelemetry API is imported on the first such use only: a
+trainer in which nothing records spans never loads it.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
-
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _bits = random.getrandbits  # as the SDK's RandomIdGenerator; random reseeds in a forked child
 
 
 class IdSpans:
-    """Span ids for the run's spans, counted (``summary["spans"]``); no span objects of the SDK."""
+    """Span ids for the run's spans, counted (``summary["signals"]["spans"]``)."""
 
     def __init__(self) -> None:
         self.started = 0
         self.ended = 0
-
-    def start(self, trace_id: int = 0) -> NonRecordingSpan:
-        """A new span of the trace ``trace_id`` (a new trace for 0): the ids the exporter builds it with."""
-        return otel_span(*self.child(trace_id))
 
     def child(self, trace_id: int) -> tuple[int, int]:
         """(trace id, span id) of a new span of the trace ``trace_id`` (a new trace for 0)."""
@@ -36,14 +31,30 @@ class IdSpans:
         self.ended += 1
 
 
-def ids(span: Span | None) -> tuple[int, int]:
-    """(trace id, span id) of a span; zeros when there is none."""
-    if span is None:
-        return 0, 0
-    context = span.get_span_context()
-    return context.trace_id, context.span_id
+class _Api:
+    """The three OTel API calls a scope needs, bound on first use."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, trace
+
+        self.attach, self.detach = context.attach, context.detach
+        self.in_context, self.span, self.span_context = (trace.set_span_in_context, trace.NonRecordingSpan,
+                                                          trace.SpanContext)
+        self.sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 
 
-def otel_span(trace_id: int, span_id: int) -> NonRecordingSpan:
-    """The span the OTel API context carries for a scope or phase (SAMPLED: the user's spans record)."""
-    return NonRecordingSpan(SpanContext(trace_id, span_id, False, _SAMPLED))
+_api: _Api | None = None
+
+
+def attach(trace_id: int, span_id: int) -> Any:
+    """Make the span ``(trace_id, span_id)`` the current OTel context; the token is for :func:`detach`."""
+    global _api
+    api = _api or _Api()
+    _api = api
+    return api.attach(api.in_context(api.span(api.span_context(trace_id, span_id, False, api.sampled))))
+
+
+def detach(token: Any) -> None:
+    """The OTel context as it was before the matching :func:`attach`."""
+    if _api is not None:
+        _api.detach(token)
