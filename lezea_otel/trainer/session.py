@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from lezea_otel import semconv as names
-from lezea_otel.config.settings import Settings, resolve_settings
+from lezea_otel.config.settings import Settings
 from lezea_otel.exceptions import LezeaConfigError
 from lezea_otel.model.audit import AuditWriter, open_audit
 from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import RunState, closing_line
-from lezea_otel.trainer import exit_hooks, span_ids
+from lezea_otel.trainer import arguments, exit_hooks, span_ids
 from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report
 from lezea_otel.trainer.pipeline import Pipeline
 from lezea_otel.trainer.resource import build_resource, git_facts
@@ -39,12 +39,10 @@ from lezea_otel.util.environment import describe_environment, host_name
 from lezea_otel.util.readable import error_text, exception_fields
 from lezea_otel.util.safety import (
     Warnings,
-    encodable_text,
     flag,
     logger,
     raise_internal,
     report_internal_error,
-    shielded,
 )
 from lezea_otel.version import __version__
 
@@ -52,36 +50,6 @@ _SDK_TRACE = "opentelemetry.sdk.trace"
 """Loaded when anything in the process records OTel spans (the user's SDK, Logfire, an exporter thread):
 with ``LEZEA_OTEL_CONTEXT=auto`` scopes and phases are then the current context, for those spans to nest
 under. Without it no span is recorded that could nest, and a cold enter and exit costs about 20 µs less."""
-
-
-def _utf8(text: str, what: str, warn: values.Warn) -> str:
-    """Names go into the OTel resource of every export: one lone surrogate there would stop them all."""
-    clean = encodable_text(text)
-    if clean is not text:
-        warn(f"{what} is not valid UTF-8 (lone surrogates)", "they were replaced with U+FFFD")
-    return clean
-
-
-def _name(value: Any, what: str, warn: values.Warn, fallback: str, optional: bool = False) -> str:
-    """A name-like constructor argument; one whose ``__str__`` raises costs itself, not the tracker."""
-    text = shielded(lambda: values.text(value, what, warn, optional=optional) or fallback, fallback, warn,
-                    what)
-    return _utf8(text, what, warn)
-
-
-def _tags(raw: Any, warn: values.Warn) -> list[str]:
-    """Tags as text; tags that cannot be read at all (values.tags raised) are dropped, with a warning."""
-    tags: list[str] = shielded(lambda: values.tags(raw, warn), [], warn, "tags")
-    return [_utf8(tag, "tags", warn) for tag in tags]
-
-
-def _settings(options: dict[str, Any], warn: values.Warn) -> Settings:
-    """Settings from the keyword options (``resolve_settings`` never raises: bad options become problems)."""
-    settings = resolve_settings(options)
-    service_name = _utf8(settings.service_name, "service_name", warn)
-    return settings if service_name is settings.service_name else dataclasses.replace(settings,
-                                                                                    service_name=service_name)
-
 
 
 class Session:
@@ -97,10 +65,10 @@ class Session:
         self.experiment_id = str(uuid.uuid4())
         warn = functools.partial(self.warnings.warn, "ExperimentTracker")
         # Nothing here may raise: each argument that cannot be used costs itself, with one warning.
-        self.experiment_name = _name(experiment_name, "experiment_name", warn, "unnamed")
-        self.purpose = _name(purpose, "purpose", warn, "", optional=True)
-        self.tags = _tags(tags, warn)
-        self.settings: Settings = _settings(options, warn)
+        self.experiment_name = arguments.name(experiment_name, "experiment_name", warn, "unnamed")
+        self.purpose = arguments.name(purpose, "purpose", warn, "", optional=True)
+        self.tags = arguments.tags(tags, warn)
+        self.settings: Settings = arguments.settings(options, warn)
         self.otel_context = self.settings.otel_context
         """``LEZEA_OTEL_CONTEXT``: whether a scope or phase becomes the current OTel context."""
         try:
