@@ -134,7 +134,10 @@ class AuditWriter:
         self.seq = 0
         self.encoding: tuple[Record | None, bytes] = (None, b"")
         self._full = False
-        self._ids: tuple[int, int, str | None, str | None] = (0, 0, None, None)
+        self._trace: tuple[int, str | None] = (0, None)
+        self._span: tuple[int, str | None] = (0, None)
+        self._parent: tuple[int, str] = (0, "")
+        self._scope: tuple[tuple[str, ...], str] = ((), "")
 
     def detach_after_fork(self) -> None:
         """In a forked child: the queued lines and the file are the parent's; nothing from the child
@@ -185,24 +188,28 @@ class AuditWriter:
             if sum(metrics.values()) - sum(metrics.values()) != 0:  # some value is NaN or infinite
                 metrics = _finite_safe(metrics, found, ["metrics"])
             data = {"metrics": metrics, **data}
-        ids = self._ids
-        if ids[0] != record.trace_id or ids[1] != record.span_id:
-            ids = self._ids = (record.trace_id, record.span_id,
-                               f"{record.trace_id:032x}" if record.trace_id else None,
-                               f"{record.span_id:016x}" if record.span_id else None)
+        # Consecutive records mostly share their trace, span, parent and scope: their text is kept.
+        if record.trace_id != self._trace[0]:
+            self._trace = (record.trace_id, f"{record.trace_id:032x}" if record.trace_id else None)
+        if record.span_id != self._span[0]:
+            self._span = (record.span_id, f"{record.span_id:016x}" if record.span_id else None)
+        if record.scope is not self._scope[0]:
+            self._scope = (record.scope, "/".join(record.scope))
         line = {
             "seq": self.seq,
             "time": self._clock.iso(record.time_ns),
             "time_unix_nano": record.time_ns,
             "kind": record.kind,
             "step": record.step,
-            "scope": "/".join(record.scope) if record.scope else "",
-            "trace_id": ids[2],
-            "span_id": ids[3],
+            "scope": self._scope[1],
+            "trace_id": self._trace[1],
+            "span_id": self._span[1],
             "data": data,
         }
         if record.parent_span_id:
-            line["parent_span_id"] = f"{record.parent_span_id:016x}"
+            if record.parent_span_id != self._parent[0]:
+                self._parent = (record.parent_span_id, f"{record.parent_span_id:016x}")
+            line["parent_span_id"] = self._parent[1]
         if found:
             line["nonfinite"] = [path for path in found if path is not None]
         return orjson.dumps(line, default=values.json_default,

@@ -113,20 +113,37 @@ class Pipeline:
                 return
             self._busy = True
             try:
-                queue = self._queue
+                queue, audit, state = self._queue, self.audit, self.state
                 left = limit or -1
                 while queue and left:
                     left -= 1
-                    item = queue[0]
-                    if isinstance(item, tuple):
-                        built = self._build(*item)
+                    record = queue[0]
+                    if isinstance(record, tuple):
+                        built = self._build(*record)
                         if built is None:
                             queue.popleft()
                             continue
-                        queue[0] = item = built  # built once, even when what follows is cut short
-                    self._handle_first(item)
+                        queue[0] = record = built  # built once, even when what follows is cut short
+                    try:  # each sink isolated: a failing run-state update never costs an audit line
+                        audit.append(record)
+                    except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
+                        queue.popleft()
+                        self._sink_failed("audit", record, error)
+                    except BaseException:  # a signal handler raised in the middle: written once it is queued
+                        if audit.queued(record):
+                            queue.popleft()
+                        raise
+                    else:
+                        queue.popleft()
+                    try:
+                        state.apply(record)
+                    except Exception as error:  # noqa: BLE001
+                        self._sink_failed("run state", record, error)
+                    if audit.each_line_durable:
+                        audit.settle()
             finally:
                 self._busy = False
+                self.audit.settle()
 
     def _build(self, call: str, build: Callable[..., Record | None], args: tuple[Any, ...]) -> Record | None:
         try:
@@ -136,26 +153,6 @@ class Pipeline:
                 raise
             report_internal_error(call, error)
             return None
-
-    def _handle_first(self, record: Record) -> None:
-        """The record at the head of the queue: its line queued, then it leaves the queue, then the run
-        state; each sink isolated (a failing run-state update never costs an audit line)."""
-        try:
-            self.audit.append(record)
-        except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
-            self._queue.popleft()
-            self._sink_failed("audit", record, error)
-        except BaseException:  # a signal handler raised in the middle: written once its line is queued
-            if self.audit.queued(record):
-                self._queue.popleft()
-            raise
-        else:
-            self._queue.popleft()
-        try:
-            self.state.apply(record)
-        except Exception as error:  # noqa: BLE001
-            self._sink_failed("run state", record, error)
-        self.audit.settle()
 
     def flush(self) -> None:
         """Everything submitted so far reaches the audit file (not yet fsynced)."""
