@@ -299,10 +299,10 @@ class RunState:
     def _on_conclusion(self, record: Record) -> None:
         self.conclusion = record.data["text"]
 
-    def _timed(self, table: dict[str, dict[str, Any]], kind: str, call: str, name: str,
-               record: Record) -> None:
+    def _timed(self, table: dict[str, dict[str, Any]], kind: str, name: str, record: Record) -> None:
         entry = table.get(name)
         if entry is None:
+            call = "span" if kind == "phases" else f"{record.data.get('level')}_scope"
             entry = self._entry(table, kind, call, name,
                                 lambda: {"count": 0, "total_s": 0.0, "max_s": 0.0, "errors": 0})
         data = record.data
@@ -318,10 +318,10 @@ class RunState:
             add_resources(entry, resources)
 
     def _on_scope_end(self, record: Record) -> None:
-        self._timed(self.scopes, "scopes", f"{record.data.get('level')}_scope", record.scope_path, record)
+        self._timed(self.scopes, "scopes", "/".join(record.scope), record)
 
     def _on_phase(self, record: Record) -> None:
-        self._timed(self.phases, "phases", "span", record.data["name"], record)
+        self._timed(self.phases, "phases", record.data["name"], record)
 
     def _on_resource_totals(self, record: Record) -> None:
         self.observed = dict(record.data.get("observed") or {})

@@ -45,7 +45,8 @@ class Pipeline:
         self._lock = threading.RLock()
         self._busy = False  # handling under way on the thread that holds the lock
         self._queue: deque[Record | tuple[str, Callable[..., Record | None], tuple[Any, ...]]] = deque()
-        self._async = async_mode
+        self.deferred = async_mode
+        """Async mode (until closed): a submitted call is built later, on the worker."""
         self._batch = 1 if audit.each_line_durable else SYNC_BATCH  # fsync=always: each line at its call
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -55,16 +56,11 @@ class Pipeline:
         threading.Thread(target=self._flush_periodically, name="lezea-otel-audit-flush", daemon=True).start()
         after_fork_in_child(self, Pipeline._after_fork_in_child)
 
-    @property
-    def deferred(self) -> bool:
-        """Whether a submitted call is built later, on the worker (async mode, until closed)."""
-        return self._async
-
     def submit(self, record: Record) -> None:
         if self.disabled:
             return
         self._queue.append(record)
-        if len(self._queue) >= (MAX_QUEUE if self._async else self._batch):
+        if len(self._queue) >= (MAX_QUEUE if self.deferred else self._batch):
             self.drain()
 
     def submit_later(self, call: str, build: Callable[..., Record | None], *args: Any) -> None:
@@ -73,7 +69,7 @@ class Pipeline:
         there); in sync mode now, so a warning comes with the call."""
         if self.disabled:
             return
-        if self._async:
+        if self.deferred:
             self._queue.append((call, build, args))
             if len(self._queue) > MAX_QUEUE:
                 self.drain()
@@ -97,7 +93,7 @@ class Pipeline:
         if self.disabled:
             return
         self._queue.append(("span", build, args))
-        if len(self._queue) >= (MAX_QUEUE if self._async else self._batch):
+        if len(self._queue) >= (MAX_QUEUE if self.deferred else self._batch):
             self.drain()
 
     def drain(self, limit: int = 0) -> None:
@@ -191,7 +187,7 @@ class Pipeline:
     def close(self, timeout_s: float) -> None:
         """Drain what is queued (within ``timeout_s``) and flush the audit."""
         self._stop.set()
-        self._async = False  # late calls after finalize are written directly, never left in a queue
+        self.deferred = False  # late calls after finalize are written directly, never left in a queue
         self._batch = 1
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout_s)
