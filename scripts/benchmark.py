@@ -450,8 +450,27 @@ def phases_and_scopes(root: Path, tracker: ExperimentTracker, raw: RawSdk, args:
         with tracker.builder_scope("42"):
             pass
 
+    # This process has the OTel SDK loaded (the raw SDK and Logfire cases), so the tracker's scopes and phases
+    # are the current OTel context (LEZEA_OTEL_CONTEXT=auto). Where nothing records spans, as in a training
+    # process of its own, they are not: that tracker is timed beside it.
+    os.environ["LEZEA_OTEL_CONTEXT"] = "never"  # read once, by the tracker's constructor
+    try:
+        bare = new_tracker(root / "bare")
+    finally:
+        del os.environ["LEZEA_OTEL_CONTEXT"]
+
+    def bare_phase(i: int) -> None:
+        with bare.span("forward"):
+            pass
+
+    def bare_scope(i: int) -> None:
+        with bare.builder_scope("42"):
+            pass
+
     raw_span = Case("raw SDK span (start_as_current_span, batch + file)", raw.span, raw.flush)
-    cases = [raw_span, Case("tracker.span('forward') phase", phase), Case("builder_scope('42')", scope)]
+    cases = [raw_span, Case("tracker.span('forward') phase", phase), Case("builder_scope('42')", scope),
+             Case("phase, no SDK in the process (no OTel context)", bare_phase),
+             Case("scope, no SDK in the process (no OTel context)", bare_scope)]
     logfire: LogfireSpans | None = None
     logfire_problem = ""
     try:
@@ -468,7 +487,9 @@ def phases_and_scopes(root: Path, tracker: ExperimentTracker, raw: RawSdk, args:
     if logfire is not None:
         print(f"(Logfire {logfire.version})")
     by_name = {case.name: case for case in cases}
-    ours = {"phase": by_name["tracker.span('forward') phase"], "scope": by_name["builder_scope('42')"]}
+    ours = {"phase": by_name["tracker.span('forward') phase"], "scope": by_name["builder_scope('42')"],
+            "phase without an SDK loaded": by_name["phase, no SDK in the process (no OTel context)"],
+            "scope without an SDK loaded": by_name["scope, no SDK in the process (no OTel context)"]}
     for what, case in ours.items():
         target(f"{what} mean / raw SDK span", case.ratio(raw_span), 0.3, "x",
                f"{case.mean:.2f} µs vs {raw_span.mean:.2f} µs")
@@ -504,6 +525,7 @@ def phases_and_scopes(root: Path, tracker: ExperimentTracker, raw: RawSdk, args:
         print(f"  {case.name:52} {median:8.1f} µs")
     if logfire is not None:
         logfire.close()
+    bare.finalize_experiment()
 
 
 def torch_training(root: Path, args: argparse.Namespace) -> None:
