@@ -148,7 +148,7 @@ class AuditCursor:
         out: list[AuditRecord] = []
         last = self.position.seq
         for raw in lines:
-            if not raw.strip():
+            if not raw or raw.isspace():  # as ``not raw.strip()``, without a copy of each line
                 continue
             decoded = decode_line(raw)
             record = AuditRecord.parse(decoded) if isinstance(decoded, dict) else None

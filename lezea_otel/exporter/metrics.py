@@ -16,6 +16,7 @@ by (resource, scope), since the proto encoder keeps only the last of two equal r
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from lezea_otel import semconv as names
+from lezea_otel.exporter.labels import Labels, LabelSets
 from lezea_otel.exporter.records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord
 from lezea_otel.model.record import Kind
 from lezea_otel.util.safety import encodable_attributes, encodable_number
@@ -86,10 +88,6 @@ def _is_number(value: Any) -> bool:
     return type(value) is float or type(value) is int
 
 
-def _key(attributes: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items()))
-
-
 @dataclass(slots=True)
 class _Series:
     attributes: dict[str, Any]
@@ -100,7 +98,8 @@ class _Series:
     count: int = 0
     minimum: float = float("inf")
     maximum: float = float("-inf")
-    exemplars: dict[int, Exemplar] = field(default_factory=dict)
+    exemplars: dict[int, tuple[float, int, int, int]] = field(default_factory=dict)
+    """Per bucket, its latest phase: (value, time, span id, trace id) of its ``Exemplar``."""
 
 
 @dataclass(slots=True)
@@ -129,6 +128,9 @@ class MetricsBuilder:
         self._training: dict[str, _Instrument] = {}
         self._component_types: dict[str, str] = {}
         self._cost_totals: dict[str, float] = {}
+        self._label_sets = LabelSets(self._constant)
+        self._step_gauge: _Series | None = None
+        self._step_time_gauge: _Series | None = None
         self._handlers: dict[str, Callable[[AuditRecord], None]] = {
             Kind.TRAINING_STEP: self._training_step, Kind.EXPERIMENT_START: self._experiment_start,
             Kind.EXPERIMENT_END: self._experiment_end, Kind.PHASE: self._phase,
@@ -164,7 +166,8 @@ class MetricsBuilder:
                     points.append(HistogramDataPoint(
                         series.attributes, start, series.time_ns, series.count, series.value,
                         list(series.counts), instrument.bounds, series.minimum, series.maximum,
-                        list(series.exemplars.values())))  # the latest phase per bucket, until a newer one
+                        # the latest phase per bucket, until a newer one
+                        [Exemplar({}, *exemplar) for exemplar in series.exemplars.values()]))
                 elif instrument.kind is Sum or series.value - series.value == 0:  # a NaN gauge: no point
                     points.append(NumberDataPoint(series.attributes, start, series.time_ns, series.value))
             if not points:
@@ -196,8 +199,9 @@ class MetricsBuilder:
             instrument = self._instruments[name] = _Instrument(name, kind, unit, description, tuple(bounds))
         return instrument
 
-    def _series(self, instrument: _Instrument, attributes: dict[str, Any]) -> _Series:
-        key = _key(attributes)
+    def _series(self, instrument: _Instrument, labels: Labels) -> _Series:
+        """The series of ``labels`` (from :meth:`_labels`), made with a copy of its attributes."""
+        attributes, key = labels
         series = instrument.series.get(key)
         if series is None:
             if len(instrument.series) >= MAX_SERIES_PER_NAME:
@@ -206,58 +210,74 @@ class MetricsBuilder:
                 series = instrument.series.get(key)
             if series is None:
                 buckets = len(instrument.bounds) + 1 if instrument.kind is Histogram else 0
-                series = instrument.series[key] = _Series(attributes, counts=[0] * buckets)
+                series = instrument.series[key] = _Series(dict(attributes), counts=[0] * buckets)
         series.changed = True
         return series
 
-    def _attributes(self, scope: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        attributes = dict(self._constant)
-        if scope:
-            attributes[names.SCOPE_PATH] = scope
-        return {**encodable_attributes(attributes), **encodable_attributes(extra)}
+    def _labels(self, scope: str, extra: dict[str, Any] | None = None) -> Labels:
+        """A point's attributes (the constant ones, the scope, ``extra``) and their series key."""
+        return self._label_sets.get(scope, extra)
 
     def _gauge(self, record: AuditRecord, name: str, value: Any, extra: dict[str, Any] | None = None,
-               unit: str = "", scope: str = "") -> None:
-        series = self._series(self._instrument(name, Gauge, unit), self._attributes(scope, extra))
+               unit: str = "", scope: str = "") -> _Series:
+        series = self._series(self._instrument(name, Gauge, unit), self._labels(scope, extra))
         series.value, series.time_ns = encodable_number(value), record.time_ns
+        return series
 
     def _add(self, record: AuditRecord, name: str, amount: Any, extra: dict[str, Any] | None = None) -> None:
-        series = self._series(self._instrument(name, Sum), {**self._constant, **encodable_attributes(extra)})
+        series = self._series(self._instrument(name, Sum), self._labels("", extra))  # counters have no scope
         series.value, series.time_ns = series.value + encodable_number(amount), record.time_ns
 
     def _observe(self, record: AuditRecord, name: str, value: float, extra: dict[str, Any], scope: str,
                  exemplar: bool) -> None:
         instrument = self._instrument(name, Histogram)
-        series = self._series(instrument, self._attributes(scope, extra))
+        series = self._series(instrument, self._labels(scope, extra))
         bounds = instrument.bounds
-        bucket = next((i for i, bound in enumerate(bounds) if value <= bound), len(bounds))
+        # the first bucket whose bound is >= value; NaN (never <= a bound) in the last one
+        bucket = bisect_left(bounds, value) if value == value else len(bounds)
         series.counts[bucket] += 1
         series.count += 1
         series.value += value
-        series.minimum, series.maximum = min(series.minimum, value), max(series.maximum, value)
+        if value < series.minimum:  # as min() and max(): a NaN changes neither
+            series.minimum = value
+        if value > series.maximum:
+            series.maximum = value
         series.time_ns = record.time_ns
-        if exemplar and record.trace_id and record.span_id:
-            series.exemplars[bucket] = Exemplar({}, value, record.time_ns, record.span_id, record.trace_id)
+        if exemplar and record.trace_id and record.span_id:  # made at collection: most are overwritten first
+            series.exemplars[bucket] = (value, record.time_ns, record.span_id, record.trace_id)
 
     # --- one handler per record kind (the metric half of mapping.py) ----------------------------------
 
     def _training_step(self, record: AuditRecord) -> None:
+        time_ns = record.time_ns
         if record.step is not None:
-            self._gauge(record, names.TRAINING_STEP, float(encodable_number(record.step)))
-        self._gauge(record, names.TRAINING_LAST_STEP_TIME, record.time_ns / 1e9)
+            self._step_gauge = self._one_series_gauge(self._step_gauge, record, names.TRAINING_STEP,
+                                                      float(encodable_number(record.step)))
+        self._step_time_gauge = self._one_series_gauge(self._step_time_gauge, record,
+                                                       names.TRAINING_LAST_STEP_TIME, time_ns / 1e9)
         metric_values = record.metric_values()
         if not metric_values:
             return
         split = record.data.get("data_split")
-        attributes = self._attributes(record.scope,
-                                      {names.DATA_SPLIT: split} if isinstance(split, str) else None)
-        for key, value in metric_values.items():
-            if not _is_number(value):
+        labels = self._labels(record.scope, {names.DATA_SPLIT: split} if isinstance(split, str) else None)
+        training = self._training
+        for key, value in metric_values.items():  # the hot loop: a step's values, inlined
+            kind = type(value)
+            if kind is not float and kind is not int:
                 continue
-            series = self._series(self._training_instrument(key), attributes)
-            series.value, series.time_ns = encodable_number(value), record.time_ns
+            series = self._series(training.get(key) or self._training_instrument(key), labels)
+            series.value, series.time_ns = value if kind is float else encodable_number(value), time_ns
             if value - value != 0:
-                self._add(record, names.TRAINING_NONFINITE, 1, {**attributes, names.METRIC_KEY: key})
+                self._add(record, names.TRAINING_NONFINITE, 1, {**labels[0], names.METRIC_KEY: key})
+
+    def _one_series_gauge(self, known: _Series | None, record: AuditRecord, name: str,
+                          value: float) -> _Series:
+        """:meth:`_gauge` of a float gauge with one series (no scope, no attributes of its own): the
+        series is found once and set as ``_gauge`` sets it from then on."""
+        if known is None:
+            return self._gauge(record, name, value)
+        known.changed, known.value, known.time_ns = True, value, record.time_ns
+        return known
 
     def _training_instrument(self, key: str) -> _Instrument:
         instrument = self._training.get(key)

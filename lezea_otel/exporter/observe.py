@@ -298,10 +298,11 @@ class ScopeWindows:
             if not summary:
                 return {}
             self._add(key, summary)
-            if self._readers > 1:
-                self._done[span_id] = (summary, self._readers - 1)
-                while len(self._done) > self._keep:
-                    del self._done[next(iter(self._done))]
+            if self._readers == 1:
+                return summary  # made for this close, kept nowhere: the caller's own
+            self._done[span_id] = (summary, self._readers - 1)
+            while len(self._done) > self._keep:
+                del self._done[next(iter(self._done))]
             return dict(summary)
 
     def summaries(self) -> dict[str, dict[str, dict[str, Any]]]:

@@ -211,12 +211,10 @@ class Observers:
         with self._lock:
             if self._closed:
                 return None
-            tree = self.tree
-            gpu_memory = sum(self._tree_gpu_memory(r, tree) for r in self.gpus) if tree is not None else 0
+            tree, gpus = self.tree, self.gpus
+            gpu_memory = sum(self._tree_gpu_memory(r, tree) for r in gpus) if tree is not None and gpus else 0
             token = next(self._ids)
-            self._spans[token] = _Span(start_ns,
-                                       max((p.rss for p in self._history.since(start_ns)), default=0),
-                                       gpu_memory)
+            self._spans[token] = _Span(start_ns, self._history.peak_rss(start_ns), gpu_memory)
         return token
 
     def close_window(self, token: int, end_ns: int) -> dict[str, Any]:
@@ -227,23 +225,26 @@ class Observers:
         self._point_after(end_ns)
         with self._lock:
             span = self._spans.pop(token, None)
-            start = self._history.estimate(span.start_ns) if span is not None else None
-            end = self._history.estimate(end_ns)
-            latest = [r.utilization for r in self.gpus if r.utilization is not None]
-        if span is None or start is None or end is None:
+            if span is None:
+                return {}
+            start = self._history.at(span.start_ns)  # (cpu_s, energy, rss, uncertainty_s)
+            end = self._history.at(end_ns)
+            latest = [r.utilization for r in self.gpus if r.utilization is not None] if self.gpus else []
+        if start is None or end is None:
             return {}
-        out: dict[str, Any] = {names.SCOPE_CPU_SECONDS: max(0.0, end.cpu_s - start.cpu_s),
+        out: dict[str, Any] = {names.SCOPE_CPU_SECONDS: max(0.0, end[0] - start[0]),
                                names.SCOPE_MEMORY_PEAK: float(span.rss_peak)}
         if self._gpu is not None:
-            out[names.SCOPE_GPU_ENERGY] = sum(max(0.0, end.energy[uuid] - joules)
-                                              for uuid, joules in start.energy.items() if uuid in end.energy)
+            end_energy = end[1]
+            out[names.SCOPE_GPU_ENERGY] = sum(max(0.0, end_energy[uuid] - joules)
+                                              for uuid, joules in start[1].items() if uuid in end_energy)
             out[names.SCOPE_GPU_MEMORY_PEAK] = float(span.gpu_memory_peak)
             if span.utilization_count:
                 out[names.SCOPE_GPU_UTILIZATION_MEAN] = span.utilization_sum / span.utilization_count
             elif latest:
                 out[names.SCOPE_GPU_UTILIZATION_MEAN] = sum(latest) / len(latest)
         duration_s = max(0, end_ns - span.start_ns) / 1e9
-        uncertainty_s = start.uncertainty_s + end.uncertainty_s
+        uncertainty_s = start[3] + end[3]
         out[names.SCOPE_RESOURCES_APPROXIMATE] = uncertainty_s > APPROXIMATE_FRACTION * duration_s
         return out
 

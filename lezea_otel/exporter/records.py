@@ -23,6 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.sdk.version import __version__ as _SDK_VERSION
 
 from lezea_otel import semconv as names
+from lezea_otel.util.readable import INT64_MAX, INT64_MIN
 from lezea_otel.util.safety import encodable_attributes
 from lezea_otel.version import __version__
 
@@ -58,6 +59,24 @@ def _hex_id(value: Any, digits: int) -> int:
         return 0
 
 
+_TRACE_IDS: dict[str, int] = {}
+_PARENT_IDS: dict[str, int] = {}
+_MAX_KNOWN_IDS = 4096
+
+
+def _known_id(known: dict[str, int], value: Any, digits: int) -> int:
+    """:func:`_hex_id` of an id that recurs (a run's trace id, a scope's id as its children's parent),
+    remembered per text (up to a bound)."""
+    if type(value) is not str:
+        return 0
+    parsed = known.get(value)
+    if parsed is None:
+        if len(known) >= _MAX_KNOWN_IDS:
+            known.clear()
+        parsed = known[value] = _hex_id(value, digits)
+    return parsed
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One audit line. ``scope`` is the scope path as written (``builder:42/network:n1``); ``trace_id``
@@ -83,14 +102,14 @@ class AuditRecord:
         if type(seq) is not int or type(time_ns) is not int or type(kind) is not str:
             return None
         step, scope, data = event.get("step"), event.get("scope"), event.get("data")
-        return cls(
-            seq=seq, time_ns=time_ns, kind=kind,
-            step=step if type(step) is int else None,
-            scope=scope if type(scope) is str else "",
-            trace_id=_hex_id(event.get("trace_id"), 32),
-            span_id=_hex_id(event.get("span_id"), 16),
-            data=data if isinstance(data, dict) else {},
-            parent_span_id=_hex_id(event.get("parent_span_id"), 16) or None,
+        return cls(  # positional: every record of a run goes through here
+            seq, time_ns, kind,
+            step if type(step) is int else None,
+            scope if type(scope) is str else "",
+            _known_id(_TRACE_IDS, event.get("trace_id"), 32),
+            _hex_id(event.get("span_id"), 16),
+            data if isinstance(data, dict) else {},
+            _known_id(_PARENT_IDS, event.get("parent_span_id"), 16) or None,
         )
 
     def metric_values(self) -> dict[str, Any]:
@@ -98,10 +117,38 @@ class AuditRecord:
         metrics = self.data.get("metrics")
         if not isinstance(metrics, dict):
             return {}
-        prefix = f"{self.scope}/" if self.scope else ""
+        if not self.scope:
+            return {key: value for key, value in metrics.items() if isinstance(key, str)}
+        prefix = f"{self.scope}/"
         cut = len(prefix)
-        return {(key[cut:] if prefix and key.startswith(prefix) else key): value
+        return {(key[cut:] if key.startswith(prefix) else key): value
                 for key, value in metrics.items() if isinstance(key, str)}
+
+
+def plain_attributes(attributes: dict[str, Any], maxlen: int | None,
+                     max_value_len: int | None) -> dict[str, Any] | None:
+    """``attributes`` as they are when neither ``encodable_attributes`` nor a ``BoundedAttributes`` of
+    these limits would change a thing: at most ``maxlen`` pairs, every key non-empty ASCII text, every
+    value ASCII text (within ``max_value_len``), a bool, a float or an int64. Else None.
+
+    A span's attributes are read through a read-only view whatever the mapping is (and a plain one
+    drops nothing), so the span builder hands such a dict over as it is: the common phase or scope
+    span then costs one pass over its attributes instead of the two cleanings."""
+    if maxlen is not None and len(attributes) > maxlen:
+        return None
+    for key, value in attributes.items():
+        if type(key) is not str or not key or not key.isascii():
+            return None
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() or (max_value_len is not None and len(value) > max_value_len):
+                return None
+        elif kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                return None
+        elif kind is not float and kind is not bool:
+            return None
+    return attributes
 
 
 def is_worker(start: AuditRecord) -> bool:
@@ -110,6 +157,19 @@ def is_worker(start: AuditRecord) -> bool:
         return True
     run_dir = start.data.get("run_dir")
     return isinstance(run_dir, str) and Path(run_dir).parent.name == names.WORKERS_DIR
+
+
+class RunResource(Resource):
+    """A ``Resource`` whose hash is computed once: the OTLP encoders group every span and log record by
+    its resource, and ``Resource.__hash__`` dumps all the attributes as JSON at each call. Equal to, and
+    hashing as, the plain ``Resource`` of the same attributes (its attributes are immutable)."""
+
+    def __init__(self, attributes: Mapping[str, Any], schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._lezea_hash = Resource.__hash__(self)
+
+    def __hash__(self) -> int:
+        return self._lezea_hash
 
 
 def run_resource(start: AuditRecord) -> Resource:
@@ -125,7 +185,7 @@ def run_resource(start: AuditRecord) -> Resource:
     sdk = {TELEMETRY_SDK_LANGUAGE: "python", TELEMETRY_SDK_NAME: "opentelemetry",
            TELEMETRY_SDK_VERSION: _SDK_VERSION}
     if isinstance(given, dict) and given:
-        return Resource({**sdk, **encodable_attributes(given)})
+        return RunResource({**sdk, **encodable_attributes(given)})
     experiment_id = str(data.get("experiment_id") or "")
     pid = data.get("pid")
     attributes: dict[str, Any] = {
@@ -141,7 +201,7 @@ def run_resource(start: AuditRecord) -> Resource:
         attributes[names.HOST_NAME] = data["host"]
     if type(pid) is int:
         attributes[names.PROCESS_PID] = pid
-    return Resource({**sdk, **encodable_attributes(attributes)})
+    return RunResource({**sdk, **encodable_attributes(attributes)})
 
 
 def constant_attributes(start: AuditRecord | None) -> dict[str, Any]:

@@ -72,8 +72,10 @@ class RunConverter:
                 if len(self.problems) < 100:
                     self.problems.append(f"record {record.seq} ({record.kind}): {error_text(error)}; skipped")
                 continue
-            batch.spans.extend(finished)
-            batch.logs.extend(emitted)
+            if finished:
+                batch.spans.extend(finished)
+            if emitted:
+                batch.logs.extend(emitted)
         return batch
 
     def skip(self, records: Iterable[AuditRecord]) -> None:

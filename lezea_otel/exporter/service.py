@@ -98,6 +98,7 @@ class ExporterService:
         self._prometheus = prometheus
         self._observed_factory = observed if callable(observed) and not hasattr(observed, "collect") else None
         self._observed = observed if self._observed_factory is None else None
+        self._windows_observed: Any = None
         state_dir = run_dir / names.EXPORTER_DIR
         interval = settings.metric_export_interval_ms / 1000
         local = local_destination(run_dir, extra_exporters, self._to_prometheus)
@@ -256,9 +257,16 @@ class ExporterService:
         return ScopeWindows(self._window_observed, self.settings.scope_resources, readers=readers)
 
     def _window_observed(self) -> Any:
-        with self._observed_lock:
-            observed = self._observed_now()
-        return observed if hasattr(observed, "open_window") else None
+        """What the scope windows measure with: asked at every phase, so the observers are looked up
+        under the lock only until they exist (then they are the same object to the end)."""
+        observed = self._windows_observed
+        if observed is None:
+            with self._observed_lock:
+                observed = self._observed_now()
+            if not hasattr(observed, "open_window"):
+                return None
+            self._windows_observed = observed
+        return observed
 
     def report(self) -> dict[str, Any]:
         """What each destination got, by its name: the run's delivery report (``summary["delivery"]``)."""

@@ -18,6 +18,7 @@ from lezea_otel.exporter.run import Batch, RunConverter
 from lezea_otel.exporter.spans import Windows
 from lezea_otel.model.record import Kind
 
+_END = Kind.EXPERIMENT_END.value  # plain text: compared with every record read
 MAX_CHUNKS_PER_POLL = 8
 """Chunks (about 1 MiB each) read per source and poll: a long backlog goes out as several batches."""
 
@@ -60,7 +61,7 @@ class Source:
             if not records:
                 break
             for record in records:
-                if record.kind == Kind.EXPERIMENT_END:
+                if record.kind == _END:
                     self.ended, self.end_ns = True, record.time_ns
             batch.extend(self._feed(records) if self.taken else self.converter.feed(records))
         return batch

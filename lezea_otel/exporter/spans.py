@@ -41,12 +41,18 @@ from lezea_otel.exporter.records import (
     TRUNCATED_REASON,
     AuditRecord,
     is_worker,
+    plain_attributes,
 )
 from lezea_otel.model.record import Kind
 from lezea_otel.util import values
 from lezea_otel.util.safety import encodable_attributes, encodable_text
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)  # a parent without it turns SDK children into non-recording spans
+_UNSET = Status(StatusCode.UNSET)  # immutable: one for every span without an error, as the SDK's default
+_INTERNAL = SpanKind.INTERNAL
+# The kinds the dispatch meets most, as plain text: looking an enum member up costs more than comparing.
+_PHASE, _SCOPE_START, _SCOPE_END, _TRAINING_STEP = (
+    Kind.PHASE.value, Kind.SCOPE_START.value, Kind.SCOPE_END.value, Kind.TRAINING_STEP.value)
 
 
 @dataclass(slots=True)
@@ -114,13 +120,13 @@ class SpanBuilder:
 
     def feed(self, record: AuditRecord) -> list[ReadableSpan]:
         kind = record.kind
-        if kind == Kind.PHASE:
+        if kind == _PHASE:
             return self._phase(record)
-        if kind == Kind.SCOPE_START:
+        if kind == _SCOPE_START:
             self._scope_start(record)
-        elif kind == Kind.SCOPE_END:
+        elif kind == _SCOPE_END:
             return self._scope_end(record)
-        elif kind == Kind.TRAINING_STEP:
+        elif kind == _TRAINING_STEP:
             self.steps += 1
         elif kind == Kind.CONFIG:
             if self.root is not None and not self._root_ended:
@@ -224,6 +230,7 @@ class SpanBuilder:
         return [self._finish(span, record.time_ns, record.data)]
 
     def _phase(self, record: AuditRecord) -> list[ReadableSpan]:
+        """Started and ended by its one record: the span is made at once, with no open span between."""
         if not self._has_ids(record):
             return []
         data = record.data
@@ -237,11 +244,12 @@ class SpanBuilder:
         if isinstance(extra, dict):
             attributes.update(extra)
         parent = self._parent(record, record.scope, start)
-        span = OpenSpan(name, record.trace_id, record.span_id, parent, start, record.scope, attributes)
+        window = None
         if self.windows is not None:
             self.windows.open(record.span_id, "phase", start)
-            span.window = ("phases", name)
-        return [self._finish(span, record.time_ns, data)]
+            window = ("phases", name)
+        return [self._span(name, record.trace_id, record.span_id, parent, start, record.time_ns, attributes,
+                           data, window)]
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -266,29 +274,41 @@ class SpanBuilder:
         return root.span_id if root is not None and root.trace_id == record.trace_id else None
 
     def _finish(self, span: OpenSpan, end_ns: int, data: Mapping[str, Any]) -> ReadableSpan:
-        attributes = dict(span.attributes)
-        measured = self.windows.close(span.span_id, end_ns, span.window) \
-            if self.windows is not None and span.window is not None else {}
+        return self._span(span.name, span.trace_id, span.span_id, span.parent_id, span.start_ns, end_ns,
+                          dict(span.attributes), data, span.window)
+
+    def _span(self, name: str, trace_id: int, span_id: int, parent_id: int | None, start_ns: int, end_ns: int,
+              attributes: dict[str, Any], data: Mapping[str, Any], window: tuple[str, str] | None,
+              ) -> ReadableSpan:
+        """The finished span; ``attributes`` is the caller's fresh dict, completed here and handed over."""
+        measured = self.windows.close(span_id, end_ns, window) \
+            if self.windows is not None and window is not None else {}
         resources = data.get("resources")
         attributes.update(resources if isinstance(resources, dict) else measured)
-        events: list[Event] = []
+        events: list[Event] | tuple[()] = ()
+        status = _UNSET
         truncated = data.get("truncated")
-        if isinstance(truncated, str):
-            attributes[names.SPAN_TRUNCATED] = True
-            events.append(Event(names.EVENT_TRUNCATED, self._bounded({TRUNCATED_REASON: truncated}), end_ns))
-        status = Status(StatusCode.UNSET)
         error = data.get("error")
-        if isinstance(error, str):
-            exception = self._bounded(_exception(error, data.get("exception")))
-            events.append(Event(EXCEPTION_EVENT, exception, end_ns))
-            status = Status(StatusCode.ERROR, encodable_text(error))
-        context = SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=_SAMPLED)
-        parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=_SAMPLED)
-                  if span.parent_id else None)
+        if isinstance(truncated, str) or isinstance(error, str):
+            events = []
+            if isinstance(truncated, str):
+                attributes[names.SPAN_TRUNCATED] = True
+                reason = self._bounded({TRUNCATED_REASON: truncated})
+                events.append(Event(names.EVENT_TRUNCATED, reason, end_ns))
+            if isinstance(error, str):
+                exception = self._bounded(_exception(error, data.get("exception")))
+                events.append(Event(EXCEPTION_EVENT, exception, end_ns))
+                status = Status(StatusCode.ERROR, encodable_text(error))
+        limits = self.limits
+        plain = plain_attributes(attributes, limits.max_span_attributes, limits.max_span_attribute_length)
+        context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
+        parent = (SpanContext(trace_id, parent_id, is_remote=False, trace_flags=_SAMPLED) if parent_id
+                  else None)
         return ReadableSpan(
-            name=encodable_text(span.name), context=context, parent=parent, resource=self.resource,
-            attributes=self._bounded(attributes), events=events, kind=SpanKind.INTERNAL, status=status,
-            start_time=span.start_ns, end_time=max(end_ns, span.start_ns), instrumentation_scope=self.scope)
+            name=name if name.isascii() else encodable_text(name), context=context, parent=parent,
+            resource=self.resource, attributes=plain if plain is not None else self._bounded(attributes),
+            events=events, kind=_INTERNAL, status=status, start_time=start_ns,
+            end_time=max(end_ns, start_ns), instrumentation_scope=self.scope)
 
     def _bounded(self, attributes: Mapping[str, Any]) -> BoundedAttributes:
         return BoundedAttributes(self.limits.max_span_attributes, encodable_attributes(attributes),

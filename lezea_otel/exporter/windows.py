@@ -76,21 +76,41 @@ class History:
         """The points from the last one at or before ``time_ns`` on."""
         return self._points[max(0, bisect.bisect_right(self._times, time_ns) - 1):]
 
+    def peak_rss(self, time_ns: int) -> int:
+        """The largest RSS of :meth:`since` ``time_ns`` (0 without points), with no list made."""
+        points = self._points
+        peak = 0
+        for index in range(max(0, bisect.bisect_right(self._times, time_ns) - 1), len(points)):
+            rss = points[index].rss
+            if rss > peak:
+                peak = rss
+        return peak
+
     def estimate(self, time_ns: int) -> Estimate | None:
         """The counters at ``time_ns``; None without any point."""
-        if not self._points:
+        found = self.at(time_ns)
+        if found is None:
+            return None
+        cpu_s, energy, rss, uncertainty_s = found
+        return Estimate(cpu_s, dict(energy), rss, uncertainty_s)
+
+    def at(self, time_ns: int) -> tuple[float, dict[str, float], int, float] | None:
+        """:meth:`estimate` as (cpu_s, energy, rss, uncertainty_s), the energy perhaps a point's own
+        mapping (read it, never change it): what a window's summary reads, at every phase."""
+        points = self._points
+        if not points:
             return None
         index = bisect.bisect_right(self._times, time_ns)
         if index == 0:
-            first = self._points[0]
-            return Estimate(first.cpu_s, dict(first.energy), first.rss, (first.time_ns - time_ns) / 1e9)
-        left = self._points[index - 1]
-        if index == len(self._points):
-            return Estimate(left.cpu_s, dict(left.energy), left.rss, max(0, time_ns - left.time_ns) / 1e9)
-        right = self._points[index]
+            first = points[0]
+            return first.cpu_s, first.energy, first.rss, (first.time_ns - time_ns) / 1e9
+        left = points[index - 1]
+        if index == len(points):
+            return left.cpu_s, left.energy, left.rss, max(0, time_ns - left.time_ns) / 1e9
+        right = points[index]
         width = right.time_ns - left.time_ns  # > 0: bisect_right put every equal time on the left
         share = (time_ns - left.time_ns) / width
         energy = {uuid: joules + (right.energy[uuid] - joules) * share
                   for uuid, joules in left.energy.items() if uuid in right.energy}
-        return Estimate(left.cpu_s + (right.cpu_s - left.cpu_s) * share, energy, left.rss,
-                        (time_ns - left.time_ns) * (right.time_ns - time_ns) / width / 1e9)
+        return (left.cpu_s + (right.cpu_s - left.cpu_s) * share, energy, left.rss,
+                (time_ns - left.time_ns) * (right.time_ns - time_ns) / width / 1e9)
