@@ -166,8 +166,10 @@ class Pipeline:
         """Every ``FLUSH_INTERVAL_S``: what the caller queued is written (in short batches, the GIL let go
         between them, so a training thread waiting for it waits one batch at most) and reaches the file."""
         while not self._stop.wait(FLUSH_INTERVAL_S):
-            while self._queue and not self.disabled and not self._stop.is_set():
-                self.drain(FLUSHER_BATCH)
+            left = len(self._queue)  # queued by now: a caller that goes on queueing writes its own batches
+            while left > 0 and not self.disabled and not self._stop.is_set():
+                self.drain(min(left, FLUSHER_BATCH))
+                left -= FLUSHER_BATCH
                 time.sleep(0)
             with self._lock:
                 if not self.disabled:
