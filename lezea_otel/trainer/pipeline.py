@@ -1,7 +1,10 @@
 """One ordered path for every record: the audit first, then the run state (the exporter reads the audit).
 
-Synchronous by default. In async mode the caller only appends to a deque (far cheaper than
-``queue.Queue.put``) and one daemon worker drains it in batches, in call order; when the deque is
+Sync mode (the default) builds each call's record at the call (its values read, its warnings given)
+and queues it; the queue is written in call order in batches: by the caller every ``SYNC_BATCH``
+records, by the flusher thread within ``FLUSH_INTERVAL_S``, and before anything reads the run. In
+async mode the caller only appends the call itself to the deque (far cheaper than
+``queue.Queue.put``) and one daemon worker builds and writes it, in call order; when the deque is
 full the caller drains it itself under the same lock (backpressure, never loss). Each sink is
 isolated: a failing run-state update never costs an audit line.
 
@@ -75,13 +78,7 @@ class Pipeline:
                 self.drain()
             return
         with self._lock:  # in call order, and one thread at a time through build's bookkeeping
-            try:
-                record = build(*args)
-            except Exception as error:  # a bad call costs its own record, nothing else
-                if raise_internal():
-                    raise
-                report_internal_error(call, error)
-                return
+            record = self._build(call, build, args)
             if record is not None:
                 self._queue.append(record)
         if len(self._queue) >= self._batch:

@@ -49,7 +49,8 @@ from lezea_otel.version import __version__
 _SDK_TRACE = "opentelemetry.sdk.trace"
 """Loaded when anything in the process records OTel spans (the user's SDK, Logfire, an exporter thread):
 with ``LEZEA_OTEL_CONTEXT=auto`` scopes and phases are then the current context, for those spans to nest
-under. Without it no span is recorded that could nest, and a cold enter and exit costs about 20 µs less."""
+under. Without it no span is recorded that could nest, and a phase's enter and exit right after torch's
+compute (caches evicted) costs about 65 µs instead of 103 (``scripts/benchmark.py``, "cold calls")."""
 
 
 class Session:
@@ -288,18 +289,24 @@ class Session:
             self.start(None, 8000)
         return not self.pipeline.disabled
 
+    def where(self) -> tuple[tuple[str, ...], int, int]:
+        """The scope path, trace id and span id a record made now belongs to: those of the innermost open
+        scope or phase, else the run's root span."""
+        stack = self.stack.get()
+        if stack:
+            top = stack[-1]
+            return top.path, top.trace_id, top.span_id
+        return (), *self.root_ids
+
     def emit(self, kind: str, step: int | None, data: dict[str, Any],
              metric_values: dict[str, float] | None = None, *, time_ns: int | None = None,
              parent_span_id: int = 0) -> None:
-        stack = self.stack.get()
+        """One record in the innermost open scope (``parent_span_id``: a root-level span record's parent, as
+        a forked worker's start record has)."""
+        path, trace_id, span_id = self.where()
         when = time.time_ns() if time_ns is None else time_ns
-        if stack:
-            top = stack[-1]
-            record = Record(kind, when, step, top.path, top.trace_id, top.span_id, data, metric_values)
-        else:
-            trace_id, span_id = self.root_ids
-            record = Record(kind, when, step, (), trace_id, span_id, data, metric_values, parent_span_id)
-        self.pipeline.submit(record)
+        self.pipeline.submit(Record(kind, when, step, path, trace_id, span_id, data, metric_values,
+                                    parent_span_id))
 
     def emit_at(self, frame: Frame, kind: str, data: dict[str, Any], time_ns: int) -> None:
         """A scope's or phase's own record: its span's ids, its time, and its parent span."""
@@ -314,8 +321,7 @@ class Session:
         self.ending = threading.RLock()  # one another thread of the parent held at the fork stays held
         if not self.started or self.finalized:
             return
-        stack = self.stack.get()
-        self.worker_of = (stack[-1].trace_id, stack[-1].span_id) if stack else self.root_ids
+        self.worker_of = self.where()[1:]
         self.started = False
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
         self.stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
@@ -338,19 +344,13 @@ class Session:
         with self.ending:
             if not self.started or self.finalized:
                 self.ready(f"{level}_scope" if level else "span")
-            stack = self.stack.get()
-            if stack:
-                parent = stack[-1]
-                path, trace_id, parent_span_id = parent.path, parent.trace_id, parent.span_id
-            else:
-                path = ()
-                trace_id, parent_span_id = self.root_ids
+            path, trace_id, parent_span_id = self.where()
             if level is not None:
                 path = (*path, f"{level}:{ident}")
             trace_id, span_id = self.spans.child(trace_id)
             frame = Frame(path, trace_id, span_id, level, ident, parent_span_id,
                           attributes if level is None else None)
-            frame.token = self.stack.set((*stack, frame))
+            frame.token = self.stack.set((*self.stack.get(), frame))
             context = self.otel_context
             if context == "always" or (context == "auto" and _SDK_TRACE in sys.modules):
                 frame.context_token = span_ids.attach(trace_id, span_id)

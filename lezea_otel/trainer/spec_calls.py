@@ -72,13 +72,7 @@ class SpecCalls:
         if (not session.started or session.finalized) and not session.ready("log_training_step"):
             return
         when = time.time_ns()
-        stack = session.stack.get()
-        if stack:
-            top = stack[-1]
-            path, trace_id, span_id = top.path, top.trace_id, top.span_id
-        else:
-            path = ()
-            trace_id, span_id = session.root_ids
+        path, trace_id, span_id = session.where()
         pipeline = session.pipeline
         if type(metrics) is dict:
             captured = metrics.copy()  # the caller may reuse its dict
