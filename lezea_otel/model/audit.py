@@ -144,6 +144,12 @@ class AuditWriter:
         reaches them."""
         self._file.detach_after_fork()
 
+    def write(self, record: Record) -> None:
+        """The record's line, queued for the file, then flushed as the policy says (a writer of its own;
+        the pipeline appends a batch and settles once)."""
+        self.append(record)
+        self.settle()
+
     def append(self, record: Record) -> bytes:
         """The record's line, queued for the file (not yet flushed: :meth:`settle` does that). Returns the
         line; after an interruption (a signal handler that raised), :meth:`queued` says whether it got in."""
