@@ -26,8 +26,12 @@ from .otlp_receiver import HttpReceiver
 
 VALUES = ("abc", "", "-1", "nan", "inf", "1e308", "1e-9")
 VARIABLES = variables()
-TEXT = {"LEZEA_RUNS_DIR", "LEZEA_SERVICE_NAME", "OTEL_SERVICE_NAME", "LEZEA_PROMETHEUS_ADDR"}
-"""Free text: every value is usable (a run folder called ``nan`` is a folder)."""
+TEXT = {"LEZEA_RUNS_DIR", "LEZEA_SERVICE_NAME", "OTEL_SERVICE_NAME", "LEZEA_PROMETHEUS_ADDR",
+        *(v for name in ("launch_id", "slurm_job", "slurm_step", "slurm_array", "slurm_array_task")
+          for v in BY_NAME[name].variables_for())}
+"""Free text: every value is usable (a run folder called ``nan`` is a folder, ``abc`` a launcher's job id)."""
+IDENTIFIERS = {"LEZEA_EXPERIMENT_ID"}
+"""Folder-safe ids: ``-1`` does not start with a letter or digit; the other values are ids."""
 NAMES = {"LEZEA_ENV_ALLOWLIST"}
 """Variable names: ``abc``, ``nan`` and ``inf`` are names; ``-1``, ``1e308`` and ``1e-9`` are not."""
 TINY_IS_FINE = {"LEZEA_COST_LIMIT_EUR", "LEZEA_CHECKPOINT_HASH_MAX_MB", "OTEL_TRACES_SAMPLER_ARG"}
@@ -46,6 +50,8 @@ def warns(variable: str, value: str) -> bool:
         return False  # empty is unset
     if variable in NAMES:
         return value in ("-1", "1e308", "1e-9")
+    if variable in IDENTIFIERS:
+        return value == "-1"
     return not (value == "1e-9" and variable in TINY_IS_FINE)
 
 
@@ -148,8 +154,8 @@ def test_ranks_must_be_below_the_world_size():
     assert settings.rank is None and settings.world_size == 4 and settings.local_rank == 1
     (problem,) = settings.problems
     assert problem.startswith("RANK='5'") and "WORLD_SIZE='4'" in problem
-    assert resolve_settings({}, {"RANK": "3", "WORLD_SIZE": "4"}).ranks == {"rank": 3, "local_rank": None,
-                                                                            "world_size": 4}
+    fine = resolve_settings({}, {"RANK": "3", "WORLD_SIZE": "4"})
+    assert (fine.rank, fine.local_rank, fine.world_size, fine.problems) == (3, None, 4, ())
 
 
 @pytest.mark.parametrize(("value", "valid"), [

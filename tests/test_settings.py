@@ -17,6 +17,7 @@ import pytest
 
 import lezea_otel
 from lezea_otel import ExperimentTracker, LezeaConfigError
+from lezea_otel.model.audit import read_events
 from lezea_otel.testing import Capture
 
 from .otlp_receiver import HttpReceiver
@@ -251,8 +252,9 @@ class TestPrometheus:
             tracker.finalize_experiment()
         assert "lezea_training_loss{" in body
 
-    def test_busy_port_is_one_warning_and_the_run_goes_on(self, capture, lezea_warnings):
-        """A port someone else holds: one warning naming it, and the run records normally."""
+    def test_a_busy_port_moves_the_run_to_the_next_free_one(self, capture, lezea_warnings):
+        """A port someone else holds (another run on this host): no warning, /metrics on the next free
+        port, named in the targets and the start record, serving this run."""
         with socket.socket() as blocker:
             blocker.bind(("127.0.0.1", 0))
             blocker.listen()
@@ -261,12 +263,16 @@ class TestPrometheus:
             tracker.start(prometheus_port=port)
             for step in range(1, 4):
                 tracker.log_training_step(step, {"loss": 1.0 / step})
+            (target,) = [t for t in tracker.get_experiment_summary()["experiment"]["targets"] if "/metrics" in t]
+            served = int(target.rsplit(":", 1)[1])
+            capture.sync()  # what was recorded reached the exporter
+            body = urllib.request.urlopen(f"http://127.0.0.1:{served}/metrics", timeout=10).read().decode()
             summary = tracker.finalize_experiment()
-        messages = lezea_warnings()
-        assert len(messages) == 1 and str(port) in messages[0], messages
+        assert lezea_warnings() == []
+        assert served != port and "lezea_training_loss{" in body
+        start = next(e for e in read_events(tracker.audit_path) if e["kind"] == "experiment_start")
+        assert start["data"]["prometheus_port"] == served
         assert summary["steps"]["count"] == 3
-        assert not any("/metrics" in t for t in summary["experiment"]["targets"])
-        assert capture.points("lezea.training.loss")[0].value == pytest.approx(1 / 3)
 
     def test_port_none_serves_nothing(self, capture):
         """prometheus_port=None opens no listening socket at all."""

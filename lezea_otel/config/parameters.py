@@ -27,6 +27,7 @@ from lezea_otel.config.parsers import (
     flag,
     gpus,
     headers,
+    identifier,
     levels,
     path,
     port,
@@ -137,6 +138,7 @@ def _otlp(name: str, suffix: str, default: Any, parse: Callable[[Any], Any], doc
 
 _SECONDS = Number(0.05, DAY_S, "s")
 _RANK = Number(0, LIMIT_MAX, integer=True, zero=True, clamp=False)
+_SIZE = Number(1, LIMIT_MAX, integer=True, clamp=False)
 _TRUE_FALSE = Choice(("true", "false"))
 _CREDENTIALS = EntryPoints("opentelemetry_otlp_credential_provider")
 SAMPLERS: Final = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
@@ -225,13 +227,33 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               frozenset({"builder", "tasker", "algorithm", "network", "phase"}), levels,
               "scope levels that get resource summaries (`all`, `none`; `layer` is off: layers are many)",
               shown="builder,tasker,algorithm,network,phase"),
-    Parameter("rank", ("RANK",), None, _RANK, "`dl.rank` resource attribute (below `WORLD_SIZE`)"),
-    Parameter("local_rank", ("LOCAL_RANK",), None, _RANK,
-              "`dl.local_rank` resource attribute (below `WORLD_SIZE`)"),
-    Parameter("world_size", ("WORLD_SIZE",), None, Number(1, LIMIT_MAX, integer=True, clamp=False),
-              "`dl.world_size` resource attribute"),
+    # The launch (torchrun, SLURM, Open MPI, PMI/PMIx): who this process is among the ranks of one run.
+    Parameter("experiment_id", ("LEZEA_EXPERIMENT_ID",), None, identifier,
+              "the experiment id every rank and process of one run shares (else derived from the launch)"),
+    Parameter("rank", ("LEZEA_RANK", "RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"),
+              None, _RANK, "`dl.rank` (below the world size); rank 0 owns the experiment's root span"),
+    Parameter("local_rank", ("LEZEA_LOCAL_RANK", "LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK",
+                             "MPI_LOCALRANKID"), None, _RANK,
+              "`dl.local_rank`; `/metrics` is served on the Prometheus port plus it"),
+    Parameter("world_size", ("LEZEA_WORLD_SIZE", "WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
+                             "PMI_SIZE"), None, _SIZE, "`dl.world_size`"),
+    Parameter("local_world_size", ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"), None,
+              _SIZE,
+              "`dl.local_world_size`: ranks per node (the stride between a node's `/metrics` ports)"),
+    Parameter("node_rank", ("GROUP_RANK", "SLURM_NODEID"), None, _RANK, "`dl.node_rank`"),
+    Parameter("role_rank", ("ROLE_RANK",), None, _RANK, "`dl.role_rank` (torchelastic roles)"),
+    Parameter("launch_id", ("TORCHELASTIC_RUN_ID", "PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"), None, text,
+              "the launcher's run id, from which every rank derives the same experiment id"),
+    Parameter("slurm_job", ("SLURM_JOB_ID", "SLURM_JOBID"), None, text,
+              "SLURM job id (with `SLURM_STEP_ID`: one experiment per job step)"),
+    Parameter("slurm_step", ("SLURM_STEP_ID", "SLURM_STEPID"), None, text, "SLURM job step id"),
+    Parameter("slurm_array", ("SLURM_ARRAY_JOB_ID",), None, text, "SLURM array job id (recorded)"),
+    Parameter("slurm_array_task", ("SLURM_ARRAY_TASK_ID",), None, text, "SLURM array task (recorded)"),
+    Parameter("restart_attempt", ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"), 0, _RANK,
+              "`dl.restart_attempt`: a restarted worker group goes on with the experiment, in new folders"),
     Parameter("traceparent", ("TRACEPARENT",), None, traceparent,
-              "W3C trace context handed down by a launcher or CI job (`00-<trace id>-<span id>-<flags>`)"),
+              "W3C trace context handed down by a launcher, CI job or `tracker.child_env()`: the experiment "
+              "becomes a child of that span (`00-<trace id>-<span id>-<flags>`)"),
     *_queue("BSP", "span"),
     *_queue("BLRP", "log"),
     Parameter("otel_metric_export_timeout", ("OTEL_METRIC_EXPORT_TIMEOUT",), 30_000.0,

@@ -236,6 +236,17 @@ def resource_attributes(raw: Any) -> str:
     return ",".join(good)
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def identifier(raw: Any) -> str:
+    """An id that is also a folder name on every file system: letters, digits, ``.``, ``_``, ``-``."""
+    value = _text_of(raw)
+    if not _IDENTIFIER.fullmatch(value):
+        raise Invalid("expected 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 
 

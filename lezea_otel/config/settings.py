@@ -63,9 +63,19 @@ class Settings:
     progress_every_s: float
     """...at this cadence."""
     audit_fsync: str
+    experiment_id: str | None
     rank: int | None
     local_rank: int | None
     world_size: int | None
+    local_world_size: int | None
+    node_rank: int | None
+    role_rank: int | None
+    launch_id: str | None
+    slurm_job: str | None
+    slurm_step: str | None
+    slurm_array: str | None
+    slurm_array_task: str | None
+    restart_attempt: int
     traceparent: str | None
     bsp_schedule_delay_ms: int
     bsp_max_queue_size: int
@@ -97,10 +107,6 @@ class Settings:
         prefix = {"traces": "bsp", "logs": "blrp"}[signal]
         return {option: getattr(self, f"{prefix}_{option}")
                 for option in ("schedule_delay_ms", "max_queue_size", "max_export_batch_size")}
-
-    @property
-    def ranks(self) -> dict[str, int | None]:
-        return {"rank": self.rank, "local_rank": self.local_rank, "world_size": self.world_size}
 
     def rows(self) -> list[tuple[str, str, str]]:
         """``(variables, value, source)`` per parameter, in table order: what ``doctor`` prints.
@@ -275,22 +281,14 @@ def _endpoint_of(signal: str, values: Mapping[str, Any], own: Mapping[str, Any])
 
 
 def _check_ranks(values: dict[str, Any], r: _Resolver) -> None:
-    """A rank must be below the world size; one that is not is dropped (one problem), the size kept."""
-    world = values["world_size"]
-    for name, variable in (("rank", "RANK"), ("local_rank", "LOCAL_RANK")):
-        if world is not None and values[name] is not None and values[name] >= world:
-            r.problems.append(f"{variable}={str(values[name])!r} is not below WORLD_SIZE={str(world)!r}; "
-                              f"using the default None (no {name} recorded)")
+    """A rank must be below its world size; one that is not is dropped (one problem), the size kept."""
+    pairs = (("rank", "world_size"), ("local_rank", "local_world_size"), ("local_rank", "world_size"))
+    for name, size in pairs:
+        rank, world = values[name], values[size]
+        if world is not None and rank is not None and rank >= world:
+            r.problems.append(f"{r.sources.get(name)}={str(rank)!r} is not below {r.sources.get(size)}="
+                              f"{str(world)!r}; using the default None (no {name} recorded)")
             values[name] = None
-
-
-def current_ranks() -> dict[str, int | None]:
-    """RANK, LOCAL_RANK and WORLD_SIZE as checked now, for a caller not handed ``Settings.ranks``
-    (their problems are reported by the tracker's own settings)."""
-    r = _Resolver({}, as_set(os.environ))
-    values = {name: r.get(BY_NAME[name]) for name in ("rank", "local_rank", "world_size")}
-    _check_ranks(values, r)
-    return values
 
 
 # --- the SDK's own variables -----------------------------------------------------------------

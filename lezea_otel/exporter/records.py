@@ -159,6 +159,13 @@ def is_worker(start: AuditRecord) -> bool:
     return isinstance(run_dir, str) and Path(run_dir).parent.name == names.WORKERS_DIR
 
 
+def rank_of(start: AuditRecord) -> int | None:
+    """The rank of a distributed run that wrote an ``experiment_start`` (``None``: no rank, or unknown)."""
+    launch = start.data.get("launch")
+    rank = launch.get("rank") if isinstance(launch, dict) else None
+    return rank if type(rank) is int and rank >= 0 else None
+
+
 class RunResource(Resource):
     """A ``Resource`` whose hash is computed once: the OTLP encoders group every span and log record by
     its resource, and ``Resource.__hash__`` dumps all the attributes as JSON at each call. Equal to, and
@@ -205,7 +212,10 @@ def run_resource(start: AuditRecord) -> Resource:
 
 
 def constant_attributes(start: AuditRecord | None) -> dict[str, Any]:
-    """Experiment id and name: on every metric point and log record, as in-process."""
+    """Experiment id and name, and a distributed run's rank: on every metric point and log record, so a
+    dashboard splits or compares ranks (``by (dl_rank)``) without joining ``target_info``."""
     data = start.data if start is not None else {}
+    rank = rank_of(start) if start is not None else None
     return encodable_attributes({names.EXPERIMENT_ID: str(data.get("experiment_id") or ""),
-                                 names.EXPERIMENT_NAME: str(data.get("name") or "")})
+                                 names.EXPERIMENT_NAME: str(data.get("name") or ""),
+                                 **({names.DL_RANK: rank} if rank is not None else {})})

@@ -42,6 +42,7 @@ from lezea_otel.exporter.records import (
     AuditRecord,
     is_worker,
     plain_attributes,
+    rank_of,
 )
 from lezea_otel.model.record import Kind
 from lezea_otel.util import values
@@ -189,11 +190,13 @@ class SpanBuilder:
                     names.EXPERIMENT_NAME: str(data.get("name") or "")}
         worker = is_worker(record)
         tags = [t for t in data["tags"] if isinstance(t, str)] if isinstance(data.get("tags"), list) else []
+        rank = rank_of(record)
+        name = (names.WORKER_SPAN_NAME if worker else names.RANK_SPAN_NAME.format(rank=rank)
+                if data.get("rank_lane") is True else names.ROOT_SPAN_NAME)
         self.root = OpenSpan(
-            names.WORKER_SPAN_NAME if worker else names.ROOT_SPAN_NAME, record.trace_id, record.span_id,
-            record.parent_span_id, record.time_ns, "",
+            name, record.trace_id, record.span_id, record.parent_span_id, record.time_ns, "",
             {**constant, names.EXPERIMENT_PURPOSE: str(data.get("purpose") or ""),
-             names.EXPERIMENT_TAGS: tags})
+             names.EXPERIMENT_TAGS: tags, **({names.DL_RANK: rank} if rank is not None else {})})
         if worker:
             return []
         marker = OpenSpan(names.STARTED_SPAN_NAME, record.trace_id,

@@ -282,17 +282,44 @@ class AuditWriter:
 
 
 def open_audit(runs_dir: Path, experiment_id: str, warn: Callable[[str, str], None],
-               fsync: str = "interval") -> tuple[Path, AuditWriter]:
-    """The run folder and its audit; a runs folder that cannot be written falls back to a temporary one."""
-    run_dir = runs_dir / experiment_id
+               fsync: str = "interval", member: str = "") -> tuple[Path, AuditWriter]:
+    """The run folder (``member``: a rank's folder inside the experiment's) and its audit; a runs folder that
+    cannot be written falls back to a temporary one. A folder whose audit another process wrote already
+    (a launch id used twice, a second run of one ``LEZEA_EXPERIMENT_ID``) is never appended to: the run
+    takes the next ``-attempt-<n>`` beside it."""
+    run_dir = member_folder(runs_dir / experiment_id, member)
     try:
         writer = AuditWriter(run_dir / names.AUDIT_FILE, fsync)
     except OSError as error:
-        fallback = Path(tempfile.gettempdir()) / "lezea-runs" / experiment_id
+        fallback = member_folder(Path(tempfile.gettempdir()) / "lezea-runs" / experiment_id, member)
         warn(f"the runs folder {runs_dir} is not writable", f"{error}; writing the audit to {fallback}")
         run_dir, writer = fallback, AuditWriter(fallback / names.AUDIT_FILE, fsync)
     writer.report = warn
     return run_dir, writer
+
+
+def member_folder(experiment_dir: Path, member: str) -> Path:
+    """``member`` (``""``: the experiment's folder itself), or the first ``-attempt-<n>`` after it whose
+    audit nobody wrote yet."""
+    first = experiment_dir / member if member else experiment_dir
+    if not _written(first):
+        return first
+    mark = names.ATTEMPT_SUFFIX.format(attempt="")
+    stem, _, number = member.partition(mark)
+    attempt = int(number) if number.isdigit() else 0
+    while True:
+        attempt += 1
+        candidate = experiment_dir / (stem + mark + str(attempt) if stem else
+                                      names.ATTEMPT_DIR.format(attempt=attempt))
+        if not _written(candidate):
+            return candidate
+
+
+def _written(folder: Path) -> bool:
+    try:
+        return (folder / names.AUDIT_FILE).stat().st_size > 0
+    except OSError:
+        return False
 
 
 _TEXT_FIELDS = frozenset((

@@ -80,6 +80,19 @@ class GitFacts(TypedDict, total=False):
     remote: str
 
 
+class LaunchFacts(TypedDict):
+    """``config.launch.Launch.as_record``: the rank of a distributed run (``None`` where no launcher said)."""
+    launcher: str | None
+    rank: int | None
+    local_rank: int | None
+    world_size: int | None
+    local_world_size: int | None
+    node_rank: int | None
+    job_id: str | None
+    attempt: int
+    array: NotRequired[str]
+
+
 class ExperimentStart(TypedDict):
     """``Session.start``: the run's (or a forked worker's) identity and OTel resource attributes; its time is
     the root span's start."""
@@ -94,6 +107,11 @@ class ExperimentStart(TypedDict):
     host: str
     max_metric_names: int
     worker: bool
+    launch: LaunchFacts
+    rank_lane: bool
+    """A rank other than 0 of a launch with a shared trace: this run's root is that rank's lane under rank
+    0's ``experiment`` span."""
+    prometheus_port: int | None
     resource: dict[str, AttributeValue]
 
 

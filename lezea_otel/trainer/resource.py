@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from lezea_otel import semconv as names
-from lezea_otel.config.settings import current_ranks
 from lezea_otel.util import values
 from lezea_otel.util.environment import host_name
 
@@ -50,21 +49,14 @@ def git_facts(path: str | None = None) -> dict[str, Any]:
     return facts
 
 
-def rank_attributes(ranks: Mapping[str, int | None]) -> dict[str, int]:
-    """``dl.*`` attributes from the checked ``rank``/``local_rank``/``world_size`` settings (RANK,
-    LOCAL_RANK, WORLD_SIZE: non-negative integers, ranks below the world size; others are dropped)."""
-    keys = {"rank": names.DL_RANK, "local_rank": names.DL_LOCAL_RANK, "world_size": names.DL_WORLD_SIZE}
-    return {keys[name]: value for name, value in ranks.items() if name in keys and value is not None}
-
-
 def build_resource(
     *, service_name: str, experiment_id: str, experiment_name: str, purpose: str, tags: list[str],
     git: dict[str, Any], version: str, parent_pid: int | None = None,
-    ranks: Mapping[str, int | None] | None = None, environment_attributes: str | None = None,
+    launch: Mapping[str, Any] | None = None, environment_attributes: str | None = None,
 ) -> dict[str, Any]:
     """The resource attributes: ``environment_attributes`` (``OTEL_RESOURCE_ATTRIBUTES`` as the settings
     checked it: ``k=v`` pairs, values percent-decoded as the SDK does) under ours, which win where both
-    speak. ``ranks``: ``Settings.ranks``."""
+    speak. ``launch``: the ``dl.*`` attributes of the rank (``Launch.attributes``)."""
     attributes: dict[str, Any] = {
         names.SERVICE_NAME: service_name,
         names.SERVICE_VERSION: version,
@@ -77,7 +69,7 @@ def build_resource(
         names.EXPERIMENT_NAME: experiment_name,
         names.EXPERIMENT_PURPOSE: purpose,
         names.EXPERIMENT_TAGS: list(tags),
-        **rank_attributes(ranks if ranks is not None else current_ranks()),
+        **(launch or {}),
     }
     if parent_pid is not None:
         attributes[names.PROCESS_PARENT_PID] = parent_pid

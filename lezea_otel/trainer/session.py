@@ -17,12 +17,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lezea_otel import semconv as names
+from lezea_otel.config.launch import derive_experiment_id, launch_of, rank_span_id, shared_trace
 from lezea_otel.config.settings import Settings
 from lezea_otel.exceptions import LezeaConfigError
 from lezea_otel.model.audit import AuditWriter, open_audit
@@ -34,7 +34,7 @@ from lezea_otel.trainer.pipeline import Pipeline
 from lezea_otel.trainer.resource import build_resource, git_facts
 from lezea_otel.trainer.scope_frames import Frame
 from lezea_otel.trainer.span_ids import IdSpans
-from lezea_otel.util import values
+from lezea_otel.util import ports, values
 from lezea_otel.util.environment import describe_environment, host_name
 from lezea_otel.util.readable import error_text, exception_fields
 from lezea_otel.util.safety import (
@@ -63,13 +63,15 @@ class Session:
         ``build_service``: the exporter's assembly, for an exporter thread (see ``ExporterLink``)."""
         self._build_service = build_service
         self.warnings = Warnings()
-        self.experiment_id = str(uuid.uuid4())
         warn = functools.partial(self.warnings.warn, "ExperimentTracker")
         # Nothing here may raise: each argument that cannot be used costs itself, with one warning.
         self.experiment_name = arguments.name(experiment_name, "experiment_name", warn, "unnamed")
         self.purpose = arguments.name(purpose, "purpose", warn, "", optional=True)
         self.tags = arguments.tags(tags, warn)
         self.settings: Settings = arguments.settings(options, warn)
+        self.launch = launch_of(self.settings)
+        """Who this process is among the ranks of its launch (torchrun, SLURM, MPI; or none)."""
+        self.experiment_id = derive_experiment_id(self.settings, self.launch, self.experiment_name)
         self.otel_context = self.settings.otel_context
         """``LEZEA_OTEL_CONTEXT``: whether a scope or phase becomes the current OTel context."""
         try:
@@ -80,13 +82,14 @@ class Session:
             self.extra_exporters = ()
         try:
             self.run_dir, audit = open_audit(self.settings.runs_dir, self.experiment_id, warn,
-                                             self.settings.audit_fsync)
+                                             self.settings.audit_fsync, self.launch.member_dir())
         except (OSError, ValueError) as error:  # a NUL byte in the path, a name the OS refuses outright
             fallback = Path("runs") if self.settings.runs_dir != Path("runs") else Path(tempfile.gettempdir())
             warn("runs_dir cannot be used",
                  f"{error_text(error)}; writing the run under {fallback.absolute()}")
             self.settings = dataclasses.replace(self.settings, runs_dir=fallback)
-            self.run_dir, audit = open_audit(fallback, self.experiment_id, warn, self.settings.audit_fsync)
+            self.run_dir, audit = open_audit(fallback, self.experiment_id, warn, self.settings.audit_fsync,
+                                             self.launch.member_dir())
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
         self.pipeline = Pipeline(audit, self.state, flag(async_mode, "async_mode", warn))
         self.stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
@@ -146,7 +149,7 @@ class Session:
         resource = build_resource(
             service_name=self.settings.service_name, experiment_id=self.experiment_id,
             experiment_name=self.experiment_name, purpose=self.purpose, tags=self.tags, git=git,
-            version=__version__, parent_pid=os.getppid() if worker else None, ranks=self.settings.ranks,
+            version=__version__, parent_pid=os.getppid() if worker else None, launch=self.launch.attributes(),
             environment_attributes=self.settings.sdk.get("otel_resource_attributes"))
         mode = "none" if self.settings.sdk_disabled or worker else self.settings.exporter_mode
         if mode == "process" and self.extra_exporters:
@@ -154,10 +157,20 @@ class Session:
         # A forked worker's audit is followed by its parent's exporter: it starts none of its own.
         self.link = ExporterLink(mode, self.run_dir, self.settings, self.extra_exporters, self.warnings.warn,
                                  self._build_service)
-        self.link.start(self._port(prometheus_port), os.getpid())
+        port = self._port(prometheus_port)
+        self.link.start(port, os.getpid())
         self.targets = list(self.link.targets)
         root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
         self.root_ids = self.spans.child(self.worker_of[0] if self.worker_of else 0)  # a worker: parent trace
+        parent_span_id = self.worker_of[1] if self.worker_of else 0
+        shared = None if worker else shared_trace(self.settings, self.launch, self.experiment_id)
+        lane = shared is not None and not self.launch.owns_root
+        if shared is not None:  # every rank derives the trace; rank 0's root, each other rank's lane under it
+            trace_id, root_span_id, parent_span_id = shared
+            self.root_ids = (trace_id, root_span_id)
+            if lane:
+                self.root_ids = (trace_id, rank_span_id(trace_id, self.experiment_id, self.launch))
+                parent_span_id = root_span_id
         if not worker:  # the exporter's "started" span (its time and ids come from the start record)
             self.spans.child(self.root_ids[0])
             self.spans.end()
@@ -167,8 +180,9 @@ class Session:
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self.targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
             "max_metric_names": self.settings.max_metric_names, "worker": worker,
+            "launch": self.launch.as_record(), "rank_lane": lane, "prometheus_port": port,
             "resource": resource},
-            time_ns=root_start_ns, parent_span_id=self.worker_of[1] if self.worker_of else 0)
+            time_ns=root_start_ns, parent_span_id=parent_span_id)
         if not worker:
             self.emit(Kind.ENVIRONMENT, None,
                       {**describe_environment(self.settings.env_allowlist), "git": git})
@@ -177,13 +191,24 @@ class Session:
                       + ("; ".join(self.targets[1:]) or "local mode (no OTLP endpoint configured)"))
 
     def _port(self, port: Any) -> int | None:
-        if port is None or port == 0:
+        """The ``/metrics`` port: ``port`` plus the local rank, or the first free one after it (another run
+        on this host holds it), said on the console line; ``None`` for none."""
+        if port is None or port == 0 or self.worker_of is not None:
             return None
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             self.warnings.warn("start", "prometheus_port must be a port number, None or 0",
                                 f"got {values.describe(port)}; /metrics is off")
             return None
-        return port
+        launch, addr = self.launch, self.settings.prometheus_addr
+        wanted = port + (launch.local_rank or 0)
+        chosen = ports.first_free(addr, port, launch.local_rank or 0,
+                                  launch.local_world_size or launch.world_size or 1)
+        if chosen is None:
+            self.warnings.warn("start", f"no port from {wanted} on can be served on {addr}",
+                                f"{ports.TRIES} tried; the run goes on without /metrics")
+        elif chosen != wanted:
+            self.console(f"port {wanted} is taken on {addr}; /metrics is on port {chosen}")
+        return chosen
 
     def finalize_call(self) -> None:
         """``finalize_experiment()``: now, or, from a signal handler that interrupted one of our own
