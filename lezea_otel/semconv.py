@@ -123,6 +123,9 @@ EVENT_CONCLUSION: Final = "lezea.conclusion"
 
 ROOT_SPAN_NAME: Final = "experiment"
 WORKER_SPAN_NAME: Final = "worker"
+CHILD_SPAN_NAME: Final = "child process"
+"""A process started with ``tracker.child_env()``: its spans nest under this span, a child of the span
+open in the parent when the environment was made."""
 RANK_SPAN_NAME: Final = "rank {rank}"
 """A distributed run's rank other than 0: its spans nest under this span, a child of rank 0's root."""
 
@@ -191,6 +194,8 @@ RANK_DIR: Final = "rank-{rank}"
 """A distributed run: each rank's audit and exporter files, in the experiment's folder."""
 ATTEMPT_SUFFIX: Final = "-attempt-{attempt}"
 """A restarted worker group (or a launch whose id was used before): its own folder beside the first."""
+CHILDREN_DIR: Final = "children"
+"""Processes started with ``tracker.child_env()``: ``children/<pid>/events.jsonl`` in the parent's folder."""
 ATTEMPT_DIR: Final = "attempt-{attempt}"
 """A lone run whose ``LEZEA_EXPERIMENT_ID`` was used before: its folder inside the first run's."""
 OTLP_DIR: Final = "otlp"

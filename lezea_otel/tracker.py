@@ -14,7 +14,8 @@ warning on the ``lezea_otel`` logger and the valid part is still recorded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,22 @@ class ExperimentTracker:
         """
         self._session.start(strict, prometheus_port)
         return self
+
+    @guarded(default=lambda: dict(os.environ))
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for a child process whose tracker joins this experiment, under the scope or
+        phase open now: ``subprocess.run(cmd, env=tracker.child_env())`` (an evaluation job, a data
+        preprocessing worker).
+
+        Args:
+            base: the environment to extend (default: this process's).
+
+        Returns:
+            ``base`` plus ``LEZEA_EXPERIMENT_ID``, ``LEZEA_RUNS_DIR``, ``LEZEA_PARENT_RUN`` (the child's run
+            goes into ``children/<pid>/`` of this run's folder) and a W3C ``TRACEPARENT`` (its spans nest
+            under the current span, in this trace). The rank variables pass on as they are.
+        """
+        return self._session.child_env(base)
 
     @guarded()
     def finalize_experiment(self) -> dict[str, Any] | None:

@@ -263,7 +263,8 @@ class TestPrometheus:
             tracker.start(prometheus_port=port)
             for step in range(1, 4):
                 tracker.log_training_step(step, {"loss": 1.0 / step})
-            (target,) = [t for t in tracker.get_experiment_summary()["experiment"]["targets"] if "/metrics" in t]
+            targets = tracker.get_experiment_summary()["experiment"]["targets"]
+            (target,) = [t for t in targets if "/metrics" in t]
             served = int(target.rsplit(":", 1)[1])
             capture.sync()  # what was recorded reached the exporter
             body = urllib.request.urlopen(f"http://127.0.0.1:{served}/metrics", timeout=10).read().decode()

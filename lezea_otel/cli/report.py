@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from lezea_otel.model.record import Kind
-from lezea_otel.model.runs import Run, slow_table
+from lezea_otel.model.runs import Run
+from lezea_otel.model.timing import slow_table
 
 MAX_TIMELINE = 2000
 MAX_METRIC_PLOTS = 12
@@ -132,7 +133,7 @@ def _tables(run: Run, summary: dict[str, Any]) -> str:
                 for k, s in summary["metrics"].items()]),
         _table("Slowest scopes and phases", ["kind", "name", "count", "total s", "p50 s", "p95 s", "max s"],
                [[r["kind"], r["name"], r["count"], r["total_s"], r["p50_s"], r["p95_s"], r["max_s"]]
-                for r in slow_table(run)[:20]]),
+                for r in slow_table(run.timed)[:20]]),
         _table("Configuration", ["key", "value"], [[k, v] for k, v in summary["config"].items()]),
         _table("Checkpoints", ["step", "path", "size bytes", "sha256"],
                [[c.get("step"), c.get("path"), c.get("size_bytes"), c.get("sha256")]

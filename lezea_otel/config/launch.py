@@ -9,8 +9,10 @@ the derivation; without a launcher a run is a fresh UUID4, as the spec says.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from lezea_otel import semconv as names
@@ -43,6 +45,8 @@ class Launch:
     """The launch: the same text in every process of it (``TORCHELASTIC_RUN_ID``, ``<job>.<step>``...)."""
     attempt: int
     array: str | None = None
+    child_of: str | None = None
+    """A process started with ``tracker.child_env()``: its parent's folder inside the experiment's."""
 
     @property
     def distributed(self) -> bool:
@@ -51,11 +55,13 @@ class Launch:
 
     @property
     def owns_root(self) -> bool:
-        """Rank 0 (or a process that is no rank) owns the experiment's root span."""
-        return not self.rank
+        """Rank 0 (or a process that is no rank) owns the experiment's root span; a child process never."""
+        return not self.rank and self.child_of is None
 
     def member_dir(self) -> str:
         """This rank's folder inside the experiment's (``""``: the folder itself)."""
+        if self.child_of is not None:
+            return str(PurePosixPath(self.child_of, names.CHILDREN_DIR, str(os.getpid())))
         if not self.distributed:
             return ""
         folder = names.RANK_DIR.format(rank=self.rank)
@@ -91,7 +97,15 @@ def launch_of(settings: Settings) -> Launch:
     array = f"{settings.slurm_array}_{settings.slurm_array_task}" if settings.slurm_array else None
     return Launch(launcher, settings.rank, settings.local_rank, settings.world_size,
                   settings.local_world_size, settings.node_rank, settings.role_rank, run_id,
-                  settings.restart_attempt, array)
+                  settings.restart_attempt, array, _child_of(settings.parent_run))
+
+
+def _child_of(parent_run: str | None) -> str | None:
+    """``LEZEA_PARENT_RUN`` as a relative folder that stays inside the experiment's (else ignored)."""
+    if parent_run is None:
+        return None
+    parts = [part for part in PurePosixPath(parent_run).parts if part not in ("", ".", "/")]
+    return "/".join(parts) if ".." not in parts else None
 
 
 def derive_experiment_id(settings: Settings, launch: Launch, experiment_name: str) -> str:

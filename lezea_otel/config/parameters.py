@@ -251,6 +251,9 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
     Parameter("slurm_array_task", ("SLURM_ARRAY_TASK_ID",), None, text, "SLURM array task (recorded)"),
     Parameter("restart_attempt", ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"), 0, _RANK,
               "`dl.restart_attempt`: a restarted worker group goes on with the experiment, in new folders"),
+    Parameter("parent_run", ("LEZEA_PARENT_RUN",), None, text,
+              "set by `tracker.child_env()`: the parent's folder in the experiment's; a child process's run "
+              "goes into its `children/<pid>/`"),
     Parameter("traceparent", ("TRACEPARENT",), None, traceparent,
               "W3C trace context handed down by a launcher, CI job or `tracker.child_env()`: the experiment "
               "becomes a child of that span (`00-<trace id>-<span id>-<flags>`)"),

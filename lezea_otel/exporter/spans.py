@@ -191,8 +191,9 @@ class SpanBuilder:
         worker = is_worker(record)
         tags = [t for t in data["tags"] if isinstance(t, str)] if isinstance(data.get("tags"), list) else []
         rank = rank_of(record)
-        name = (names.WORKER_SPAN_NAME if worker else names.RANK_SPAN_NAME.format(rank=rank)
-                if data.get("rank_lane") is True else names.ROOT_SPAN_NAME)
+        name = (names.WORKER_SPAN_NAME if worker else names.CHILD_SPAN_NAME if data.get("child") is True
+                else names.RANK_SPAN_NAME.format(rank=rank) if data.get("rank_lane") is True
+                else names.ROOT_SPAN_NAME)
         self.root = OpenSpan(
             name, record.trace_id, record.span_id, record.parent_span_id, record.time_ns, "",
             {**constant, names.EXPERIMENT_PURPOSE: str(data.get("purpose") or ""),

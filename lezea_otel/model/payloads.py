@@ -111,6 +111,9 @@ class ExperimentStart(TypedDict):
     rank_lane: bool
     """A rank other than 0 of a launch with a shared trace: this run's root is that rank's lane under rank
     0's ``experiment`` span."""
+    child: bool
+    """A process started with ``tracker.child_env()``: its root is a ``child process`` span under the span
+    open in the parent then."""
     prometheus_port: int | None
     resource: dict[str, AttributeValue]
 

@@ -1,12 +1,15 @@
 """Reading runs back from their folders: what the CLI and the report show, with no backend.
 
 A run is rebuilt by replaying its ``events.jsonl`` through the same ``RunState`` the tracker used,
-so ``lezea-otel show`` and ``get_experiment_summary()`` agree by construction.
+so ``lezea-otel show`` and ``get_experiment_summary()`` agree by construction (but for what forked
+workers logged: their audits are folded in here, see ``load_run``). A distributed run's ranks are each
+such a run; ``model.experiment`` merges them.
 """
 
 from __future__ import annotations
 
 import difflib
+import heapq
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ import orjson
 
 from lezea_otel import semconv as names
 from lezea_otel.model.audit import read_events
+from lezea_otel.model.layout import MemberFolder, has_audit, members, worker_audits
 from lezea_otel.model.recommendations import recommend
 from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import RunState, metric_name
@@ -40,6 +44,8 @@ class Timed:
     trace_id: str | None
     span_id: str | None
     error: str | None
+    worker: int | None = None
+    """The forked worker (its pid) that timed it; ``None``: the process itself."""
 
 
 @dataclass
@@ -55,6 +61,31 @@ class Run:
     last_time_ns: int = 0
     exporter: dict[str, Any] = field(default_factory=dict)
     """The exporter's report (``exporter/report.json``): what it measured (observers, per-scope resources)."""
+    workers: list[Path] = field(default_factory=list)
+    """The folders of the forked workers whose audits were folded into this run."""
+    worker_steps: int = 0
+    """Training step records the workers wrote (their values are in the metrics; not steps of the run)."""
+    first_step_at: tuple[int, int | None] | None = None
+    """(time, step) of the process's own first training step record; ``last_step_at`` the last."""
+    last_step_at: tuple[int, int | None] | None = None
+
+    @property
+    def launch(self) -> dict[str, Any]:
+        """The launch facts of the start record (rank, world size, node rank...); {} for an older run."""
+        launch = self.start.get("launch")
+        return launch if isinstance(launch, dict) else {}
+
+    @property
+    def step_rate(self) -> float | None:
+        """Training steps per second of the process: step numbers advanced between its first and last step
+        record (records counted where the numbers do not advance); ``None`` with no time between two."""
+        if self.first_step_at is None or self.last_step_at is None:
+            return None
+        (first_ns, first), (last_ns, last) = self.first_step_at, self.last_step_at
+        if last_ns <= first_ns:
+            return None
+        advanced = last - first if first is not None and last is not None and last > first else 0
+        return (advanced or max(0, self.state.steps - 1)) / ((last_ns - first_ns) / 1e9)
 
     @property
     def id(self) -> str:
@@ -93,15 +124,16 @@ class Run:
         summary["duration_s"] = self.duration_s
         summary["status"] = self.status
         summary["cost"]["total_eur"] = self.state.total_cost_eur()
+        summary["workers"] = {"count": len(self.workers), "steps": self.worker_steps}
         return summary
 
     def recommendations(self, cost_limit_eur: float | None = None) -> list[dict[str, Any]]:
         advice = recommend(self.state, cost_limit_eur, self.duration_s)
         if self.status == "crashed":
-            advice.insert(0, self._crash_cause())
+            advice.insert(0, self.crash_cause())
         return advice
 
-    def _crash_cause(self) -> dict[str, Any]:
+    def crash_cause(self) -> dict[str, Any]:
         """Why a run died without a word, when its record shows a likely reason."""
         last_step = self.state.last_step
         causes = []
@@ -124,29 +156,61 @@ class Run:
         return min(keys, key=lambda k: (k.count("/"), k)) if keys else None
 
 
+_WORKER_OWN = frozenset({Kind.EXPERIMENT_START, Kind.EXPERIMENT_END, Kind.ENVIRONMENT, Kind.RESOURCE_TOTALS})
+"""A worker's records about the worker itself (its fork, its exit, its observers): not the run's."""
+
+
 def load_run(path: Path) -> Run:
-    """Replay the audit; a line the run state cannot take (an old or hand-edited one) is skipped and named."""
+    """Replay the audit; a line the run state cannot take (an old or hand-edited one) is skipped and named.
+
+    ``path`` is one process's run folder; an experiment folder whose audits are all in rank or attempt
+    folders opens its headline member (the lowest rank, its latest attempt; ``model.experiment`` opens
+    them all). The audits of the process's forked workers (``workers/<pid>/``, and theirs) are replayed
+    into the same run state, merged with the process's own records by time: their values, phases, scopes,
+    rewards and resources are the run's. Their records about themselves (start, end, environment,
+    observer totals) are left out. A worker's training step adds its values to the metrics (every value
+    counted, in ``history`` too) and may extend the first/last step, but it is not a step of the run:
+    ``steps.count`` is what the training loop itself logged (a DataLoader worker reporting on step 7 is
+    no eighth step), and the workers' step records are counted apart, ``summary()["workers"]["steps"]``."""
+    if not has_audit(path):
+        folders = members(path)
+        if folders:
+            path = headline(folders).path
     problems: list[str] = []
-    events = [e for e in (_clean(raw, path / EVENTS, problems)
-                          for raw in read_events(path / EVENTS, problems)) if e]
-    run = Run(path, events, problems)
+    audits = worker_audits(path)
+    files = [path / EVENTS, *audits]
+    streams = [_events(audit, problems) for audit in files]
+    run = Run(path, [], problems, workers=[audit.parent for audit in audits])
+    pids = [None, *(int(a.parent.name) if a.parent.name.isdigit() else None for a in audits)]
     last_step: int | None = None
-    for event in events:
+    merged = heapq.merge(*([(source, e) for e in events] for source, events in enumerate(streams)),
+                         key=lambda item: item[1]["time_unix_nano"])
+    for source, event in merged:
+        kind, worker = event["kind"], source > 0
+        if worker and kind in _WORKER_OWN:
+            continue
+        run.events.append(event)
         record = _record(event)
+        steps = run.state.steps
         try:
             run.state.apply(record)
         except Exception as error:  # noqa: BLE001 - a shape no writer of ours produced: named, not fatal
-            problems.append(f"{path / EVENTS}: seq {event.get('seq')!r}: the {event['kind']} record could "
+            problems.append(f"{files[source]}: seq {event.get('seq')!r}: the {kind} record could "
                             f"not be read ({type(error).__name__}: {error}); left out of the summary")
+            run.state.steps = steps
             continue
         run.last_time_ns = max(run.last_time_ns, record.time_ns)
-        kind = event["kind"]
         if kind == Kind.EXPERIMENT_START:
             run.start = event["data"]
         elif kind == Kind.EXPERIMENT_END:
             run.end = event["data"]
         elif kind == Kind.TRAINING_STEP:
-            last_step = event["step"] if event["step"] is not None else last_step
+            if worker:
+                run.state.steps, run.worker_steps = steps, run.worker_steps + 1
+            else:
+                last_step = event["step"] if event["step"] is not None else last_step
+                run.last_step_at = (record.time_ns, event["step"])
+                run.first_step_at = run.first_step_at or run.last_step_at
             split = event["data"].get("data_split")
             for key, value in (record.values or {}).items():
                 name = metric_name(record, key, split)
@@ -155,9 +219,21 @@ def load_run(path: Path) -> Run:
             name = event["scope"] if kind == Kind.SCOPE_END else event["data"]["name"]
             run.timed.append(Timed(name, "scope" if kind == Kind.SCOPE_END else "phase",
                                    event["data"].get("duration_s") or 0.0, last_step,
-                                   event.get("trace_id"), event.get("span_id"), event["data"].get("error")))
+                                   event.get("trace_id"), event.get("span_id"), event["data"].get("error"),
+                                   pids[source]))
     run.exporter = exporter_report(path)
     return run
+
+
+def _events(audit: Path, problems: list[str]) -> list[dict[str, Any]]:
+    return [e for e in (_clean(raw, audit, problems) for raw in read_events(audit, problems)) if e]
+
+
+def headline(folders: list[MemberFolder]) -> MemberFolder:
+    """The member an experiment is summed up by: the lowest rank (a lone run before any rank), its latest
+    attempt."""
+    first = folders[0].rank
+    return max((f for f in folders if f.rank == first), key=lambda f: f.attempt)
 
 
 def exporter_report(run_dir: Path) -> dict[str, Any]:
@@ -270,19 +346,33 @@ def _record(event: dict[str, Any]) -> Record:
 
 
 def run_folders(runs_dir: Path) -> list[Path]:
+    """The experiment folders in ``runs_dir`` (an audit of their own, or in rank/attempt folders), the one
+    written to last at the end; ``runs_dir`` itself when it is one experiment's folder."""
     if not runs_dir.is_dir():
         return []
-    return sorted((p for p in runs_dir.iterdir() if (p / EVENTS).is_file()),
-                  key=lambda p: (p / EVENTS).stat().st_mtime)
+    if members(runs_dir):
+        return [runs_dir]
+    found = []
+    for path in runs_dir.iterdir():
+        mtimes = []
+        for member in members(path):
+            try:
+                mtimes.append((member.path / EVENTS).stat().st_mtime)
+            except OSError:
+                continue
+        if mtimes:
+            found.append((max(mtimes), path))
+    return [path for _, path in sorted(found)]
 
 
 def resolve_run(text: str, runs_dir: Path) -> Path:
-    """A run folder from a path, a full id, or a unique id prefix."""
+    """A run folder from a path, a full id, or a unique id prefix: an experiment's folder (all of its ranks
+    and attempts), or, given as a path, one rank's or attempt's folder (that member alone)."""
     candidate = Path(text)
-    if (candidate / EVENTS).is_file():
-        return candidate
     if candidate.name == EVENTS and candidate.is_file():
         return candidate.parent
+    if has_audit(candidate) or members(candidate):
+        return candidate
     folders = run_folders(runs_dir)
     matches = [p for p in folders if p.name == text] or [p for p in folders if p.name.startswith(text)]
     if len(matches) == 1:
@@ -295,21 +385,3 @@ def resolve_run(text: str, runs_dir: Path) -> Path:
             else f" There are no runs in {runs_dir}.")
         raise RunNotFound(f"No run matches {text!r}.{hint}")
     raise RunNotFound(f"{text!r} is ambiguous: it matches {', '.join(p.name for p in matches[:8])}.")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[index]
-
-
-def slow_table(run: Run) -> list[dict[str, Any]]:
-    """Per scope/phase name: count, total, p50, p95, max; slowest first by total."""
-    by_name: dict[tuple[str, str], list[float]] = {}
-    for item in run.timed:
-        by_name.setdefault((item.kind, item.name), []).append(item.duration_s)
-    rows = [{"kind": kind, "name": name, "count": len(d), "total_s": sum(d), "p50_s": percentile(d, 0.5),
-             "p95_s": percentile(d, 0.95), "max_s": max(d)} for (kind, name), d in by_name.items()]
-    return sorted(rows, key=lambda row: row["total_s"], reverse=True)

@@ -17,18 +17,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lezea_otel import semconv as names
-from lezea_otel.config.launch import derive_experiment_id, launch_of, rank_span_id, shared_trace
+from lezea_otel.config.launch import derive_experiment_id, launch_of
 from lezea_otel.config.settings import Settings
 from lezea_otel.exceptions import LezeaConfigError
 from lezea_otel.model.audit import AuditWriter, open_audit
 from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import RunState, closing_line
-from lezea_otel.trainer import arguments, exit_hooks, span_ids
+from lezea_otel.trainer import arguments, exit_hooks, membership, span_ids
 from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report
 from lezea_otel.trainer.pipeline import Pipeline
 from lezea_otel.trainer.resource import build_resource, git_facts
@@ -97,6 +97,8 @@ class Session:
         self.spans = IdSpans()
         self.link: ExporterLink | None = None
         self.targets: list[str] = []
+        self.port_held: ports.Reservation | None = None
+        """The ``/metrics`` port, locked against other runs on this host until the run ends."""
 
         self.root_ids = (0, 0)
         self.started = False
@@ -157,20 +159,16 @@ class Session:
         # A forked worker's audit is followed by its parent's exporter: it starts none of its own.
         self.link = ExporterLink(mode, self.run_dir, self.settings, self.extra_exporters, self.warnings.warn,
                                  self._build_service)
-        port = self._port(prometheus_port)
+        port = self._port(prometheus_port) if mode != "none" else None  # "none": nothing serves /metrics
         self.link.start(port, os.getpid())
         self.targets = list(self.link.targets)
         root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
         self.root_ids = self.spans.child(self.worker_of[0] if self.worker_of else 0)  # a worker: parent trace
-        parent_span_id = self.worker_of[1] if self.worker_of else 0
-        shared = None if worker else shared_trace(self.settings, self.launch, self.experiment_id)
-        lane = shared is not None and not self.launch.owns_root
-        if shared is not None:  # every rank derives the trace; rank 0's root, each other rank's lane under it
-            trace_id, root_span_id, parent_span_id = shared
-            self.root_ids = (trace_id, root_span_id)
-            if lane:
-                self.root_ids = (trace_id, rank_span_id(trace_id, self.experiment_id, self.launch))
-                parent_span_id = root_span_id
+        parent_span_id, lane, child = self.worker_of[1] if self.worker_of else 0, False, False
+        if not worker:  # a rank's or child's root in the launch's trace (lone: the fresh ids as they are)
+            root = membership.root_of(self.settings, self.launch, self.experiment_id, self.root_ids)
+            self.root_ids, parent_span_id = (root.trace_id, root.span_id), root.parent_span_id
+            lane, child = root.rank_lane, root.child
         if not worker:  # the exporter's "started" span (its time and ids come from the start record)
             self.spans.child(self.root_ids[0])
             self.spans.end()
@@ -180,7 +178,7 @@ class Session:
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self.targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
             "max_metric_names": self.settings.max_metric_names, "worker": worker,
-            "launch": self.launch.as_record(), "rank_lane": lane, "prometheus_port": port,
+            "launch": self.launch.as_record(), "rank_lane": lane, "child": child, "prometheus_port": port,
             "resource": resource},
             time_ns=root_start_ns, parent_span_id=parent_span_id)
         if not worker:
@@ -199,16 +197,9 @@ class Session:
             self.warnings.warn("start", "prometheus_port must be a port number, None or 0",
                                 f"got {values.describe(port)}; /metrics is off")
             return None
-        launch, addr = self.launch, self.settings.prometheus_addr
-        wanted = port + (launch.local_rank or 0)
-        chosen = ports.first_free(addr, port, launch.local_rank or 0,
-                                  launch.local_world_size or launch.world_size or 1)
-        if chosen is None:
-            self.warnings.warn("start", f"no port from {wanted} on can be served on {addr}",
-                                f"{ports.TRIES} tried; the run goes on without /metrics")
-        elif chosen != wanted:
-            self.console(f"port {wanted} is taken on {addr}; /metrics is on port {chosen}")
-        return chosen
+        self.port_held = membership.metrics_port(self.launch, self.settings.prometheus_addr, port,
+                                                 functools.partial(self.warnings.warn, "start"), self.console)
+        return self.port_held.port if self.port_held is not None else None
 
     def finalize_call(self) -> None:
         """``finalize_experiment()``: now, or, from a signal handler that interrupted one of our own
@@ -261,6 +252,8 @@ class Session:
                 self.warnings.warn(ended_by, "the audit could not be written in full", lost)
             if self.link is not None:
                 attempt(self._close_exporter, timeout)
+            if self.port_held is not None:
+                attempt(self.port_held.release)
             attempt(lambda: self.console(closing_line(
                 self.experiment_name, status, duration, self.state, self.warnings.count,
                 self.delivery(), self.audit_path)))
@@ -314,6 +307,14 @@ class Session:
             self.start(None, 8000)
         return not self.pipeline.disabled
 
+    def child_env(self, base: Mapping[str, str] | None) -> dict[str, str]:
+        """See ``ExperimentTracker.child_env``."""
+        if not self.started and not self.finalized:
+            self.ready("child_env")
+        _path, trace_id, span_id = self.where()
+        return membership.child_environment(base, self.experiment_id, self.run_dir, trace_id, span_id,
+                                            functools.partial(self.warnings.warn, "child_env"))
+
     def where(self) -> tuple[tuple[str, ...], int, int]:
         """The scope path, trace id and span id a record made now belongs to: those of the innermost open
         scope or phase, else the run's root span."""
@@ -352,6 +353,9 @@ class Session:
         self.stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
         self.open_frames, self.last = {}, {}
         self.link = None
+        if self.port_held is not None:  # the parent's: this worker's copy of the lock goes, not the parent's
+            self.port_held.release()
+            self.port_held = None
 
     def warner(self, call: str) -> values.Warn:
         return functools.partial(self.warnings.warn, call)

@@ -1,0 +1,98 @@
+"""``lezea-otel show`` of one process's run: its figures, scope tree, artifacts, words and advice."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+from rich.tree import Tree
+
+from lezea_otel.cli.common import console, num, say, when
+from lezea_otel.model.runs import Run
+
+
+def print_run(loaded: Run, title: str | None = None) -> None:
+    """Everything about one run (its forked workers' records folded in), under ``title`` (its name)."""
+    summary = loaded.summary()
+    console.rule(title or f"{loaded.start.get('name', '?')} ({loaded.id})")
+    console.print(f"status {summary['status']}, {summary['duration_s']:.1f} s, "
+                  f"{summary['steps']['count']} steps (last step {summary['steps']['last']}), "
+                  f"purpose: {loaded.start.get('purpose') or '-'}")
+    if summary["status"] in ("crashed", "running", "unknown"):
+        console.print(f"no end record: last record at {when(loaded.last_time_ns)} UTC, "
+                      f"last step {summary['steps']['last']}")
+    if loaded.end and loaded.end.get("error"):
+        say(console, "error:", "red", f" {loaded.end['error']}")
+    if summary["config"]:
+        console.print("config: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()))
+    metrics = Table(title="Metrics")
+    for column in ("key", "count", "last", "best", "goal", "min", "max", "trend", "non-finite"):
+        metrics.add_column(column)
+    for key, stats in summary["metrics"].items():
+        shape = trend(loaded.history.get(key, []))
+        metrics.add_row(key, str(stats["count"]), num(stats["last"]), num(stats["best"]), stats["goal"],
+                        num(stats["min"]), num(stats["max"]), shape, str(stats["nonfinite"]))
+    console.print(metrics)
+    tree = Tree("scopes and phases")
+    nodes: dict[str, Any] = {}
+    for path, scope in sorted(summary["scopes"].items()):
+        parent = nodes.get(path.rsplit("/", 1)[0]) if "/" in path else None
+        nodes[path] = (parent or tree).add(f"{path.rsplit('/', 1)[-1]}: {scope['count']}x, total "
+                                           f"{scope['total_s']:.3f} s, max {scope['max_s']:.3f} s"
+                                           + resources(scope)
+                                           + (f", {scope['errors']} errors" if scope["errors"] else ""))
+    for name, phase in sorted(summary["phases"].items(), key=lambda item: -item[1]["total_s"]):
+        tree.add(f"phase {name}: {phase['count']}x, total {phase['total_s']:.3f} s, "
+                 f"max {phase['max_s']:.3f} s" + resources(phase))
+    console.print(tree)
+    for title, rows in (("Checkpoints", summary["checkpoints"]), ("Datasets", summary["datasets"])):
+        for row in rows:
+            console.print(f"{title[:-1]}: " + ", ".join(f"{k}={v}" for k, v in row.items() if v is not None))
+    for key, stats in summary["rewards"].items():
+        console.print(f"reward {key}: last {num(stats['last'])}, best {num(stats['best'])}, "
+                      f"n={stats['count']}")
+    for component, totals in summary["resources"].items():
+        console.print(f"resources {component}: " + ", ".join(f"{k}={num(v)}" for k, v in totals.items()))
+    observed = summary.get("observed") or {}
+    if observed:
+        console.print(f"observed: {observed['samples']} samples, CPU {observed['cpu_hours'] * 3600:.1f} s, "
+                      f"peak RSS {observed['memory_peak_bytes'] / 2**20:.0f} MiB, "
+                      f"GPU {observed['gpu_hours']:.3f} h, "
+                      f"energy {observed['energy_joules'].get('total', 0.0):.1f} J"
+                      + "".join(f", {g['name']} {g['hw.id']}" for g in observed.get("gpus", [])))
+    if summary["cost"]:
+        console.print("cost: " + ", ".join(f"{k}={num(v)}" for k, v in summary["cost"].items()))
+    for comment in summary["comments"]:
+        console.print(f"comment: {comment}")
+    if summary["conclusion"]:
+        console.print(f"conclusion: {summary['conclusion']}")
+    targets = loaded.start.get("targets", [])
+    console.print("delivery: " + ("; ".join(targets) if targets else "local audit only"))
+    for item in loaded.recommendations():
+        console.print(f"[{item['severity']}] {item['message']}", markup=False)
+    workers = summary["workers"]
+    if workers["count"]:
+        console.print(f"forked workers: {workers['count']}, folded into the figures above "
+                      f"({workers['steps']} step records of theirs: values counted, not steps)")
+
+
+def resources(entry: dict[str, Any]) -> str:
+    parts = []
+    if entry.get("cpu.seconds"):
+        parts.append(f"CPU {entry['cpu.seconds']:.2f} s")
+    if entry.get("gpu.energy"):
+        parts.append(f"GPU {entry['gpu.energy']:.1f} J")
+    if entry.get("memory.peak"):
+        parts.append(f"peak RSS {entry['memory.peak'] / 2**20:.0f} MiB")
+    return (", " + ", ".join(parts)) if parts else ""
+
+
+def trend(points: list[tuple[int | None, float]]) -> str:
+    finite = [v for _, v in points if isinstance(v, float) and math.isfinite(v)]
+    if len(finite) < 4:
+        return "-"
+    quarter = max(1, len(finite) // 4)
+    first, last = sum(finite[:quarter]) / quarter, sum(finite[-quarter:]) / quarter
+    change = (last - first) / (abs(first) or 1.0)
+    return "flat" if abs(change) < 0.01 else ("down" if change < 0 else "up") + f" {abs(change):.0%}"
