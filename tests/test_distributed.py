@@ -257,3 +257,30 @@ def test_a_child_process_joins_under_the_current_span(tmp_path: Path) -> None:
     assert child.parent_span_id == scope.span_id and evaluation.parent_span_id == child.span_id
     assert len({span.trace_id for span in receiver.received.spans()}) == 1
     assert json.loads(json.dumps(start["data"]["launch"]))["rank"] is None
+
+
+@pytest.mark.parametrize(("choice", "exporting"), [("node", {0, 2}), ("rank0", {0})])
+def test_span_volume_is_chosen_per_rank(tmp_path: Path, choice: str, exporting: set[int]) -> None:
+    """``LEZEA_SPAN_RANKS``: only the chosen ranks export their phase spans (2 nodes of 2 ranks here);
+    every rank's lane, metrics and log records still arrive, and the audit keeps every phase."""
+    receiver = HttpReceiver()
+    try:
+        processes = [subprocess.Popen(
+            [sys.executable, "-c", RECORD], cwd=tmp_path,
+            env=launch_env(receiver, LEZEA_SPAN_RANKS=choice, TORCHELASTIC_RUN_ID="volume", RANK=str(rank),
+                           LOCAL_RANK=str(rank % 2), WORLD_SIZE="4", LOCAL_WORLD_SIZE="2",
+                           GROUP_RANK=str(rank // 2))) for rank in range(4)]
+        assert [process.wait(timeout=120) for process in processes] == [0, 0, 0, 0]
+    finally:
+        receiver.stop()
+    experiment = lone_experiment(tmp_path / "runs")
+    lanes = {span.parent_span_id for span in spans_by_name(receiver)["work"]}
+    by_id = {span.span_id: span for span in receiver.received.spans()}
+    names = {by_id[lane].name for lane in lanes}
+    assert names == {"experiment" if rank == 0 else f"rank {rank}" for rank in exporting}
+    assert {"rank 1", "rank 2", "rank 3"} <= {span.name for span in receiver.received.spans()}
+    points = receiver.received.metric_points("lezea.training.loss")
+    assert {attributes["dl.rank"] for attributes, _value in points} == {0, 1, 2, 3}
+    for rank in range(4):
+        audit = experiment / f"rank-{rank}" / "events.jsonl"
+        assert [e["data"].get("name") for e in read_events(audit) if e["kind"] == "phase"] == ["work"]

@@ -119,6 +119,36 @@ class TestFork:
             assert resource["service.instance.id"] != parent_resource["service.instance.id"]
             assert resource["lezea.experiment.id"] == parent_resource["lezea.experiment.id"]
 
+    def test_persistent_dataloader_workers_end_with_the_run(self, tmp_path):
+        """A torch DataLoader with ``persistent_workers=True``, alive when the run ends: each worker ends its
+        record then (their phases are exported, none truncated), and the summary counts their phases."""
+        tail = """
+        import json, torch
+        from torch.utils.data import DataLoader, Dataset
+        class Items(Dataset):
+            def __len__(self):
+                return 8
+            def __getitem__(self, index):
+                with tracker.span("decode"):
+                    return torch.tensor([float(index)])
+        loader = DataLoader(Items(), batch_size=2, num_workers=2, persistent_workers=True)
+        for epoch in range(2):
+            for batch in loader:
+                pass
+        summary = tracker.finalize_experiment()
+        print(json.dumps({"decode": summary["phases"]["decode"]["count"], "workers": summary["workers"]}))
+        """
+        proc, run_dir = _run(tmp_path, tail)
+        assert proc.returncode == 0, proc.stderr
+        figures = json.loads(proc.stdout.splitlines()[-1])
+        assert figures == {"decode": 16, "workers": {"count": 2, "steps": 0}}
+        ends = [_events(folder)[-1] for folder in sorted((run_dir / "workers").iterdir())]
+        assert [(e["kind"], e["data"]["status"], e["data"]["ended_by"]) for e in ends] == [
+            ("experiment_end", "finished", "run_end")] * 2
+        decodes = [s for s, _ in _spans(run_dir) if s["name"] == "decode"]
+        assert len(decodes) == 16
+        assert not any(a["key"] == "lezea.span.truncated" for s in decodes for a in s.get("attributes", []))
+
 
 def _spans(run_dir: Path) -> list[tuple[dict, dict]]:
     """(span, resource attributes) pairs from a run's OTLP-JSON spans file."""

@@ -143,6 +143,18 @@ def rank_span_id(trace_id: int, experiment: str, launch: Launch) -> int:
     return derived(f"{trace_id:032x}/{experiment}", f"rank/{launch.rank}/{launch.attempt}", 64)
 
 
+def exports_spans(span_ranks: str, launch: Launch, experiment: str) -> bool:
+    """Whether this rank's scope and phase spans are exported (``LEZEA_SPAN_RANKS``); a process that is no
+    rank always exports them. A share picks the same ranks in every process of the experiment."""
+    if launch.rank is None or span_ranks == "all" or launch.rank == 0:
+        return True
+    if span_ranks == "rank0":
+        return False
+    if span_ranks == "node":
+        return not launch.local_rank
+    return derived(experiment, f"spans/{launch.rank}", 32) < float(span_ranks) * 2**32
+
+
 def derived(seed: str, what: str, bits: int) -> int:
     """A non-zero id of ``bits`` bits, the same wherever ``seed`` and ``what`` are."""
     value = uuid.uuid5(NAMESPACE, f"{seed}/{what}").int

@@ -32,6 +32,7 @@ from lezea_otel.config.parsers import (
     path,
     port,
     resource_attributes,
+    span_ranks,
     status_codes,
     text,
     traceparent,
@@ -251,6 +252,10 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
     Parameter("slurm_array_task", ("SLURM_ARRAY_TASK_ID",), None, text, "SLURM array task (recorded)"),
     Parameter("restart_attempt", ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"), 0, _RANK,
               "`dl.restart_attempt`: a restarted worker group goes on with the experiment, in new folders"),
+    Parameter("span_ranks", ("LEZEA_SPAN_RANKS",), "all", span_ranks,
+              "ranks whose scope and phase spans are exported: `all`, `rank0`, `node` (each node's first), "
+              "or a share such as `0.1` (rank 0 always); metrics and run records come from every rank, "
+              "the audit keeps everything"),
     Parameter("parent_run", ("LEZEA_PARENT_RUN",), None, text,
               "set by `tracker.child_env()`: the parent's folder in the experiment's; a child process's run "
               "goes into its `children/<pid>/`"),

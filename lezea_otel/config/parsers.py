@@ -198,6 +198,24 @@ def levels(raw: Any) -> frozenset[str]:
     return chosen
 
 
+SPAN_RANK_CHOICES: Final = ("all", "rank0", "node")
+
+
+def span_ranks(raw: Any) -> str:
+    """Which ranks export scope and phase spans: ``all``, ``rank0``, ``node`` (each node's first rank), or a
+    share of the ranks between 0 and 1 (``0.1``: about one rank in ten, rank 0 always)."""
+    value = _text_of(raw).lower()
+    if value in SPAN_RANK_CHOICES:
+        return value
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not 0 <= share <= 1:
+        raise Invalid("expected 'all', 'rank0', 'node' or a share of the ranks between 0 and 1")
+    return repr(share)
+
+
 def gpus(raw: Any) -> str:
     value = _text_of(raw)
     if value.lower() in ("job", "all"):

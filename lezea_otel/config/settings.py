@@ -76,6 +76,7 @@ class Settings:
     slurm_array: str | None
     slurm_array_task: str | None
     restart_attempt: int
+    span_ranks: str
     parent_run: str | None
     traceparent: str | None
     bsp_schedule_delay_ms: int

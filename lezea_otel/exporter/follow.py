@@ -232,7 +232,9 @@ class Follower:
         for source in self._sources.values():
             problems.extend(source.cursor.problems)
             problems.extend(source.converter.problems)
-        return {"destination": self.destination.name, "signals": signals, "problems": problems[:100]}
+        withheld = sum(source.converter.withheld for source in self._sources.values())
+        return {"destination": self.destination.name, "signals": signals, "problems": problems[:100],
+                **({"withheld_spans": withheld} if withheld else {})}
 
     # --- internals ------------------------------------------------------------------------------
 

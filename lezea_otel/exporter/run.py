@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from lezea_otel import semconv as names
 from lezea_otel.exporter.logs import LogBuilder, ReadableLogRecord
 from lezea_otel.exporter.metrics import DEFAULT_MAX_NAMES, MetricsBuilder
 from lezea_otel.exporter.records import AuditRecord, constant_attributes, run_resource
@@ -54,6 +55,10 @@ class RunConverter:
         self.last_time_ns = 0
         self.failed = 0
         """Records whose conversion failed (a malformed line from another version): skipped, counted."""
+        self.withheld = 0
+        """Scope and phase spans of a rank that does not export them (``LEZEA_SPAN_RANKS``): counted."""
+        self._root_only: int | None = None
+        """The root span's id, where only it (and its started marker) is exported."""
         self.problems: list[str] = []
 
     def feed(self, records: Iterable[AuditRecord]) -> Batch:
@@ -72,6 +77,10 @@ class RunConverter:
                 if len(self.problems) < 100:
                     self.problems.append(f"record {record.seq} ({record.kind}): {error_text(error)}; skipped")
                 continue
+            if finished and self._root_only is not None:
+                kept = [span for span in finished if _rooted(span, self._root_only)]
+                self.withheld += len(finished) - len(kept)
+                finished = kept
             if finished:
                 batch.spans.extend(finished)
             if emitted:
@@ -113,10 +122,19 @@ class RunConverter:
         start = record if record.kind == Kind.EXPERIMENT_START else _NO_START
         self.resource = run_resource(start)
         constant = constant_attributes(start)
+        if start.data.get("spans") is False:
+            self._root_only = start.span_id
         self._builders = (SpanBuilder(self.resource, windows=self.windows),
                           LogBuilder(self.resource, constant),
                           MetricsBuilder(self.resource, constant, max_names=DEFAULT_MAX_NAMES))
         return self._builders
+
+
+def _rooted(span: ReadableSpan, root_id: int) -> bool:
+    """The run's root span, or its started marker."""
+    if span.context is not None and span.context.span_id == root_id:
+        return True
+    return span.name == names.STARTED_SPAN_NAME and span.parent is not None and span.parent.span_id == root_id
 
 
 def merge_metrics(parts: Iterable[MetricsData | None]) -> MetricsData | None:

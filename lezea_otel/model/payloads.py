@@ -115,6 +115,8 @@ class ExperimentStart(TypedDict):
     """A process started with ``tracker.child_env()``: its root is a ``child process`` span under the span
     open in the parent then."""
     prometheus_port: int | None
+    spans: bool
+    """Whether this rank's scope and phase spans are exported (``LEZEA_SPAN_RANKS``); the audit has them."""
     resource: dict[str, AttributeValue]
 
 

@@ -161,6 +161,8 @@ class RunState:
         self.end_ns: int | None = None
         self.error: str | None = None
         self.observed: dict[str, Any] = {}
+        self.workers = {"count": 0, "steps": 0}
+        """Forked workers whose records were folded in, and their step records (values, not steps)."""
         self._handlers = {name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_on_")}
 
     def apply(self, record: Record) -> None:
@@ -362,6 +364,7 @@ class RunState:
             "error": self.error,
             "duration_s": (end - self.start_ns) / 1e9 if self.start_ns else 0.0,
             "steps": {"count": self.steps, "first": self.first_step, "last": self.last_step},
+            "workers": dict(self.workers),
             "metrics": {key: stats.as_dict() for key, stats in self.metrics.items()},
             "config": self.config,
             "checkpoints": list(self.checkpoints),

@@ -124,7 +124,6 @@ class Run:
         summary["duration_s"] = self.duration_s
         summary["status"] = self.status
         summary["cost"]["total_eur"] = self.state.total_cost_eur()
-        summary["workers"] = {"count": len(self.workers), "steps": self.worker_steps}
         return summary
 
     def recommendations(self, cost_limit_eur: float | None = None) -> list[dict[str, Any]]:
@@ -181,6 +180,7 @@ def load_run(path: Path) -> Run:
     files = [path / EVENTS, *audits]
     streams = [_events(audit, problems) for audit in files]
     run = Run(path, [], problems, workers=[audit.parent for audit in audits])
+    run.state.workers["count"] = len(audits)
     pids = [None, *(int(a.parent.name) if a.parent.name.isdigit() else None for a in audits)]
     last_step: int | None = None
     merged = heapq.merge(*([(source, e) for e in events] for source, events in enumerate(streams)),
@@ -207,6 +207,7 @@ def load_run(path: Path) -> Run:
         elif kind == Kind.TRAINING_STEP:
             if worker:
                 run.state.steps, run.worker_steps = steps, run.worker_steps + 1
+                run.state.workers["steps"] = run.worker_steps
             else:
                 last_step = event["step"] if event["step"] is not None else last_step
                 run.last_step_at = (record.time_ns, event["step"])
@@ -223,6 +224,39 @@ def load_run(path: Path) -> Run:
                                    pids[source]))
     run.exporter = exporter_report(path)
     return run
+
+
+def fold_workers(state: RunState, audits: list[Path]) -> None:
+    """The forked workers' records into the run state of their run's live process (at finalize), by the
+    rules of :func:`load_run`: their records about themselves left out, their steps counted apart."""
+    problems: list[str] = []
+    for audit in audits:
+        state.workers["count"] += 1
+        for event in _events(audit, problems):
+            if event["kind"] in _WORKER_OWN:
+                continue
+            steps = state.steps
+            try:
+                state.apply(_record(event))
+            except Exception:  # noqa: BLE001 - a line the state cannot take costs itself (load_run names it)
+                state.steps = steps
+                continue
+            if event["kind"] == Kind.TRAINING_STEP:
+                state.steps = steps
+                state.workers["steps"] += 1
+
+
+def has_ended(audit: Path) -> bool:
+    """Whether the last whole line of ``audit`` is its ``experiment_end`` record."""
+    try:
+        with open(audit, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - 65536))
+            tail = handle.read()
+    except OSError:
+        return False
+    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+    return tail.endswith(b"\n") and b'"kind":"experiment_end"' in lines[-1]
 
 
 def _events(audit: Path, problems: list[str]) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lezea_otel import semconv as names
-from lezea_otel.config.launch import derive_experiment_id, launch_of
+from lezea_otel.config.launch import derive_experiment_id, exports_spans, launch_of
 from lezea_otel.config.settings import Settings
 from lezea_otel.exceptions import LezeaConfigError
 from lezea_otel.model.audit import AuditWriter, open_audit
@@ -34,6 +34,7 @@ from lezea_otel.trainer.pipeline import Pipeline
 from lezea_otel.trainer.resource import build_resource, git_facts
 from lezea_otel.trainer.scope_frames import Frame
 from lezea_otel.trainer.span_ids import IdSpans
+from lezea_otel.trainer.workers import WorkerLink
 from lezea_otel.util import ports, values
 from lezea_otel.util.environment import describe_environment, host_name
 from lezea_otel.util.readable import error_text, exception_fields
@@ -97,6 +98,8 @@ class Session:
         self.spans = IdSpans()
         self.link: ExporterLink | None = None
         self.targets: list[str] = []
+        self.workers = WorkerLink()
+        """The run's end as its forked workers see it (they end with it; their records fold in)."""
         self.port_held: ports.Reservation | None = None
         """The ``/metrics`` port, locked against other runs on this host until the run ends."""
 
@@ -173,12 +176,17 @@ class Session:
             self.spans.child(self.root_ids[0])
             self.spans.end()
         exit_hooks.register(self, Session.finalize, worker)
+        if worker:
+            self.workers.watch(functools.partial(self.finalize, "run_end", None))
+        else:
+            self.workers.open()
         self.emit(Kind.EXPERIMENT_START, None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self.targets,
             "run_dir": str(self.run_dir), "pid": os.getpid(), "host": host_name(),
             "max_metric_names": self.settings.max_metric_names, "worker": worker,
             "launch": self.launch.as_record(), "rank_lane": lane, "child": child, "prometheus_port": port,
+            "spans": exports_spans(self.settings.span_ranks, self.launch, self.experiment_id),
             "resource": resource},
             time_ns=root_start_ns, parent_span_id=parent_span_id)
         if not worker:
@@ -233,6 +241,8 @@ class Session:
             status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
             for frame in sorted(self.open_frames.values(), key=lambda f: f.start_ns, reverse=True):
                 attempt(self.exit_block, frame, error, ended_by)  # innermost first, marked truncated
+            if not self.worker_of:  # live workers end their records now; theirs fold into the summary
+                attempt(self.workers.end, self.run_dir, self.state, self.settings.shutdown_timeout_s)
             if self.link is not None and self.link.observes:
                 link = self.link
                 attempt(lambda: self.emit(Kind.RESOURCE_TOTALS, None, {
@@ -353,6 +363,7 @@ class Session:
         self.stack = contextvars.ContextVar(f"lezea_scope_{self.experiment_id}_{os.getpid()}", default=())
         self.open_frames, self.last = {}, {}
         self.link = None
+        self.workers.in_child()
         if self.port_held is not None:  # the parent's: this worker's copy of the lock goes, not the parent's
             self.port_held.release()
             self.port_held = None
