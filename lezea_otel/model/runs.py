@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 
 from lezea_otel import semconv as names
-from lezea_otel.model.audit import read_events
+from lezea_otel.model.audit_events import WORKER_OWN, events_of, record_of
 from lezea_otel.model.layout import MemberFolder, has_audit, members, worker_audits
 from lezea_otel.model.recommendations import recommend
-from lezea_otel.model.record import Kind, Record
+from lezea_otel.model.record import Kind
 from lezea_otel.model.run_state import RunState, metric_name
 from lezea_otel.util.environment import host_name
 
@@ -155,10 +155,6 @@ class Run:
         return min(keys, key=lambda k: (k.count("/"), k)) if keys else None
 
 
-_WORKER_OWN = frozenset({Kind.EXPERIMENT_START, Kind.EXPERIMENT_END, Kind.ENVIRONMENT, Kind.RESOURCE_TOTALS})
-"""A worker's records about the worker itself (its fork, its exit, its observers): not the run's."""
-
-
 def load_run(path: Path) -> Run:
     """Replay the audit; a line the run state cannot take (an old or hand-edited one) is skipped and named.
 
@@ -178,7 +174,7 @@ def load_run(path: Path) -> Run:
     problems: list[str] = []
     audits = worker_audits(path)
     files = [path / EVENTS, *audits]
-    streams = [_events(audit, problems) for audit in files]
+    streams = [events_of(audit, problems) for audit in files]
     run = Run(path, [], problems, workers=[audit.parent for audit in audits])
     run.state.workers["count"] = len(audits)
     pids = [None, *(int(a.parent.name) if a.parent.name.isdigit() else None for a in audits)]
@@ -187,10 +183,10 @@ def load_run(path: Path) -> Run:
                          key=lambda item: item[1]["time_unix_nano"])
     for source, event in merged:
         kind, worker = event["kind"], source > 0
-        if worker and kind in _WORKER_OWN:
+        if worker and kind in WORKER_OWN:
             continue
         run.events.append(event)
-        record = _record(event)
+        record = record_of(event)
         steps = run.state.steps
         try:
             run.state.apply(record)
@@ -226,43 +222,6 @@ def load_run(path: Path) -> Run:
     return run
 
 
-def fold_workers(state: RunState, audits: list[Path]) -> None:
-    """The forked workers' records into the run state of their run's live process (at finalize), by the
-    rules of :func:`load_run`: their records about themselves left out, their steps counted apart."""
-    problems: list[str] = []
-    for audit in audits:
-        state.workers["count"] += 1
-        for event in _events(audit, problems):
-            if event["kind"] in _WORKER_OWN:
-                continue
-            steps = state.steps
-            try:
-                state.apply(_record(event))
-            except Exception:  # noqa: BLE001 - a line the state cannot take costs itself (load_run names it)
-                state.steps = steps
-                continue
-            if event["kind"] == Kind.TRAINING_STEP:
-                state.steps = steps
-                state.workers["steps"] += 1
-
-
-def has_ended(audit: Path) -> bool:
-    """Whether the last whole line of ``audit`` is its ``experiment_end`` record."""
-    try:
-        with open(audit, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - 65536))
-            tail = handle.read()
-    except OSError:
-        return False
-    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
-    return tail.endswith(b"\n") and b'"kind":"experiment_end"' in lines[-1]
-
-
-def _events(audit: Path, problems: list[str]) -> list[dict[str, Any]]:
-    return [e for e in (_clean(raw, audit, problems) for raw in read_events(audit, problems)) if e]
-
-
 def headline(folders: list[MemberFolder]) -> MemberFolder:
     """The member an experiment is summed up by: the lowest rank (a lone run before any rank), its latest
     attempt."""
@@ -288,95 +247,6 @@ def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
         for name, measured in (entries or {}).items() if isinstance(entries, dict) else ():
             if name in summary.get(section, {}) and isinstance(measured, dict):
                 summary[section][name].update(measured)
-
-
-_NUMBERS: dict[str, tuple[str, ...]] = {
-    Kind.REWARD: ("reward",), Kind.DELTA_LOSS: ("loss", "prev_loss", "delta_loss"),
-    Kind.DATA_SCORE: ("before_loss", "after_loss", "score"), Kind.SCOPE_END: ("duration_s",),
-    Kind.PHASE: ("duration_s",), Kind.EXPERIMENT_END: ("duration_s",),
-    Kind.RESOURCE: ("cpu_percent", "gpu_percent", "memory_mb", "io_operations")}
-"""Fields the run state adds up: anything but a number there (an old audit wrote ``"np.float64(0.7)"``)
-is dropped."""
-_NUMBER_MAPS: dict[str, tuple[str, ...]] = {
-    Kind.TRAINING_STEP: ("metrics",), Kind.BUSINESS_METRICS: ("metrics",),
-    Kind.RESULTS: ("result_dict", "tasker_rewards", "builder_rewards")}
-_TEXT: dict[str, tuple[str, ...]] = {
-    Kind.EXPERIMENT_START: ("experiment_id", "name", "purpose", "host", "service_name", "run_dir"),
-    Kind.EXPERIMENT_END: ("status", "ended_by", "error"), Kind.REWARD: ("agent_id", "role"),
-    Kind.RESOURCE: ("component_id", "component_type"), Kind.PHASE: ("name", "error"),
-    Kind.SCOPE_END: ("error",), Kind.COMMENT: ("text",), Kind.CONCLUSION: ("text",),
-    Kind.TRAINING_STEP: ("data_split",)}
-_REQUIRED: dict[str, str] = {
-    Kind.REWARD: "reward", Kind.RESOURCE: "component_id", Kind.PHASE: "name", Kind.COMMENT: "text",
-    Kind.CONCLUSION: "text", Kind.EXPERIMENT_END: "status", Kind.DATA_USAGE: "count"}
-
-
-def _clean(event: dict[str, Any], audit: Path, problems: list[str]) -> dict[str, Any] | None:
-    """The event with every field the readers use of the type they expect; None when it cannot be used."""
-    kind = event.get("kind")
-    if not isinstance(kind, str):
-        problems.append(f"{audit}: a line without a kind (seq {event.get('seq')!r}); skipped")
-        return None
-    data = event["data"] = dict(event["data"]) if isinstance(event.get("data"), dict) else {}
-    step = event.get("step")
-    event["step"] = step if type(step) is int else None
-    event["scope"] = event["scope"] if isinstance(event.get("scope"), str) else ""
-    event["time_unix_nano"] = event["time_unix_nano"] if type(event.get("time_unix_nano")) is int else 0
-    for name in ("trace_id", "span_id"):
-        event[name] = event.get(name) if _hex(event.get(name)) else None
-    for name in _NUMBERS.get(kind, ()):
-        if name in data:
-            data[name] = _number(data[name])
-    for name in _NUMBER_MAPS.get(kind, ()):
-        if name in data:
-            mapping = data[name] if isinstance(data[name], dict) else {}
-            data[name] = {k: v for k, v in ((k, _number(v)) for k, v in mapping.items()) if v is not None}
-    for name in _TEXT.get(kind, ()):
-        if data.get(name) is not None and not isinstance(data[name], str):
-            data[name] = str(data[name])
-    if kind == Kind.EXPERIMENT_START:
-        for name in ("tags", "targets"):
-            data[name] = [str(item) for item in data[name]] if isinstance(data.get(name), list) else []
-    elif kind == Kind.DATA_USAGE:
-        data["count"] = data.get("count") if type(data.get("count")) is int else None
-    elif kind == Kind.DATA_SPLITS:
-        event["data"] = data = {split: entry for split, entry in data.items()
-                                if isinstance(entry, dict) and type(entry.get("count")) is int}
-    required = _REQUIRED.get(kind)
-    if required is not None and data.get(required) is None:
-        problems.append(f"{audit}: seq {event.get('seq')!r}: a {kind} record without a usable {required}; "
-                        "left out of the summary")
-        return None
-    return event
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:
-        return math.copysign(math.inf, value)
-
-
-def _hex(value: Any) -> bool:
-    try:
-        int(value, 16)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _record(event: dict[str, Any]) -> Record:
-    scope = tuple(event["scope"].split("/")) if event["scope"] else ()
-    data = dict(event["data"])
-    values = None
-    if event["kind"] == Kind.TRAINING_STEP:
-        prefix = len(event["scope"]) + 1 if scope else 0
-        values = {k[prefix:]: v for k, v in data.pop("metrics", {}).items()}
-    return Record(event["kind"], event["time_unix_nano"], event["step"], scope,
-                  int(event["trace_id"], 16) if event["trace_id"] else 0,
-                  int(event["span_id"], 16) if event["span_id"] else 0, data, values)
 
 
 def run_folders(runs_dir: Path) -> list[Path]:

@@ -133,6 +133,29 @@ class ExporterLink:
             self.report = self._read_report()
         return done
 
+    def delivery(self) -> dict[str, Any]:
+        """``summary["delivery"]``: what the exporter delivered, per destination and signal."""
+        return delivery_report(self.mode, self.current())
+
+    def finish(self, timeout_s: float, audit_seq: int, audit_path: Path) -> None:
+        """:meth:`close`, and one warning saying why, when the exporter did not deliver to the end in time:
+        it had not caught up with the audit (``audit_seq``: its last record), or the collector did not take
+        it all."""
+        if self.close(timeout_s):
+            return
+        behind = audit_seq - self.local_position()
+        if behind > 0:  # the exporter itself had not caught up (a very fast loop, a busy machine)
+            reason = f"the exporter had not caught up with the audit ({behind} records not yet exported)"
+        else:
+            signals = self.delivery()["signals"].items()
+            left = ", ".join(f"{counts['left_in_audit']} {signal}" for signal, counts in signals
+                             if counts.get("left_in_audit"))
+            reason = "the collector did not take the whole run (down, refusing or hanging)" + (
+                f": {left} left" if left else "")
+        logger.warning("finalize: %s within LEZEA_SHUTDOWN_TIMEOUT=%.1f s; the audit %s keeps everything "
+                       "(`lezea-otel export %s` sends it to a collector)", reason, timeout_s, audit_path,
+                       self.run_dir)
+
     # --- process mode -----------------------------------------------------------------------------
 
     def _planned_targets(self, prometheus_port: int | None) -> list[str]:

@@ -12,10 +12,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lezea_otel.config.launch import Launch, rank_span_id, shared_trace
 from lezea_otel.config.settings import Settings
-from lezea_otel.util import ports
+from lezea_otel.util import ports, values
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,17 @@ def root_of(settings: Settings, launch: Launch, experiment_id: str, fresh: tuple
     return Root(trace_id, root_span_id, parent_span_id, False, False)
 
 
-def metrics_port(launch: Launch, addr: str, base: int, warn: Callable[[str, str], None],
+def metrics_port(launch: Launch, addr: str, base: Any, warn: Callable[[str, str], None],
                  say: Callable[[str], None]) -> ports.Reservation | None:
-    """The ``/metrics`` port of this rank, held until the run ends; a moved port is said (``say``, the
-    console line), never warned; ``None`` (one warning) when every candidate is taken."""
+    """The ``/metrics`` port of this rank (``base``: ``start(prometheus_port=...)``), held until the run
+    ends; a moved port is said (``say``, the console line), never warned; ``None`` for ``None`` or ``0``,
+    and (one warning) for a base that is no port or when every candidate is taken."""
+    if base is None or base == 0:
+        return None
+    if isinstance(base, bool) or not isinstance(base, int) or not 0 < base < 65536:
+        warn("prometheus_port must be a port number, None or 0",
+             f"got {values.describe(base)}; /metrics is off")
+        return None
     local = launch.local_rank or 0
     wanted = base + local
     held = ports.reserve(addr, base, local, launch.local_world_size or launch.world_size or 1)

@@ -41,7 +41,6 @@ from lezea_otel.util.readable import error_text, exception_fields
 from lezea_otel.util.safety import (
     Warnings,
     flag,
-    logger,
     raise_internal,
     report_internal_error,
 )
@@ -162,24 +161,25 @@ class Session:
         # A forked worker's audit is followed by its parent's exporter: it starts none of its own.
         self.link = ExporterLink(mode, self.run_dir, self.settings, self.extra_exporters, self.warnings.warn,
                                  self._build_service)
-        port = self._port(prometheus_port) if mode != "none" else None  # "none": nothing serves /metrics
+        if mode != "none":  # "none": nothing serves /metrics
+            self.port_held = membership.metrics_port(self.launch, self.settings.prometheus_addr,
+                                                     prometheus_port, self.warner("start"), self.console)
+        port = self.port_held.port if self.port_held is not None else None
         self.link.start(port, os.getpid())
         self.targets = list(self.link.targets)
         root_start_ns = time.time_ns()  # the root span's start is the experiment_start record's time
         self.root_ids = self.spans.child(self.worker_of[0] if self.worker_of else 0)  # a worker: parent trace
         parent_span_id, lane, child = self.worker_of[1] if self.worker_of else 0, False, False
-        if not worker:  # a rank's or child's root in the launch's trace (lone: the fresh ids as they are)
+        if worker:
+            self.workers.watch(functools.partial(self.finalize, "run_end", None))
+        else:  # a rank's or child's root in the launch's trace (lone: the fresh ids as they are)
             root = membership.root_of(self.settings, self.launch, self.experiment_id, self.root_ids)
             self.root_ids, parent_span_id = (root.trace_id, root.span_id), root.parent_span_id
             lane, child = root.rank_lane, root.child
-        if not worker:  # the exporter's "started" span (its time and ids come from the start record)
-            self.spans.child(self.root_ids[0])
+            self.spans.child(self.root_ids[0])  # the exporter's "started" span (ids from the start record)
             self.spans.end()
-        exit_hooks.register(self, Session.finalize, worker)
-        if worker:
-            self.workers.watch(functools.partial(self.finalize, "run_end", None))
-        else:
             self.workers.open()
+        exit_hooks.register(self, Session.finalize, worker)
         self.emit(Kind.EXPERIMENT_START, None, {
             "experiment_id": self.experiment_id, "name": self.experiment_name, "purpose": self.purpose,
             "tags": self.tags, "service_name": self.settings.service_name, "targets": self.targets,
@@ -195,19 +195,6 @@ class Session:
         self.pipeline.flush()  # the start of a run is on disk at once, whatever happens next
         self.console(f"experiment {self.experiment_name!r} ({self.experiment_id}) -> {self.audit_path}; "
                       + ("; ".join(self.targets[1:]) or "local mode (no OTLP endpoint configured)"))
-
-    def _port(self, port: Any) -> int | None:
-        """The ``/metrics`` port: ``port`` plus the local rank, or the first free one after it (another run
-        on this host holds it), said on the console line; ``None`` for none."""
-        if port is None or port == 0 or self.worker_of is not None:
-            return None
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            self.warnings.warn("start", "prometheus_port must be a port number, None or 0",
-                                f"got {values.describe(port)}; /metrics is off")
-            return None
-        self.port_held = membership.metrics_port(self.launch, self.settings.prometheus_addr, port,
-                                                 functools.partial(self.warnings.warn, "start"), self.console)
-        return self.port_held.port if self.port_held is not None else None
 
     def finalize_call(self) -> None:
         """``finalize_experiment()``: now, or, from a signal handler that interrupted one of our own
@@ -261,7 +248,7 @@ class Session:
             if lost:
                 self.warnings.warn(ended_by, "the audit could not be written in full", lost)
             if self.link is not None:
-                attempt(self._close_exporter, timeout)
+                attempt(self.link.finish, timeout, self.pipeline.audit.seq, self.audit_path)
             if self.port_held is not None:
                 attempt(self.port_held.release)
             attempt(lambda: self.console(closing_line(
@@ -274,24 +261,7 @@ class Session:
 
     def delivery(self) -> dict[str, Any]:
         """``summary["delivery"]``: what the exporter delivered, per destination and signal."""
-        link = self.link
-        return delivery_report(link.mode, link.current()) if link is not None else delivery_report("none", {})
-
-    def _close_exporter(self, timeout: float) -> None:
-        if self.link is None or self.link.close(timeout):
-            return
-        behind = self.pipeline.audit.seq - self.link.local_position()
-        if behind > 0:  # the exporter itself had not caught up (a very fast loop, a busy machine)
-            reason = f"the exporter had not caught up with the audit ({behind} records not yet exported)"
-        else:
-            signals = self.delivery()["signals"].items()
-            left = ", ".join(f"{counts['left_in_audit']} {signal}" for signal, counts in signals
-                             if counts.get("left_in_audit"))
-            reason = "the collector did not take the whole run (down, refusing or hanging)" + (
-                f": {left} left" if left else "")
-        logger.warning("finalize: %s within LEZEA_SHUTDOWN_TIMEOUT=%.1f s; the audit %s keeps everything "
-                       "(`lezea-otel export %s` sends it to a collector)", reason, timeout, self.audit_path,
-                       self.run_dir)
+        return self.link.delivery() if self.link is not None else delivery_report("none", {})
 
     def sample_observers(self) -> None:
         """Tests: the exporter's observers take a sample now (thread mode)."""

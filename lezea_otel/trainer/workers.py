@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lezea_otel.model.audit_events import fold_workers, has_ended
 from lezea_otel.model.layout import worker_audits
 from lezea_otel.model.run_state import RunState
-from lezea_otel.model.runs import fold_workers, has_ended
 
 WAIT_S = 1.0
 """At most this long, at finalize, for live workers to write their end records."""
