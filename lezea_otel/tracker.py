@@ -119,7 +119,9 @@ class ExperimentTracker:
 
         Configuration problems are warned here, and raised (``LezeaConfigError``) only when
         ``strict`` (or ``LEZEA_STRICT=1``) is set. ``prometheus_port=None`` or ``0`` serves no
-        ``/metrics``; a busy port is one warning. Returns the tracker; a second call does nothing.
+        ``/metrics``; a rank serves on the port plus its ``LOCAL_RANK``, and a port already taken moves the
+        run to the next free one (said on the console line). Returns the tracker; a second call does
+        nothing.
         """
         self._session.start(strict, prometheus_port)
         return self

@@ -10,6 +10,7 @@ until torchrun's SIGKILL 30 s later.
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -50,7 +51,9 @@ def main() -> None:
             optimizer.step()
             tracker.log_training_step(step, {"loss": loss.item()})
     tracker.log_comment(f"rank {rank} of {world} done")
-    tracker.finalize_experiment()
+    summary = tracker.finalize_experiment() or {}
+    figures = {"launch": summary["experiment"]["launch"], "steps": summary["steps"]["count"]}
+    print("SUMMARY", json.dumps(figures), flush=True)
     dist.destroy_process_group()
 
 

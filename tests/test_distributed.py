@@ -76,6 +76,10 @@ def test_four_torchrun_ranks_are_one_experiment_and_one_trace(tmp_path: Path) ->
     assert {m["launch"]["launcher"] for m in members.values()} == {"torchrun"}
     ports = [m["prometheus_port"] for m in members.values()]
     assert len(set(ports)) == 4, ports
+    summaries = [json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines()
+                 if line.startswith("SUMMARY ")]  # get_experiment_summary(): each rank its own, and who it is
+    assert sorted((s["launch"]["rank"], s["launch"]["world_size"], s["steps"]) for s in summaries) == [
+        (rank, 4, 5) for rank in range(4)]
     output = done.stdout + done.stderr
     assert "is taken" not in output and "WARNING" not in output.replace("WARNING:torch", ""), output[-3000:]
 

@@ -314,6 +314,7 @@ class SpecCalls:
             "purpose": self._session.purpose, "tags": list(self._session.tags),
             "run_dir": str(self._session.run_dir), "audit": str(self._session.audit_path),
             "targets": list(self._session.targets),
+            "launch": self._session.launch.as_record(),  # this rank's identity; its own figures above
         }
         summary["signals"] = {
             "spans": self._session.spans.ended,
