@@ -288,3 +288,48 @@ def test_span_volume_is_chosen_per_rank(tmp_path: Path, choice: str, exporting: 
     for rank in range(4):
         audit = experiment / f"rank-{rank}" / "events.jsonl"
         assert [e["data"].get("name") for e in read_events(audit) if e["kind"] == "phase"] == ["work"]
+
+
+STUCK = """
+import datetime, sys
+import torch.distributed as dist
+from lezea_otel import ExperimentTracker
+tracker = ExperimentTracker("stuck", quiet=True)
+tracker.start(prometheus_port=None)
+tracker.log_training_step(1, {"loss": 0.5})
+# rank 1 never comes: rank 0 waits inside gloo's rendezvous, in native code, as a survivor of a group
+# whose peer died waits when torchrun tears the group down
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{sys.argv[1]}", rank=0, world_size=2,
+                        timeout=datetime.timedelta(seconds=120))
+"""
+
+
+def test_sigterm_ends_a_rank_waiting_inside_gloo(tmp_path: Path) -> None:
+    """SIGTERM (torchrun tearing a group down) reaches a rank blocked in native code: its run ends
+    `terminated` and the process dies within seconds, as it would without the tracker, not at the
+    launcher's SIGKILL 30 s later with its end record lost."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", STUCK, str(port)], cwd=tmp_path,
+                               env=launch_env(None, LEZEA_EXPORTER="none"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the store listens once rank 0 is waiting inside gloo
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert process.poll() is None
+    else:
+        raise AssertionError("rank 0 never reached gloo's rendezvous")
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=30)
+    took = time.monotonic() - sent
+    audit = next((tmp_path / "runs").glob("*/events.jsonl"))
+    end = [e for e in read_events(audit) if e["kind"] == "experiment_end"]
+    assert [(e["data"]["status"], e["data"]["ended_by"]) for e in end] == [("terminated", "sigterm")]
+    assert code == 128 + signal.SIGTERM and took < 10, (code, took)
