@@ -104,6 +104,15 @@ def test_four_torchrun_ranks_are_one_experiment_and_one_trace(tmp_path: Path) ->
     comments = [r for r in receiver.received.log_records() if "done" in r.body.string_value]
     assert len(comments) == 4
 
+    cli = Path(sys.executable).with_name("lezea-otel")
+    listed = subprocess.run([str(cli), "runs", "runs"], cwd=tmp_path, capture_output=True, text=True,
+                            check=True, env={**launch_env(None), "COLUMNS": "200"}).stdout
+    assert listed.count(experiment.name[:8]) == 1 and "4 ranks: 4 finished" in listed, listed
+    shown = subprocess.run([str(cli), "show", experiment.name], cwd=tmp_path, capture_output=True, text=True,
+                           check=True, env={**launch_env(None), "COLUMNS": "200"}).stdout
+    rows = [line for line in shown.splitlines() if "finished" in line and "│" in line]
+    assert len(rows) >= 4, shown  # one row per rank
+
 
 def test_two_nodes_on_one_machine_share_the_experiment(tmp_path: Path) -> None:
     """Two ``torchrun --nnodes=2`` agents (node ranks 0 and 1) with a c10d rendezvous on 127.0.0.1: one
@@ -263,7 +272,7 @@ def test_a_child_process_joins_under_the_current_span(tmp_path: Path) -> None:
     assert json.loads(json.dumps(start["data"]["launch"]))["rank"] is None
 
 
-@pytest.mark.parametrize(("choice", "exporting"), [("node", {0, 2}), ("rank0", {0})])
+@pytest.mark.parametrize(("choice", "exporting"), [("node", {0, 2}), ("rank0", {0}), ("0", {0})])
 def test_span_volume_is_chosen_per_rank(tmp_path: Path, choice: str, exporting: set[int]) -> None:
     """``LEZEA_SPAN_RANKS``: only the chosen ranks export their phase spans (2 nodes of 2 ranks here);
     every rank's lane, metrics and log records still arrive, and the audit keeps every phase."""

@@ -210,13 +210,14 @@ class TestDistributedLaunch:
 
     @pytest.mark.parametrize(("environ", "variable", "kept"), [
         ({"RANK": "abc"}, "RANK", {}),
-        ({"RANK": "-1", "WORLD_SIZE": "4"}, "RANK", {"dl.world_size": 4}),
-        ({"RANK": "5", "WORLD_SIZE": "4"}, "RANK", {"dl.world_size": 4}),
+        ({"RANK": "-1", "WORLD_SIZE": "4"}, "RANK", {"dl.world_size": 4, "dl.launcher": "torchrun"}),
+        ({"RANK": "5", "WORLD_SIZE": "4"}, "RANK", {"dl.world_size": 4, "dl.launcher": "torchrun"}),
         ({"LOCAL_RANK": "2", "WORLD_SIZE": "0"}, "WORLD_SIZE", {"dl.local_rank": 2}),
     ])
     def test_an_impossible_rank_is_one_warning_and_not_recorded(self, capture, monkeypatch, lezea_warnings,
                                                                  environ, variable, kept):
-        """A rank that is not a whole number below the world size: one warning naming it, no attribute."""
+        """A rank that is not a whole number below the world size: one warning naming it, no rank attribute
+        (the launcher, known from the world size, is still said)."""
         for name, value in environ.items():
             monkeypatch.setenv(name, value)
         tracker = capture.tracker("broken-launch")

@@ -22,8 +22,9 @@ NAMESPACE = uuid.UUID("6b1f0a52-3c1e-5d0e-9b8a-1e5a0c7d2f41")
 """UUID5 namespace of the ids derived here (an arbitrary constant: it only has to be the same everywhere)."""
 
 _LAUNCHERS = {"RANK": "torchrun", "SLURM_PROCID": "slurm", "OMPI_COMM_WORLD_RANK": "mpi", "PMIX_RANK": "pmix",
-              "PMI_RANK": "pmi", "LEZEA_RANK": "lezea"}
-"""The launcher, by the variable the rank came from."""
+              "PMI_RANK": "pmi", "LEZEA_RANK": "lezea", "WORLD_SIZE": "torchrun", "SLURM_NTASKS": "slurm",
+              "OMPI_COMM_WORLD_SIZE": "mpi", "PMI_SIZE": "pmi", "LEZEA_WORLD_SIZE": "lezea"}
+"""The launcher, by the variable the rank (else the world size) came from."""
 _UNSET_RUN_IDS = frozenset({"none", ""})
 """torchrun's ``--rdzv-id`` default on several nodes: not an id of the launch."""
 
@@ -92,8 +93,8 @@ def launch_of(settings: Settings) -> Launch:
     job = settings.slurm_job
     if run_id is None and job is not None:
         run_id = f"{job}.{settings.slurm_step}" if settings.slurm_step is not None else job
-    if launcher is None and settings.world_size is not None:
-        launcher = _LAUNCHERS.get(settings.sources.get("world_size", "").replace("_SIZE", "_RANK"))
+    if launcher is None and settings.world_size is not None:  # the rank was unusable: the launcher is known
+        launcher = _LAUNCHERS.get(settings.sources.get("world_size", ""))
     array = f"{settings.slurm_array}_{settings.slurm_array_task}" if settings.slurm_array else None
     return Launch(launcher, settings.rank, settings.local_rank, settings.world_size,
                   settings.local_world_size, settings.node_rank, settings.role_rank, run_id,
