@@ -78,11 +78,11 @@ def slow(run: str, top: int, runs_dir: str | None) -> None:
 @click.option("-o", "--output", default="report.html", show_default=True, help="HTML file to write.")
 @runs_dir_option
 def report(run: str, output: str, runs_dir: str | None) -> None:
-    """Write one self-contained HTML report of RUN (opens offline: plots and their JavaScript embedded)."""
+    """Write one self-contained HTML report of RUN (opens offline: plots and their JavaScript embedded); a
+    distributed run's report merges its ranks (per-rank table, curves and phases, stragglers)."""
     from lezea_otel.cli.report import write_report
 
-    loaded = load(run, runs_dir).headline.run  # a distributed run: rank 0's report (not merged yet)
-    path = write_report(loaded, Path(output))
+    path = write_report(load(run, runs_dir), Path(output))
     console.print(f"Report written to {path} ({path.stat().st_size // 1024} KiB)")
 
 

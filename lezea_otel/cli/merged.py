@@ -65,10 +65,8 @@ def print_experiment(experiment: Experiment) -> None:
         _print_attempts(experiment)
     if sum(rank is not None for rank in experiment.ranks) > 1:
         _print_step_stragglers(experiment.step_stragglers())
-    for member in experiment.current[1:]:
-        if member.status == "crashed":
-            cause = member.run.crash_cause()
-            console.print(f"[{cause['severity']}] {member.label}: {cause['message']}", markup=False)
+    for item in experiment.recommendations():  # ranks that ended early or went silent, stragglers
+        console.print(f"[{item['severity']}] {item['message']}", markup=False)
     print_run(head.run, title=f"{head.label}, the headline (give a member's folder as RUN to see another)")
 
 

@@ -1,4 +1,5 @@
-"""One self-contained HTML report of a run: plotly figures with plotly.js embedded once, no CDN."""
+"""One self-contained HTML report of a run: plotly figures with plotly.js embedded once, no CDN. A
+distributed experiment's ranks are merged into one report (``report_ranks``)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,28 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lezea_otel.model.experiment import Experiment
 from lezea_otel.model.record import Kind
 from lezea_otel.model.runs import Run
 from lezea_otel.model.timing import slow_table
 
 MAX_TIMELINE = 2000
 MAX_METRIC_PLOTS = 12
+Series = dict[str, dict[str, list[tuple[float, float]]]]
+"""Per component, per field: (seconds, value) points of its ``log_resource`` records."""
 
 
-def write_report(run: Run, output: Path) -> Path:
+def write_report(target: Run | Experiment, output: Path) -> Path:
+    """The report of a run; of an experiment: its ranks merged when it is a distributed one opened whole,
+    otherwise its headline run's (a lone run, one rank's folder, a lone run's latest attempt)."""
+    if isinstance(target, Experiment):
+        if target.distributed and not target.partial:
+            from lezea_otel.cli.report_ranks import write_experiment_report
+
+            return write_experiment_report(target, output)
+        target = target.headline.run
+    run = target
     import plotly.graph_objects as go
-    from plotly.offline import get_plotlyjs
 
     summary = run.summary()
     sections: list[str] = [_header(run, summary)]
@@ -35,10 +47,10 @@ def write_report(run: Run, output: Path) -> Path:
                                         name=label))
         curves.update_layout(title=f"{leaf} by step (one line per scope and split)", xaxis_title="step",
                              height=380)
-        figures.append((f"metric-{_slug(leaf)}", curves))
+        figures.append((f"metric-{slug(leaf)}", curves))
 
     resources = go.Figure()
-    for component, series in _resource_series(run).items():
+    for component, series in resource_series(run).items():
         for field, values in series.items():
             resources.add_trace(go.Scatter(x=[t for t, _ in values], y=[v for _, v in values],
                                            mode="lines+markers", name=f"{component} {field}"))
@@ -63,17 +75,21 @@ def write_report(run: Run, output: Path) -> Path:
         sections.append(f'<section id="{name}">' + figure.to_html(full_html=False, include_plotlyjs=False,
                                                                    div_id=f"plot-{name}") + "</section>")
     sections.append(_tables(run, summary))
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>lezea_otel report: {html.escape(str(run.start.get('name') or run.id))}</title>"
-        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
-        + "".join(sections) + "</body></html>"
-    )
-    output.write_text(page, encoding="utf-8")
+    output.write_text(page(str(run.start.get("name") or run.id), sections), encoding="utf-8")
     return output
 
 
-def _slug(text: str) -> str:
+def page(title: str, sections: list[str]) -> str:
+    """The whole document: plotly.js inline once, then the sections."""
+    from plotly.offline import get_plotlyjs
+
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>lezea_otel report: {html.escape(title)}</title>"
+            f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
+            + "".join(sections) + "</body></html>")
+
+
+def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text)
 
 
@@ -88,9 +104,10 @@ def _start_offsets(run: Run) -> dict[tuple[str | None, str], float]:
     return out
 
 
-def _resource_series(run: Run) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    origin = run.state.start_ns or 0
-    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+def resource_series(run: Run, origin_ns: int | None = None) -> Series:
+    """Per component and field, (seconds since ``origin_ns``, value): the run's start unless told."""
+    origin = origin_ns if origin_ns is not None else run.state.start_ns or 0
+    out: Series = {}
     for event in run.events:
         if event["kind"] != "resource":
             continue
@@ -111,11 +128,13 @@ def _header(run: Run, summary: dict[str, Any]) -> str:
             f"tags {html.escape(tags)}</p>")
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> str:
+def table(title: str, columns: list[str], rows: list[list[Any]], table_id: str | None = None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
                    for row in rows)
-    return f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ident = f' id="{table_id}"' if table_id else ""
+    return (f"<h2>{html.escape(title)}</h2><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+            "</table>")
 
 
 def _fmt(value: Any) -> str:
@@ -126,22 +145,22 @@ def _fmt(value: Any) -> str:
 
 def _tables(run: Run, summary: dict[str, Any]) -> str:
     parts = [
-        _table("Recommendations", ["severity", "advice"],
+        table("Recommendations", ["severity", "advice"],
                [[r["severity"], r["message"]] for r in run.recommendations()] or [["-", "nothing to flag"]]),
-        _table("Metrics", ["key", "count", "last", "best", "min", "max", "non-finite"],
+        table("Metrics", ["key", "count", "last", "best", "min", "max", "non-finite"],
                [[k, s["count"], s["last"], s["best"], s["min"], s["max"], s["nonfinite"]]
                 for k, s in summary["metrics"].items()]),
-        _table("Slowest scopes and phases", ["kind", "name", "count", "total s", "p50 s", "p95 s", "max s"],
+        table("Slowest scopes and phases", ["kind", "name", "count", "total s", "p50 s", "p95 s", "max s"],
                [[r["kind"], r["name"], r["count"], r["total_s"], r["p50_s"], r["p95_s"], r["max_s"]]
                 for r in slow_table(run.timed)[:20]]),
-        _table("Configuration", ["key", "value"], [[k, v] for k, v in summary["config"].items()]),
-        _table("Checkpoints", ["step", "path", "size bytes", "sha256"],
+        table("Configuration", ["key", "value"], [[k, v] for k, v in summary["config"].items()]),
+        table("Checkpoints", ["step", "path", "size bytes", "sha256"],
                [[c.get("step"), c.get("path"), c.get("size_bytes"), c.get("sha256")]
                 for c in summary["checkpoints"]]),
-        _table("Rewards", ["agent", "last", "best", "count"],
+        table("Rewards", ["agent", "last", "best", "count"],
                [[k, s["last"], s["best"], s["count"]] for k, s in summary["rewards"].items()]),
-        _table("Cost", ["kind", "value"], [[k, v] for k, v in summary["cost"].items()]),
-        _table("Comments and conclusion", ["kind", "text"],
+        table("Cost", ["kind", "value"], [[k, v] for k, v in summary["cost"].items()]),
+        table("Comments and conclusion", ["kind", "text"],
                [["comment", c] for c in summary["comments"]]
                + ([["conclusion", summary["conclusion"]]] if summary["conclusion"] else [])),
     ]

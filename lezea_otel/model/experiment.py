@@ -7,19 +7,27 @@ module only puts them side by side: no rank ever talked to another, so neither d
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from lezea_otel.model.layout import is_member, members, parse_member
+from lezea_otel.model.recommendations import recommend_ranks
 from lezea_otel.model.runs import Run, Timed, load_run
-from lezea_otel.model.timing import Straggler, straggler
+from lezea_otel.model.timing import (
+    STRAGGLER_TOLERANCE,
+    Straggler,
+    phase_stragglers,
+    rank_slow_table,
+    straggler,
+)
 
 ENDED = ("crashed", "failed", "terminated", "finished")
 """The statuses of a member that ended, in the order one wins over the next for a whole experiment."""
 BROKEN = frozenset(ENDED[:3])
 LIVE = ("running", "unknown")
 """A member without an end record whose process is alive, or on another host (it cannot be told here)."""
-RATE_TOLERANCE = 0.1
+RATE_TOLERANCE = STRAGGLER_TOLERANCE
 """A rank is a straggler by step rate when it is this share slower than the median rank, or more."""
 
 
@@ -35,6 +43,16 @@ class Member:
     @property
     def status(self) -> str:
         return self.run.status
+
+    @property
+    def broken(self) -> bool:
+        """It ended crashed, failed or terminated: before its work was done."""
+        return self.status in BROKEN
+
+    @property
+    def live(self) -> bool:
+        """No end record, and not known to be dead: running here, or on another host."""
+        return self.status in LIVE
 
     @property
     def node_rank(self) -> int | None:
@@ -172,7 +190,8 @@ class Experiment:
 
     def step_stragglers(self) -> list[Straggler]:
         """The rank furthest behind by last step (when the ranks' last steps differ at all) and the rank
-        slowest by step rate (when it is ``RATE_TOLERANCE`` slower than the median rank, or more)."""
+        slowest by step rate (when it is ``RATE_TOLERANCE`` slower than the median rank, or more), with
+        the time it lost against the median rank's rate and its share of the rank's run."""
         rows = [row for row in self.rank_rows() if row.rank is not None]
         found = []
         behind = straggler("last step", "steps", {r.rank: float(r.last_step) for r in rows
@@ -183,9 +202,28 @@ class Experiment:
         slow = straggler("step rate", "steps", {r.rank: r.step_rate for r in rows
                                                 if r.rank is not None and r.step_rate is not None},
                          slower_is_higher=False)
-        if slow is not None and slow.value <= slow.median * (1 - RATE_TOLERANCE):
-            found.append(slow)
+        if slow is not None and slow.clear:
+            run = next(m.run for m in self.current if m.rank == slow.rank)
+            stepping = ((run.last_step_at[0] - run.first_step_at[0]) / 1e9
+                        if run.first_step_at and run.last_step_at else 0.0)
+            lost = stepping * slow.slower_by  # its steps at the median rank's rate would have taken this less
+            found.append(replace(slow, lost_s=lost, share=lost / run.duration_s if run.duration_s else None))
         return found
+
+    def phase_stragglers(self) -> list[Straggler]:
+        """Per scope and phase two ranks or more timed: the rank with the highest p50 against the median
+        rank's, with the share of the rank's run (its attempts' durations) it lost there (every one, clear
+        or not: ``Straggler.clear`` and ``Straggler.costly`` tell)."""
+        durations: dict[int, float] = {}
+        for member in self.members:
+            if member.rank is not None:
+                durations[member.rank] = durations.get(member.rank, 0.0) + member.run.duration_s
+        return phase_stragglers(rank_slow_table(self.timed_by_rank()), durations)
+
+    def recommendations(self) -> list[dict[str, Any]]:
+        """What the ranks side by side call for (``recommend_ranks``): ranks that ended early or stopped
+        reporting while others went on, and costly stragglers; [] for a lone run and a single rank."""
+        return recommend_ranks(self)
 
     def timed_by_rank(self) -> dict[int, list[Timed]]:
         """Every scope and phase each rank timed, over all of its attempts (and its workers)."""
