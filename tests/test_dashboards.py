@@ -172,11 +172,18 @@ def killed_run(tmp_path):
         return children[-1]
 
     yield start
+    stop(children)
+
+
+def stop(children: list[subprocess.Popen[str]]) -> None:
+    """Kill what is still running and close the pipes (a fixture's teardown)."""
     for child in children:
         if child.poll() is None:
             child.kill()
         child.wait(10)
-        child.stdout.close()
+        for pipe in (child.stdout, child.stdin):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
@@ -201,12 +208,7 @@ def ranks(tmp_path):
         return children, {line[0] for line in started}, [int(line[1]) for line in started]
 
     yield start
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-        child.wait(10)
-        child.stdout.close()
-        child.stdin.close()
+    stop(children)
 
 
 def test_dashboards_across_ranks(prometheus_for, ranks):
