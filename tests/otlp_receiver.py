@@ -89,7 +89,8 @@ def _value(value: Any) -> Any:
 class HttpReceiver:
     """OTLP/HTTP (protobuf) on 127.0.0.1:<free port>, paths /v1/traces, /v1/metrics, /v1/logs."""
 
-    def __init__(self, port: int = 0, received: Received | None = None) -> None:
+    def __init__(self, port: int = 0, received: Received | None = None, keep_alive: bool = False) -> None:
+        """``keep_alive``: HTTP/1.1, connections kept open between requests, as a collector does."""
         self.received = received or Received()
         self.refuse_with: int | None = None  # e.g. 503, 429, 400: answer every export with that status
         self.delay_s = 0.0  # a slow collector: answer only after this long
@@ -130,6 +131,9 @@ class HttpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        if keep_alive:
+            Handler.protocol_version = "HTTP/1.1"
+
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -144,7 +148,8 @@ class HttpReceiver:
 class GrpcReceiver:
     """OTLP/gRPC on 127.0.0.1:<free port>, the three collector services."""
 
-    def __init__(self, port: int = 0, received: Received | None = None) -> None:
+    def __init__(self, port: int = 0, received: Received | None = None, keep_alive: bool = False) -> None:
+        """``keep_alive``: HTTP/1.1, connections kept open between requests, as a collector does."""
         self.received = received or Received()
         self.refuse_with: grpc.StatusCode | None = None  # e.g. UNAVAILABLE, RESOURCE_EXHAUSTED
         self.delay_s = 0.0
