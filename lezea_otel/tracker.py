@@ -223,6 +223,23 @@ class ExperimentTracker:
         return self._calls.log_training_step(step, metrics, data_split)
 
     @guarded()
+    def define_metric(self, key: str, goal: str | None = None, summary: str | None = None) -> None:
+        """Declare which way is better for a metric and what sums it up, as W&B's ``define_metric`` does.
+
+        ``key``: a key as logged (``"loss"``: in every scope and split), a full summary name
+        (``"builder:3/val/loss"``), or a ``*`` glob (``"val/*"``). ``goal``: ``"min"`` or ``"max"``
+        (``"minimize"``/``"maximize"`` too) is what ``best`` means for it; ``None`` leaves the goal to the
+        key's name (``loss``, ``error``, ``perplexity``, ``wer``/``cer``: min; ``accuracy``/``acc``,
+        ``reward``, ``f1``, ``precision``, ``recall``, ``auc``: max; any other: no goal, no best).
+        ``summary``: ``"last"``, ``"best"``, ``"min"``, ``"max"`` or ``"mean"``, the figure given as
+        ``summary["metrics"][name]["summary"]``. The first key declared with a goal or a summary is the
+        run's headline (closing line, ``lezea-otel runs``), its latest-logged scope. Applies to values
+        logged before the call too; recorded in the audit, so ``lezea-otel show`` agrees. Never raises: a
+        bad argument is one warning.
+        """
+        return self._calls.define_metric(key, goal, summary)
+
+    @guarded()
     def log_modification_tree(self, step: int | None = None, modifications: list[Any] | None = None,
                               statistics: dict[str, Any] | None = None) -> None:
         """A modification tree: an event with its structure, its numeric statistics as metrics."""

@@ -110,7 +110,9 @@ class TestEventsFile:
             own = [e["step"] for e in events
                    if e["kind"] == "training_step" and e["data"]["data_split"] == f"w{worker}"]
             assert own == list(range(per_thread))
-        assert summary["steps"]["count"] == 4 * per_thread
+        # each thread logs its own split: split calls, not training steps, and none lost
+        assert summary["steps"]["count"] == 0
+        assert summary["steps"]["splits"] == {f"w{worker}": per_thread for worker in range(4)}
 
     def test_lezea_runs_dir_is_honoured(self, monkeypatch, tmp_path):
         """LEZEA_RUNS_DIR decides where runs/<id>/events.jsonl goes."""
@@ -226,7 +228,8 @@ class TestAsyncMode:
                      e["data"].get("metrics") if e["kind"] == "training_step" else None) for e in events]
 
         assert shape(read_audit(async_tracker.audit_path)) == shape(read_audit(sync_tracker.audit_path))
-        assert async_summary["steps"] == sync_summary["steps"] == {"count": 200, "first": 1, "last": 200}
+        assert async_summary["steps"] == sync_summary["steps"] == {"count": 200, "first": 1, "last": 200,
+                                                                        "splits": {"train": 200}}
         assert async_summary["metrics"].keys() == sync_summary["metrics"].keys()
         for key, stats in sync_summary["metrics"].items():
             assert async_summary["metrics"][key]["last"] == stats["last"]

@@ -44,7 +44,7 @@ class TestListAndShow:
         assert result.returncode == 0, result.stderr
         row = next(line for line in result.stdout.splitlines() if run_id[:8] in line)
         assert "demo" in row and "finished" in row and "local" in row
-        assert " 44 " in row  # 2 builders x 20 train steps + 4 validation steps
+        assert " 40 " in row  # 2 builders x 20 train steps; the 4 validation calls are no steps
 
     def test_show_by_prefix(self, demo_runs):
         """`show PREFIX` prints metrics, the scope tree, artifacts, words and advice."""

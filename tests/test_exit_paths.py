@@ -458,7 +458,9 @@ else:
 for step in range(801, 811):
     tracker.log_training_step(step, {"loss": 1.0 / step})
 summary = tracker.finalize_experiment()
-print(json.dumps({"summary": summary is not None and summary["status"], "steps": summary["steps"]["count"],
+# every call counted: 800 in the long-named split (calls, not training steps) and 10 training steps
+print(json.dumps({"summary": summary is not None and summary["status"],
+                  "steps": sum(summary["steps"]["splits"].values()),
                   "lines": summary["signals"]["audit_lines"], "lost": summary["signals"]["audit_lost"],
                   "audit": str(tracker.audit_path)}))
 """

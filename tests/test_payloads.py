@@ -73,6 +73,7 @@ def test_a_run_through_every_call_writes_only_declared_payloads(tmp_path, monkey
     tracker.log_dataset_version("imagenet", version_tag="v1.0", dataset_path=str(tmp_path / "data"),
                                 metadata={"rows": 10})
     tracker.log_dataset_version("synthetic")
+    tracker.define_metric("acc", goal="max", summary="best")
     tracker.log_training_step(1, {"loss": 0.9, "acc": 0.5}, data_split="train")
     tracker.log_training_step(2, {"loss": 0.8, "acc": 0.6}, data_split="train")
     with tracker.builder_scope("42"), tracker.tasker_scope("A"), tracker.algorithm_scope("sac"), \

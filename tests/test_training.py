@@ -172,7 +172,8 @@ class TestTrainingSummary:
         """summary['steps'] counts the calls and names the first and last step."""
         for step in (3, 4, 5):
             tracker.log_training_step(step, {"loss": 1.0})
-        assert tracker.get_experiment_summary()["steps"] == {"count": 3, "first": 3, "last": 5}
+        assert tracker.get_experiment_summary()["steps"] == {"count": 3, "first": 3, "last": 5,
+                                                                "splits": {"train": 3}}
 
 
 class TestHistory:

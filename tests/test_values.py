@@ -133,7 +133,8 @@ class TestBeyondSixtyFourBits:
         steps = lines_of(tracker, "training_step")
         assert [s["step"] for s in steps] == [None, None, 5]
         assert [s["data"]["metrics"]["loss"] for s in steps] == [1.0, 0.9, 0.8]
-        assert tracker.get_experiment_summary()["steps"] == {"count": 3, "first": 5, "last": 5}
+        assert tracker.get_experiment_summary()["steps"] == {"count": 3, "first": 5, "last": 5,
+                                                                "splits": {"train": 3}}
         warned = only(lezea_warnings(), "log_training_step", "step is beyond the 64-bit integer range")
         assert len(warned) == 1 and "recorded without a step" in warned[0]
         assert not only(lezea_warnings(), "did not increase")

@@ -16,14 +16,19 @@ def print_run(loaded: Run, title: str | None = None) -> None:
     """Everything about one run (its forked workers' records folded in), under ``title`` (its name)."""
     summary = loaded.summary()
     console.rule(title or f"{loaded.start.get('name', '?')} ({loaded.id})")
+    evals = ", ".join(f"{n} {split} calls" for split, n in summary["steps"]["splits"].items()
+                      if split != "train")
     console.print(f"status {summary['status']}, {summary['duration_s']:.1f} s, "
-                  f"{summary['steps']['count']} steps (last step {summary['steps']['last']}), "
-                  f"purpose: {loaded.start.get('purpose') or '-'}")
+                  f"{summary['steps']['count']} steps (last step {summary['steps']['last']}"
+                  + (f"; {evals}" if evals else "") + f"), purpose: {loaded.start.get('purpose') or '-'}")
+    head = summary["headline"]
+    if head is not None:
+        console.print(f"headline: {head['key']} {num(head['last'])} (best {num(head['best'])})", markup=False)
     if summary["status"] in ("crashed", "running", "unknown"):
         console.print(f"no end record: last record at {when(loaded.last_time_ns)} UTC, "
                       f"last step {summary['steps']['last']}")
     if loaded.end and loaded.end.get("error"):
-        say(console, "error:", "red", f" {loaded.end['error']}")
+        say(console, "error:", "red", f" {error_line(loaded.end['error'])}")
     if summary["config"]:
         console.print("config: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()))
     metrics = Table(title="Metrics")
@@ -31,8 +36,9 @@ def print_run(loaded: Run, title: str | None = None) -> None:
         metrics.add_column(column)
     for key, stats in summary["metrics"].items():
         shape = trend(loaded.history.get(key, []))
-        metrics.add_row(key, str(stats["count"]), num(stats["last"]), num(stats["best"]), stats["goal"],
-                        num(stats["min"]), num(stats["max"]), shape, str(stats["nonfinite"]))
+        metrics.add_row(key, str(stats["count"]), num(stats["last"]), num(stats["best"]),
+                        stats["goal"] or "-", num(stats["min"]), num(stats["max"]), shape,
+                        str(stats["nonfinite"]))
     console.print(metrics)
     tree = Tree("scopes and phases")
     nodes: dict[str, Any] = {}
@@ -88,11 +94,33 @@ def resources(entry: dict[str, Any]) -> str:
     return (", " + ", ".join(parts)) if parts else ""
 
 
+NEAR_ZERO = 1e-9
+"""A start this close to zero makes a relative change meaningless: the trend is then an absolute one."""
+
+
 def trend(points: list[tuple[int | None, float]]) -> str:
-    finite = [v for _, v in points if isinstance(v, float) and math.isfinite(v)]
+    """The mean of the last quarter against the first: ``down 12%``, or ``down by 0.003`` where the start
+    is near zero or the values cross zero (where a percentage would read ``down 111%``); ``flat`` under 1%
+    (or no change at all)."""
+    finite = [v for _, v in points if isinstance(v, (int, float)) and math.isfinite(v)]
     if len(finite) < 4:
         return "-"
     quarter = max(1, len(finite) // 4)
     first, last = sum(finite[:quarter]) / quarter, sum(finite[-quarter:]) / quarter
-    change = (last - first) / (abs(first) or 1.0)
-    return "flat" if abs(change) < 0.01 else ("down" if change < 0 else "up") + f" {abs(change):.0%}"
+    if last == first:
+        return "flat"
+    direction = "down" if last < first else "up"
+    if abs(first) < NEAR_ZERO or (first < 0) != (last < 0):
+        return f"{direction} by {abs(last - first):.3g}"
+    change = (last - first) / abs(first)
+    return "flat" if abs(change) < 0.01 else f"{direction} {abs(change):.0%}"
+
+
+def error_line(text: str) -> str:
+    """An exception as ``Type: message`` once: ``KeyboardInterrupt`` (no message), not ``KeyboardInterrupt:``,
+    and no type repeated where the message is the type (``Type: Type``)."""
+    kind, sep, message = text.partition(":")
+    message = message.strip()
+    if not sep or not message or message == kind:
+        return kind.strip() or text
+    return message if message.startswith(kind + ":") else f"{kind}: {message}"

@@ -30,14 +30,14 @@ def fold_workers(state: RunState, audits: list[Path]) -> None:
         for event in events_of(audit, problems):
             if event["kind"] in WORKER_OWN:
                 continue
-            steps = state.steps
+            steps, splits = state.steps, dict(state.split_steps)
             try:
                 state.apply(record_of(event))
             except Exception:  # noqa: BLE001 - a line the state cannot take costs itself (load_run names it)
-                state.steps = steps
+                state.steps, state.split_steps = steps, splits
                 continue
-            if event["kind"] == Kind.TRAINING_STEP:
-                state.steps = steps
+            if event["kind"] == Kind.TRAINING_STEP:  # a worker's values count, its calls are not steps
+                state.steps, state.split_steps = steps, splits
                 state.workers["steps"] += 1
 
 

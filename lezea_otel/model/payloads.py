@@ -319,6 +319,14 @@ class Text(TypedDict):
     text: str
 
 
+class MetricDefinition(TypedDict):
+    """``define_metric``: the key (a logged key, a full summary name, or a ``*`` glob), its goal (``min``,
+    ``max`` or ``None``: as its name says) and its summary figure (``metric_stats.SUMMARIES`` or ``None``)."""
+    key: str
+    goal: Literal["min", "max"] | None
+    summary: str | None
+
+
 PAYLOADS: Final[Mapping[Kind, type]] = MappingProxyType({
     Kind.EXPERIMENT_START: ExperimentStart, Kind.ENVIRONMENT: Environment, Kind.CONFIG: Config,
     Kind.EXPERIMENT_END: ExperimentEnd, Kind.SCOPE_START: ScopeStart, Kind.SCOPE_END: ScopeEnd,
@@ -328,7 +336,7 @@ PAYLOADS: Final[Mapping[Kind, type]] = MappingProxyType({
     Kind.DELTA_LOSS: DeltaLoss, Kind.RESOURCE: Resource, Kind.RESOURCE_TOTALS: ResourceTotals,
     Kind.CHECKPOINT: Checkpoint, Kind.DATASET_VERSION: DatasetVersion, Kind.RESULTS: Results,
     Kind.REWARD: Reward, Kind.RESOURCE_COST: ResourceCost, Kind.BUSINESS_METRICS: BusinessMetrics,
-    Kind.COMMENT: Text, Kind.CONCLUSION: Text,
+    Kind.COMMENT: Text, Kind.CONCLUSION: Text, Kind.METRIC_DEFINITION: MetricDefinition,
 })
 """Every kind's declared ``data``."""
 

@@ -35,6 +35,7 @@ class Kind(StrEnum):
     BUSINESS_METRICS = "business_metrics"
     COMMENT = "comment"
     CONCLUSION = "conclusion"
+    METRIC_DEFINITION = "metric_definition"
 
 
 class Record:

@@ -9,16 +9,13 @@ per table, counted in ``summary["folded"]`` and warned about once; the audit sti
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lezea_otel.model.metric_stats import SUMMARIES, headline
+from lezea_otel.model.metric_stats import MetricStats as MetricStats
 from lezea_otel.model.record import Kind, Record
 
-LOWER_IS_BETTER = ("loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll", "regret", "wer",
-                   "cer")
-RECENT = 50
 MAX_METRIC_NAMES = 256  # the default of LEZEA_MAX_METRIC_NAMES (settings.py), as /metrics caps keys
 MAX_ENTRIES = 1000  # as MAX_SERIES_PER_NAME in metrics.py: per key, and scopes, phases, agents, components
 OTHER = "(other)"
@@ -32,12 +29,6 @@ Warn = Callable[[str, str, str], None]
 def metric_name(record: Record, key: str, split: str | None) -> str:
     """The name a training value has in summaries and history: ``<scope>/<split>/<key>``."""
     return record.scoped(f"{split}/{key}" if split else key)
-
-
-def lower_is_better(key: str) -> bool:
-    leaf = key.rsplit("/", 1)[-1].lower()
-    return any(word in leaf for word in LOWER_IS_BETTER)
-
 
 
 def add_resources(entry: dict[str, Any], resources: dict[str, Any]) -> None:
@@ -55,79 +46,13 @@ def add_resources(entry: dict[str, Any], resources: dict[str, Any]) -> None:
         else:
             entry[short] = entry.get(short, 0.0) + value
 
-class MetricStats:
-    """Running statistics of one metric key; ``add`` is on the hot path, so it stays branch-light."""
-
-    __slots__ = (
-        "best",
-        "best_step",
-        "count",
-        "first",
-        "first_nonfinite_step",
-        "last",
-        "last_step",
-        "lower_better",
-        "maximum",
-        "minimum",
-        "nonfinite",
-        "recent",
-        "total",
-    )
-
-    def __init__(self, key: str) -> None:
-        self.lower_better = lower_is_better(key)
-        self.count = 0
-        self.last = math.nan
-        self.last_step: int | None = None
-        self.best = math.inf if self.lower_better else -math.inf
-        self.best_step: int | None = None
-        self.minimum, self.maximum = math.inf, -math.inf
-        self.total = 0.0
-        self.first: float | None = None
-        self.nonfinite = 0
-        self.first_nonfinite_step: int | None = None
-        self.recent: deque[float] = deque(maxlen=RECENT)
-
-    def add(self, value: float, step: int | None) -> None:
-        self.count += 1
-        self.last = value
-        self.last_step = step
-        if value - value != 0:  # NaN or infinite
-            self.nonfinite += 1
-            if self.first_nonfinite_step is None:
-                self.first_nonfinite_step = step
-            return
-        if self.first is None:
-            self.first = value
-        self.recent.append(value)
-        self.total += value
-        if value < self.minimum:
-            self.minimum = value
-            if self.lower_better:
-                self.best, self.best_step = value, step
-        if value > self.maximum:
-            self.maximum = value
-            if not self.lower_better:
-                self.best, self.best_step = value, step
-
-    def as_dict(self) -> dict[str, Any]:
-        finite = self.count - self.nonfinite
-        return {
-            "count": self.count, "last": self.last, "last_step": self.last_step, "best": _n(self.best),
-            "best_step": self.best_step, "min": _n(self.minimum), "max": _n(self.maximum),
-            "mean": self.total / finite if finite else None, "first": self.first,
-            "nonfinite": self.nonfinite, "first_nonfinite_step": self.first_nonfinite_step,
-            "goal": "min" if self.lower_better else "max",
-        }
-
-
-def _n(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
 
 class RunState:
     """``warn`` (the tracker's one-warning-per-problem reporter) hears of the first fold per table;
-    rebuilt from an audit (the CLI) a run folds silently, with the same counts."""
+    rebuilt from an audit (the CLI) a run folds silently, with the same counts.
+
+    ``steps`` counts training steps: ``log_training_step`` calls with no ``data_split`` or ``"train"``;
+    a validation or test call is a value, not a step (``split_steps`` counts the calls per split)."""
 
     def __init__(self, max_metric_names: int = MAX_METRIC_NAMES, warn: Warn | None = None,
                  max_entries: int = MAX_ENTRIES) -> None:
@@ -140,6 +65,11 @@ class RunState:
         self._series: dict[str, int] = {}  # admitted metric key -> its scope/split combinations
         self._metrics_by_scope: dict[tuple[tuple[str, ...], str | None], dict[str, MetricStats]] = {}
         self.steps = 0
+        self.split_steps: dict[str, int] = {}
+        self.definitions: dict[str, dict[str, Any]] = {}
+        """``define_metric`` declarations by key, in the order first declared (the first names the
+        headline)."""
+        self._seq = 0
         self.first_step: int | None = None
         self.last_step: int | None = None
         self.last_values: dict[tuple[tuple[str, ...], str | None, str], float] = {}
@@ -173,14 +103,18 @@ class RunState:
             handler(record)
 
     def _on_training_step(self, record: Record) -> None:
-        self.steps += 1
-        step = record.step
-        if step is not None:
-            if self.first_step is None:
-                self.first_step = step
-            if self.last_step is None or step > self.last_step:
-                self.last_step = step
-        split = record.data.get("data_split")
+        step, split = record.step, record.data.get("data_split")
+        named = split or "train"
+        self.split_steps[named] = self.split_steps.get(named, 0) + 1
+        if named == "train":
+            self.steps += 1
+            if step is not None:
+                if self.first_step is None:
+                    self.first_step = step
+                if self.last_step is None or step > self.last_step:
+                    self.last_step = step
+        self._seq += 1
+        seq = self._seq
         by_key = self._metrics_by_scope.get((record.scope, split))
         if by_key is None:
             by_key = {}  # past the cap a combination is looked up by name on every step (the slow path)
@@ -190,7 +124,7 @@ class RunState:
             stats = by_key.get(key)
             if stats is None:
                 stats = self._metric(record, key, split, by_key)
-            stats.add(value, step)
+            stats.add(value, step, seq)
 
     def _metric(self, record: Record, key: str, split: str | None,
                 by_key: dict[str, MetricStats]) -> MetricStats:
@@ -205,7 +139,9 @@ class RunState:
             if series is not None and series >= self.max_entries:
                 return self._other(self.metrics, "metrics", "", name, lambda: MetricStats(OTHER))
             self._series[key] = (series or 0) + 1
-            stats = self.metrics[name] = MetricStats(name)
+            stats = self.metrics[name] = MetricStats(name, key, split)
+            if self.definitions:
+                stats.declare(self.definitions)
         by_key[key] = stats
         return stats
 
@@ -240,6 +176,25 @@ class RunState:
     def _on_experiment_end(self, record: Record) -> None:
         self.status, self.end_ns = record.data["status"], record.time_ns
         self.error = record.data.get("error")
+
+    def _on_metric_definition(self, record: Record) -> None:
+        """``define_metric``: the key's goal and summary from now on, and for what it already has."""
+        data = record.data
+        key = data.get("key")
+        if not isinstance(key, str) or not key:
+            return
+        definition = self.definitions.setdefault(key, {"goal": None, "summary": None})
+        for field, allowed in (("goal", ("min", "max")), ("summary", SUMMARIES)):
+            if data.get(field) in allowed:
+                definition[field] = data[field]
+        for stats in self.metrics.values():
+            stats.declare({key: definition})
+
+    def headline(self) -> MetricStats | None:
+        """The metric the run is summed up by (``metric_stats.headline``)."""
+        declared = [k for k, d in self.definitions.items()
+                    if d["goal"] is not None or d["summary"] is not None]
+        return headline(self.metrics, declared)
 
     def _on_config(self, record: Record) -> None:
         self.config = dict(record.data)
@@ -363,7 +318,9 @@ class RunState:
             "status": self.status,
             "error": self.error,
             "duration_s": (end - self.start_ns) / 1e9 if self.start_ns else 0.0,
-            "steps": {"count": self.steps, "first": self.first_step, "last": self.last_step},
+            "steps": {"count": self.steps, "first": self.first_step, "last": self.last_step,
+                      "splits": dict(self.split_steps)},
+            "headline": headline_entry(self.headline()),
             "workers": dict(self.workers),
             "metrics": {key: stats.as_dict() for key, stats in self.metrics.items()},
             "config": self.config,
@@ -385,14 +342,22 @@ class RunState:
         }
 
 
+def headline_entry(stats: MetricStats | None) -> dict[str, Any] | None:
+    """``summary["headline"]``: the headline metric's name and figures, ``None`` when the run has none."""
+    return None if stats is None else {"key": stats.name, **stats.as_dict()}
+
+
 def closing_line(name: str, status: str, duration: float, state: RunState, warnings: int,
                  delivery: dict[str, Any], audit_path: Any) -> str:
     """The one compact console line printed at finalize; ``delivery``: ``summary["delivery"]``."""
     parts = [f"experiment {name!r} {status} in {duration:.1f} s", f"{state.steps} steps"]
-    for key, stats in state.metrics.items():
-        if key.endswith("loss"):
-            parts.append(f"{key} {stats.last:.4g} (best {stats.best:.4g})")
-            break
+    evals = {split: n for split, n in state.split_steps.items() if split != "train"}
+    if evals:
+        parts[-1] += " (" + ", ".join(f"{n} {split} calls" for split, n in evals.items()) + ")"
+    head = state.headline()
+    if head is not None:
+        best = head.best
+        parts.append(f"{head.name} {head.last:.4g}" + (f" (best {best:.4g})" if best == best else ""))
     if warnings:
         parts.append(f"{warnings} warnings")
     if delivery.get("mode") == "otlp" and delivery.get("signals"):

@@ -151,8 +151,10 @@ class Run:
                 "evidence": {"last_step": last_step, "last_record_ns": self.last_time_ns, "causes": causes}}
 
     def main_loss(self) -> str | None:
-        keys = [k for k in self.state.metrics if k.rsplit("/", 1)[-1] == "loss"]
-        return min(keys, key=lambda k: (k.count("/"), k)) if keys else None
+        """The headline metric's name (``RunState.headline``): the training loss logged last across scopes,
+        or the first key ``define_metric`` declared; ``None`` when the run has neither."""
+        head = self.state.headline()
+        return head.name if head is not None else None
 
 
 def load_run(path: Path) -> Run:
@@ -187,13 +189,13 @@ def load_run(path: Path) -> Run:
             continue
         run.events.append(event)
         record = record_of(event)
-        steps = run.state.steps
+        steps, splits = run.state.steps, dict(run.state.split_steps)
         try:
             run.state.apply(record)
         except Exception as error:  # noqa: BLE001 - a shape no writer of ours produced: named, not fatal
             problems.append(f"{files[source]}: seq {event.get('seq')!r}: the {kind} record could "
                             f"not be read ({type(error).__name__}: {error}); left out of the summary")
-            run.state.steps = steps
+            run.state.steps, run.state.split_steps = steps, splits
             continue
         run.last_time_ns = max(run.last_time_ns, record.time_ns)
         if kind == Kind.EXPERIMENT_START:
@@ -203,6 +205,7 @@ def load_run(path: Path) -> Run:
         elif kind == Kind.TRAINING_STEP:
             if worker:
                 run.state.steps, run.worker_steps = steps, run.worker_steps + 1
+                run.state.split_steps = splits
                 run.state.workers["steps"] = run.worker_steps
             else:
                 last_step = event["step"] if event["step"] is not None else last_step

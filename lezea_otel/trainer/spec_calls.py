@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from lezea_otel.model.audit import read_events
+from lezea_otel.model.metric_stats import GOALS, SUMMARIES
 from lezea_otel.model.recommendations import recommend
 from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.runs import merge_measured
@@ -19,6 +20,7 @@ from lezea_otel.util import values
 _MB = 2**20
 _MAX_SERIES = 10_000
 """Scope/split series whose last step and loss are kept for ``delta_loss`` and the step-order check."""
+_MAX_KEY = 1000
 
 
 def read_now(metrics: dict[Any, Any]) -> None:
@@ -127,6 +129,29 @@ class SpecCalls:
                             loss if loss is not None and loss - loss == 0 else previous_loss)
         return Record(Kind.TRAINING_STEP, time_ns, step, path, trace_id, span_id,
                       {"data_split": data_split} if data_split is not None else {}, clean)
+
+    def define_metric(self, key: Any, goal: Any = None, summary: Any = None) -> None:
+        """Which way is better for ``key`` and what its summary value is (W&B's ``define_metric``): a
+        record, so the CLI reads the same. A bad argument is one warning and is left out; a bad key drops
+        the call."""
+        if not self._session.ready("define_metric"):
+            return
+        warn = self._session.warner("define_metric")
+        if type(key) is not str or not key.strip() or len(key) > _MAX_KEY or not key.isascii():
+            warn(f"key must be a metric key (ASCII text of 1 to {_MAX_KEY} characters), got "
+                 f"{values.sanitise(key)!r:.80}", "the call was ignored")
+            return
+        if goal is not None:
+            wanted = GOALS.get(goal) if isinstance(goal, str) else None
+            if wanted is None:
+                warn(f"goal must be 'min', 'max' or None, got {values.sanitise(goal)!r:.80}",
+                     "the goal was left out: the key keeps the one its name gives, if any")
+            goal = wanted
+        if summary is not None and summary not in SUMMARIES:
+            warn(f"summary must be one of {', '.join(SUMMARIES)} or None, got "
+                 f"{values.sanitise(summary)!r:.80}", "the summary was left out")
+            summary = None
+        self._session.emit(Kind.METRIC_DEFINITION, None, {"key": key, "goal": goal, "summary": summary})
 
     def log_modification_tree(self, step: int | None = None, modifications: list[Any] | None = None,
                               statistics: dict[str, Any] | None = None) -> None:
