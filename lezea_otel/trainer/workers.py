@@ -63,10 +63,11 @@ class WorkerLink:
     def end(self, run_dir: Path, state: RunState, timeout_s: float) -> None:
         """In the run's own process, at finalize: the workers are told, their end records awaited (within
         ``timeout_s``, at most ``WAIT_S``), and what they recorded folded into ``state``."""
-        if self._write is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._write)
-            self._write = None
+        for fd in (self._write, self._read):  # the read end is the workers' (each holds its own copy)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._write = self._read = None
         audits = worker_audits(run_dir)
         deadline = time.monotonic() + min(WAIT_S, timeout_s)
         while audits and not all(has_ended(audit) for audit in audits) and time.monotonic() < deadline:
