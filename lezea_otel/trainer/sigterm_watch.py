@@ -18,12 +18,16 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 GRACE_S = 1.0
 """How long the Python handler may take to start before the watch ends the run in its place."""
+POLL_S = 0.01
 
-_handled = threading.Event()
+_handled = 0
+"""Python handler runs, counted by a plain assignment: a signal handler takes no lock (one that
+interrupted the lock's holder on its own thread would wait for itself forever)."""
 _fds: tuple[int, int] | None = None
 
 
@@ -54,7 +58,8 @@ def install(end_runs: Callable[[], None], ours: Callable[[], bool]) -> bool:
 
 def handled() -> None:
     """The Python handler runs: the watch has nothing to do for this signal."""
-    _handled.set()
+    global _handled
+    _handled += 1
 
 
 def _watch(read: int, end_runs: Callable[[], None], ours: Callable[[], bool]) -> None:
@@ -67,10 +72,12 @@ def _watch(read: int, end_runs: Callable[[], None], ours: Callable[[], bool]) ->
             return
         if signal.SIGTERM not in received or not ours():
             continue
-        # One handler run per read: the interpreter may run one handler for two signals close together.
-        if _handled.wait(GRACE_S) or not ours():
-            _handled.clear()
-            continue
+        # Once the Python handler has run for a SIGTERM, it ends the process itself: the watch is done.
+        deadline = time.monotonic() + GRACE_S
+        while not _handled and ours() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        if _handled or not ours():
+            return
         with contextlib.suppress(Exception):  # the main thread is stuck outside the interpreter
             end_runs()
         os._exit(128 + signal.SIGTERM)
