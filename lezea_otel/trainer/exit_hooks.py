@@ -29,7 +29,6 @@ from collections.abc import Callable
 from types import CodeType, FrameType, FunctionType, MethodType, TracebackType
 from typing import Any
 
-from lezea_otel.trainer import sigterm_watch
 from lezea_otel.util.safety import report_internal_error
 
 Finalize = Callable[[Any, str, BaseException | None], None]
@@ -248,7 +247,6 @@ def _install_sigterm(finalize: Finalize) -> None:
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         global _ended_elsewhere
-        sigterm_watch.handled()
         interrupted = frame if frame is not None else sys._getframe(1)
         if _ended_elsewhere:
             _ended_elsewhere = False
@@ -263,9 +261,6 @@ def _install_sigterm(finalize: Finalize) -> None:
 
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, on_sigterm)
-        if previous == signal.SIG_DFL:  # where SIGTERM would have killed a process stuck in native code
-            sigterm_watch.install(functools.partial(_end_runs, finalize),
-                                  lambda: signal.getsignal(signal.SIGTERM) is on_sigterm)
 
 
 def _terminate(finalize: Finalize, previous: Any, signum: int, frame: FrameType | None) -> None:
