@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from lezea_otel import semconv as names
+from lezea_otel.model.attribution import PhaseSpan, StepCall, attribute
 from lezea_otel.model.audit_events import WORKER_OWN, events_of, record_of
 from lezea_otel.model.layout import MemberFolder, has_audit, members, worker_audits
 from lezea_otel.model.recommendations import recommend
@@ -46,6 +47,16 @@ class Timed:
     error: str | None
     worker: int | None = None
     """The forked worker (its pid) that timed it; ``None``: the process itself."""
+    end_ns: int = 0
+    """When it ended (its record's time); it started ``duration_s`` before."""
+    scope: str = ""
+    """The scope path it ran in (a scope: its own path)."""
+    gpu_duration_s: float | None = None
+    """A phase's GPU time (CUDA events on its stream), where it was measured."""
+
+    @property
+    def start_ns(self) -> int:
+        return self.end_ns - int(self.duration_s * 1e9)
 
 
 @dataclass
@@ -181,6 +192,8 @@ def load_run(path: Path) -> Run:
     run.state.workers["count"] = len(audits)
     pids = [None, *(int(a.parent.name) if a.parent.name.isdigit() else None for a in audits)]
     last_step: int | None = None
+    phases: list[PhaseSpan] = []
+    calls: list[StepCall] = []
     merged = heapq.merge(*([(source, e) for e in events] for source, events in enumerate(streams)),
                          key=lambda item: item[1]["time_unix_nano"])
     for source, event in merged:
@@ -217,10 +230,20 @@ def load_run(path: Path) -> Run:
                 run.history.setdefault(name, []).append((event["step"], value))
         elif kind in (Kind.SCOPE_END, Kind.PHASE):
             name = event["scope"] if kind == Kind.SCOPE_END else event["data"]["name"]
+            gpu = event["data"].get("gpu_duration_s")
             run.timed.append(Timed(name, "scope" if kind == Kind.SCOPE_END else "phase",
                                    event["data"].get("duration_s") or 0.0, last_step,
                                    event.get("trace_id"), event.get("span_id"), event["data"].get("error"),
-                                   pids[source]))
+                                   pids[source], record.time_ns, event["scope"],
+                                   float(gpu) if isinstance(gpu, (int, float)) else None))
+            if kind == Kind.PHASE:
+                phases.append(PhaseSpan(len(run.timed) - 1, (pids[source], event["scope"]), name,
+                                        run.timed[-1].start_ns, record.time_ns))
+        if kind == Kind.TRAINING_STEP and not worker and isinstance(event["step"], int) \
+                and (event["data"].get("data_split") or "train") == "train":
+            calls.append(StepCall(record.time_ns, event["scope"], event["step"]))
+    for index, step in attribute(phases, calls).items():
+        run.timed[index].step = step
     run.exporter = exporter_report(path)
     return run
 
