@@ -15,9 +15,9 @@ warning on the ``lezea_otel`` logger and the valid part is still recorded.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lezea_otel.config.settings import Settings
 from lezea_otel.exceptions import LezeaConfigError
@@ -28,6 +28,8 @@ from lezea_otel.trainer.spec_calls import SpecCalls
 from lezea_otel.util.safety import SELF, flag, guarded, guarded_constructor
 
 __all__ = ["ExperimentTracker", "NetworkType"]
+
+T = TypeVar("T")
 
 
 def _exporter_thread(*args: Any, **kwargs: Any) -> Any:
@@ -192,9 +194,28 @@ class ExperimentTracker:
         """Time any stretch of training as a child span, as ``with`` block or decorator.
 
         Each phase name gets a duration histogram (``lezea.phase.duration``) whose exemplars
-        link to the span.
+        link to the span; on a GPU (torch with CUDA initialised) the span also gets its GPU time
+        (``lezea.phase.gpu.duration``, CUDA events, resolved off the training thread).
+        ``sync=True`` is not an attribute: the phase waits for its GPU work at exit (exact wall time,
+        at the cost of a synchronisation).
         """
         return self._scopes.span(name, **attributes)
+
+    @guarded(default=lambda: iter(()))
+    def iterate(self, iterable: Iterable[T], phase: str = "data") -> Iterator[T]:
+        """The items of ``iterable`` (a ``DataLoader``, any iterable), the wait for each timed as the phase
+        ``phase`` (``lezea.phase.kind = data_wait``): "the input pipeline is the bottleneck", measured.
+
+        Example:
+            ```py
+            for batch in tracker.iterate(loader):  # a "data" phase per batch
+                with tracker.span("forward"):
+                    ...
+            ```
+        Returns:
+            An iterator over the same items; the iterable's own exceptions are raised unchanged.
+        """
+        return self._scopes.iterate(iterable, phase)
 
     # --- the spec's calls ------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from lezea_otel.config.parsers import (
 SIGNALS: Final = ("traces", "metrics", "logs")
 EXPORTER_MODES: Final = ("process", "thread", "none")
 OTEL_CONTEXT_MODES: Final = ("auto", "always", "never")
+GPU_TIMING_MODES: Final = ("phases", "scopes", "off")
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,18 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               frozenset({"builder", "tasker", "algorithm", "network", "phase"}), levels,
               "scope levels that get resource summaries (`all`, `none`; `layer` is off: layers are many)",
               shown="builder,tasker,algorithm,network,phase"),
+    Parameter("phase_memory", ("LEZEA_PHASE_MEMORY",), True, flag,
+              "each scope's and phase's peak RSS from the kernel's high-water mark, reset at enter (Linux; "
+              "the process's own `ru_maxrss` then reads the peak since the last block began)"),
+    Parameter("gpu_timing", ("LEZEA_GPU_TIMING",), "phases", Choice(GPU_TIMING_MODES),
+              "once torch has initialised CUDA: CUDA events time each phase on the GPU (`phases`), "
+              "scopes too (`scopes`), or nothing (`off`); resolved off the training thread"),
+    Parameter("gpu_sync", ("LEZEA_GPU_SYNC",), False, flag,
+              "every phase waits for its GPU work at exit (exact wall times, at a cost); one phase: "
+              "`tracker.span(name, sync=True)`"),
+    Parameter("nvtx", ("LEZEA_NVTX",), False, flag,
+              "NVTX ranges named like the spans for scopes and phases (`torch.cuda.nvtx`, for Nsight "
+              "Systems)"),
     # The launch (torchrun, SLURM, Open MPI, PMI/PMIx): who this process is among the ranks of one run.
     Parameter("experiment_id", ("LEZEA_EXPERIMENT_ID",), None, identifier,
               "the experiment id every rank and process of one run shares (else derived from the launch)"),

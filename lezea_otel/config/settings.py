@@ -57,6 +57,10 @@ class Settings:
     observe_interval_s: float
     gpus: str
     scope_resources: frozenset[str]
+    phase_memory: bool
+    gpu_timing: str
+    gpu_sync: bool
+    nvtx: bool
     """Scope levels (and ``phase``) whose spans get resource summaries; ``layer`` is off: layers are many."""
     progress_after_s: float
     """Scopes open longer than this get ``lezea.progress`` marker spans..."""

@@ -73,6 +73,8 @@ _COUNTERS = {
 }
 _HISTOGRAMS = {
     names.PHASE_DURATION: (names.UNIT_SECONDS, "Duration of user phases (tracker.span)", PHASE_BUCKETS_S),
+    names.PHASE_GPU_DURATION: (names.UNIT_SECONDS, "GPU time of user phases (CUDA events on their stream)",
+                               PHASE_BUCKETS_S),
     names.DATA_SCORE: ("", "Loss improvement per scored sample (before - after)", DATA_SCORE_BUCKETS),
 }
 _GAUGES = {
@@ -313,6 +315,10 @@ class MetricsBuilder:
         if isinstance(duration, (int, float)) and isinstance(name, str):
             self._observe(record, names.PHASE_DURATION, float(duration), {names.PHASE_NAME: name},
                           record.scope, True)
+            gpu = record.data.get("gpu_duration_s")
+            if isinstance(gpu, (int, float)) and not isinstance(gpu, bool):
+                self._observe(record, names.PHASE_GPU_DURATION, float(gpu), {names.PHASE_NAME: name},
+                              record.scope, True)
 
     def _modification_tree(self, record: AuditRecord) -> None:
         modifications = record.data.get("modifications")

@@ -289,6 +289,7 @@ class SpanBuilder:
             if self.windows is not None and window is not None else {}
         resources = data.get("resources")
         attributes.update(resources if isinstance(resources, dict) else measured)
+        _measured_in_trainer(attributes, data)
         events: list[Event] | tuple[()] = ()
         status = _UNSET
         truncated = data.get("truncated")
@@ -317,6 +318,23 @@ class SpanBuilder:
     def _bounded(self, attributes: Mapping[str, Any]) -> BoundedAttributes:
         return BoundedAttributes(self.limits.max_span_attributes, encodable_attributes(attributes),
                                  immutable=True, max_value_len=self.limits.max_span_attribute_length)
+
+
+def _measured_in_trainer(attributes: dict[str, Any], data: Mapping[str, Any]) -> None:
+    """What the trainer measured at the block's enter and exit: its peak RSS from the kernel's high-water
+    mark (beats a sampled peak, which can only be lower for the process itself) and its GPU time."""
+    peak = data.get("memory_peak_bytes")
+    if isinstance(peak, int) and not isinstance(peak, bool):
+        sampled = attributes.get(names.SCOPE_MEMORY_PEAK)
+        attributes[names.SCOPE_MEMORY_PEAK] = float(max(peak, sampled if isinstance(sampled, float) else 0))
+        attributes[names.SCOPE_MEMORY_METHOD] = "high-water"
+    elif names.SCOPE_MEMORY_PEAK in attributes:
+        attributes[names.SCOPE_MEMORY_METHOD] = "sampled"
+    gpu = data.get("gpu_duration_s")
+    if isinstance(gpu, (int, float)) and not isinstance(gpu, bool):
+        attributes[names.PHASE_GPU_DURATION if "name" in data else names.SCOPE_GPU_DURATION] = float(gpu)
+    elif data.get("gpu_unresolved") is True:
+        attributes[names.GPU_UNRESOLVED] = True
 
 
 def _parent_path(path: str, own: str) -> str:

@@ -273,6 +273,15 @@ class RunState:
         resources = data.get("resources")
         if resources:
             add_resources(entry, resources)
+        peak = data.get("memory_peak_bytes")
+        if isinstance(peak, int) and peak > entry.get("memory.peak", 0):
+            entry["memory.peak"] = peak  # the kernel's high-water mark over the block (trainer.probes)
+        gpu = data.get("gpu_duration_s")
+        if isinstance(gpu, (int, float)):
+            entry["gpu_total_s"] = entry.get("gpu_total_s", 0.0) + gpu
+            entry["gpu_max_s"] = max(entry.get("gpu_max_s", 0.0), gpu)
+        elif data.get("gpu_unresolved"):
+            entry["gpu_unresolved"] = entry.get("gpu_unresolved", 0) + 1
 
     def _on_scope_end(self, record: Record) -> None:
         self._timed(self.scopes, "scopes", "/".join(record.scope), record)

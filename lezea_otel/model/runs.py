@@ -272,7 +272,12 @@ def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
     for section, entries in (report.get("scope_resources") or {}).items():
         for name, measured in (entries or {}).items() if isinstance(entries, dict) else ():
             if name in summary.get(section, {}) and isinstance(measured, dict):
-                summary[section][name].update(measured)
+                entry = summary[section][name]
+                own_peak = entry.get("memory.peak")  # the trainer's high-water mark beats a sampled one
+                entry.update(measured)
+                if isinstance(own_peak, int):
+                    entry["memory.peak"] = max(own_peak, entry.get("memory.peak") or 0)
+                    entry["memory.method"] = "high-water"
 
 
 def run_folders(runs_dir: Path) -> list[Path]:

@@ -7,14 +7,19 @@ it (``builder:42/network:n1``); the session enters and leaves it (``Session.ente
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from lezea_otel import semconv as names
 from lezea_otel.trainer.scopes import TracedBlock
 from lezea_otel.trainer.session import Session
 from lezea_otel.util import values
-from lezea_otel.util.safety import shielded
+from lezea_otel.util.readable import error_text
+from lezea_otel.util.safety import flag, raise_internal, report_internal_error, shielded
+
+T = TypeVar("T")
 
 _NO_ATTRIBUTES: dict[str, Any] = {}
 """Shared by every block without attributes (never written to: a record copies what it keeps)."""
@@ -30,6 +35,38 @@ class NetworkType(str, Enum):
     TASKER = "tasker"
     BUILDER = "builder"
     HYBRID = "hybrid"
+
+
+def _waits(session: Session, items: Iterator[T], name: str, attributes: dict[str, Any]) -> Iterator[T]:
+    """Each ``next()`` of ``items`` as a phase; the last one, that found no item, leaves no phase. The
+    iterable's own exception is recorded on the phase and raised unchanged."""
+    while True:
+        frame = _guarded(session.enter_block, None, name, attributes)
+        try:
+            item = next(items)
+        except StopIteration:
+            if frame is not None:
+                _guarded(session.discard_block, frame)
+            return
+        except BaseException as error:
+            end_ns = time.time_ns()
+            if frame is not None:
+                _guarded(session.exit_block, frame, error, None, end_ns)
+            raise
+        end_ns = time.time_ns()
+        if frame is not None:
+            _guarded(session.exit_block, frame, None, None, end_ns)
+        yield item
+
+
+def _guarded(call: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return call(*args)
+    except Exception as error:
+        if raise_internal():
+            raise
+        report_internal_error("iterate", error)
+        return None
 
 
 class ScopeCalls:
@@ -70,21 +107,41 @@ class ScopeCalls:
         """Time any stretch of training as a child span, as ``with`` block or decorator.
 
         Each phase name gets a duration histogram (``lezea.phase.duration``) whose exemplars
-        link to the span.
+        link to the span. ``sync=True`` is no attribute: the phase waits for the GPU at exit.
         """
+        sync = self._session.probes.sync_all
         if not attributes and type(name) is str and len(name) <= values.MAX_LABEL and name.isascii() \
                 and name.strip():
-            return TracedBlock(self._session, None, name, _NO_ATTRIBUTES)  # the common case: nothing to shape
+            return TracedBlock(self._session, None, name, _NO_ATTRIBUTES, sync)  # nothing to shape
         warn = functools.partial(self._session.warnings.warn, "span")
+        if "sync" in attributes:
+            sync = flag(attributes.pop("sync"), "sync", warn)
+        return TracedBlock(self._session, None, self._label(name, warn), self._shaped(attributes, warn), sync)
+
+    def iterate(self, iterable: Iterable[T], phase: str = "data") -> Iterator[T]:
+        """The items of ``iterable``; the wait for each is a phase (``lezea.phase.kind = data_wait``)."""
+        warn = functools.partial(self._session.warnings.warn, "iterate")
+        try:
+            items = iter(iterable)
+        except Exception as error:  # noqa: BLE001 - not iterable: nothing to yield, said once
+            warn("iterable cannot be iterated", f"{error_text(error)}; nothing is yielded")
+            return iter(())
+        return _waits(self._session, items, self._label(phase, warn), {names.PHASE_KIND: names.DATA_WAIT})
+
+    @staticmethod
+    def _label(name: Any, warn: values.Warn) -> str:
         label = values.label(name, "name", warn) or ""
         if not label.strip():
             if name is not None:  # None was already warned about as missing
                 warn("name is empty", f"got {label!r}; the span is named 'phase'")
             label = "phase"
-        shaped: dict[str, Any] = shielded(
+        return label
+
+    @staticmethod
+    def _shaped(attributes: dict[str, Any], warn: values.Warn) -> dict[str, Any]:
+        return shielded(
             lambda: values.flat_attributes(values.plain(attributes, "attributes", warn)), {}, warn,
             "attributes")
-        return TracedBlock(self._session, None, label, shaped)
 
     def _scope(self, level: str, ident: Any, extra: dict[str, Any] | None = None) -> TracedBlock:
         """An id that cannot be read as text (its ``__str__`` raises) still opens the scope, named by its

@@ -14,9 +14,14 @@ class Frame:
     __slots__ = (
         "attributes",
         "context_token",
+        "cuda_start",
         "ended",
+        "gpu_duration_s",
+        "gpu_unresolved",
         "ident",
         "level",
+        "memory_peak",
+        "nvtx",
         "parent_span_id",
         "path",
         "span_id",
@@ -36,6 +41,15 @@ class Frame:
         self.context_token: Any = None
         """The OTel context attached while the block runs (detached where it was attached)."""
         self.ended = False
+        self.memory_peak = 0
+        """The process's peak RSS (bytes) while the block ran, as far as read yet; 0: not measured."""
+        self.cuda_start: Any = None
+        """The CUDA event recorded at enter (``trainer.gpu_timing``); None when the GPU is not timed."""
+        self.gpu_duration_s: float | None = None
+        """Set by the resolver: the GPU time between the enter and exit events."""
+        self.gpu_unresolved = False
+        """The exit event had not completed when the run ended (or its time could not be read)."""
+        self.nvtx = False
 
     def end_record(self, end_ns: int, failure: dict[str, Any] | None, truncated_by: str | None) -> Record:
         """The span's end: a ``phase`` record (a phase's only one) or a ``scope_end``, at ``end_ns``.
@@ -53,5 +67,11 @@ class Frame:
             data["attributes"] = self.attributes
         if truncated_by is not None:
             data["truncated"] = truncated_by
+        if self.memory_peak:
+            data["memory_peak_bytes"] = self.memory_peak
+        if self.gpu_duration_s is not None:
+            data["gpu_duration_s"] = self.gpu_duration_s
+        elif self.gpu_unresolved:
+            data["gpu_unresolved"] = True
         return Record(Kind.PHASE if self.level is None else Kind.SCOPE_END, end_ns, None, self.path,
                       self.trace_id, self.span_id, data, None, self.parent_span_id)

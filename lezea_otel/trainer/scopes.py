@@ -23,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class TracedBlock:
     """Returned by the scope calls and by ``tracker.span()``: use it with ``with`` or as ``@decorator``."""
 
-    __slots__ = ("_attributes", "_frames", "_ident", "_level", "_tracker")
+    __slots__ = ("_attributes", "_frames", "_ident", "_level", "_sync", "_tracker")
 
     @classmethod
     def noop(cls) -> TracedBlock:
@@ -32,11 +32,13 @@ class TracedBlock:
         return cls(None, None, "", {})
 
     def __init__(self, tracker: Session | None, level: str | None, ident: str,
-                 attributes: dict[str, Any]) -> None:
+                 attributes: dict[str, Any], sync: bool = False) -> None:
         self._tracker = tracker
         self._level = level  # None for a phase
         self._ident = ident
         self._attributes = attributes
+        self._sync = sync
+        """Wait for the GPU's work at exit, before the end time is taken (``span(name, sync=True)``)."""
         self._frames: list[Any] = []
 
     def __enter__(self) -> TracedBlock:
@@ -56,6 +58,8 @@ class TracedBlock:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
     ) -> Literal[False]:
+        if self._sync and self._tracker is not None:
+            self._synchronize(self._tracker)
         end_ns = time.time_ns()  # the first thing on exit: the tracker's own cost is not in the span
         frame = self._frames.pop() if self._frames else None
         if frame is not None and self._tracker is not None:
@@ -67,10 +71,18 @@ class TracedBlock:
                 report_internal_error(self._call_name, internal)
         return False  # the user's exception, if any, propagates unchanged
 
+    def _synchronize(self, tracker: Session) -> None:
+        try:
+            tracker.probes.synchronize()
+        except Exception as internal:
+            if raise_internal():
+                raise
+            report_internal_error(self._call_name, internal)
+
     def __call__(self, function: F) -> F:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with TracedBlock(self._tracker, self._level, self._ident, self._attributes):
+            with TracedBlock(self._tracker, self._level, self._ident, self._attributes, self._sync):
                 return function(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

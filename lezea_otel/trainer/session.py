@@ -31,6 +31,7 @@ from lezea_otel.model.run_state import RunState, closing_line
 from lezea_otel.trainer import arguments, exit_hooks, membership, span_ids
 from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report
 from lezea_otel.trainer.pipeline import Pipeline
+from lezea_otel.trainer.probes import Probes
 from lezea_otel.trainer.resource import build_resource, git_facts
 from lezea_otel.trainer.scope_frames import Frame
 from lezea_otel.trainer.span_ids import IdSpans
@@ -92,6 +93,8 @@ class Session:
                                              self.launch.member_dir())
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
         self.pipeline = Pipeline(audit, self.state, flag(async_mode, "async_mode", warn))
+        self.probes = Probes(self.settings, self._write_end, functools.partial(self.warnings.warn, "span"))
+        """Peak memory, GPU time and NVTX ranges of scopes and phases."""
         self.stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
             f"lezea_scope_{self.experiment_id}", default=())
         self.spans = IdSpans()
@@ -228,6 +231,7 @@ class Session:
             status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
             for frame in sorted(self.open_frames.values(), key=lambda f: f.start_ns, reverse=True):
                 attempt(self.exit_block, frame, error, ended_by)  # innermost first, marked truncated
+            attempt(self.probes.drain, self.settings.shutdown_timeout_s)  # phases waiting for the GPU
             if not self.worker_of:  # live workers end their records now; theirs fold into the summary
                 attempt(self.workers.end, self.run_dir, self.state, self.settings.shutdown_timeout_s)
             if self.link is not None and self.link.observes:
@@ -334,6 +338,7 @@ class Session:
         self.open_frames, self.last = {}, {}
         self.link = None
         self.workers.in_child()
+        self.probes.after_fork()
         if self.port_held is not None:  # the parent's: this worker's copy of the lock goes, not the parent's
             self.port_held.release()
             self.port_held = None
@@ -364,6 +369,7 @@ class Session:
             context = self.otel_context
             if context == "always" or (context == "auto" and _SDK_TRACE in sys.modules):
                 frame.context_token = span_ids.attach(trace_id, span_id)
+            self.probes.enter(frame, level or ident, self.open_frames.values())
             self.open_frames[id(frame)] = frame
             frame.start_ns = time.time_ns()
             if level is not None:
@@ -388,8 +394,21 @@ class Session:
                 self._leave(frame)
             failure = None if error is None else {"error": error_text(error),
                                                   "exception": exception_fields(error)}
-            # the record is built later, with the batch it is written in (see Pipeline.defer)
-            self.pipeline.defer(frame.end_record, end_ns or time.time_ns(), failure, truncated_by)
+            self.probes.exit(frame, end_ns or time.time_ns(), failure, truncated_by)
+
+    def discard_block(self, frame: Frame) -> None:
+        """A block that ends without a record or span (``iterate``'s wait for an item that never came)."""
+        with self.ending:
+            self.open_frames.pop(id(frame), None)
+            if not frame.ended:
+                frame.ended = True
+                self.spans.started -= 1
+                self.probes.discard(frame)
+                self._leave(frame)
+
+    def _write_end(self, frame: Frame, end_ns: int, failure: Any, truncated_by: str | None) -> None:
+        """A block's end record, built later with the batch it is written in (see Pipeline.defer)."""
+        self.pipeline.defer(frame.end_record, end_ns, failure, truncated_by)
 
     def _leave(self, frame: Frame) -> None:
         """The scope path and the OTel context as they were before the block, in the block's own context."""
