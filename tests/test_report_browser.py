@@ -32,12 +32,13 @@ def browser(tmp_path):
 
 
 def test_report_renders_offline(browser, tmp_path):
-    """Every plot has drawn SVG with data, no console error, and a screenshot is written."""
+    """Every plot has drawn SVG with data (the observers' samples too), no console error, and a screenshot
+    is written."""
     tracker = demo_run(steps=20, runs_dir=str(tmp_path / "runs"))
     report = write_report(load_run(tracker.run_dir), tmp_path / "report.html")
     browser.get(report.as_uri())
     browser.implicitly_wait(10)
-    for name in ("metric-loss", "metric-grad-norm", "resources", "timeline"):
+    for name in ("metric-loss", "metric-grad-norm", "observed", "resources", "timeline"):
         plot = browser.find_element("id", f"plot-{name}")
         assert plot.size["height"] > 100 and plot.size["width"] > 300, name
         traces = browser.execute_script(f"return document.getElementById('plot-{name}').data.length")

@@ -194,6 +194,9 @@ def test_report_merges_the_ranks_in_chromium(three_ranks, browser, tmp_path):
     assert len(plot(browser, "resources")) == 6  # cpu and memory of each rank's loader
     (observed,) = cells(browser, "observed-table")  # rank 0 alone ran an exporter, whose observers sampled
     assert observed[0] == "0" and float(observed[3]) > 10  # peak RSS in MiB of a Python process
+    sampled = {t["name"]: t["y"] for t in plot(browser, "observed")}  # its samples over time, rank 0's alone
+    assert {name.split(" ", 2)[1] for name in sampled} == {"0"} and sampled["rank 0 process tree RSS MiB"]
+    assert all(value > 10 for value in sampled["rank 0 process tree RSS MiB"])
     advice = {row[2] for row in cells(browser, "recommendations-table")}
     assert three_ranks["advice"][0]["message"] in advice  # the dead rank, as `show` said it
     assert any(text.startswith("rank 1 is a straggler: phase 'data' p50") for text in advice)

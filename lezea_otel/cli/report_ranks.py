@@ -1,6 +1,7 @@
 """The report of a distributed experiment: its ranks side by side in one self-contained HTML, as ``show``
 and ``slow`` merge them. A row per rank, each metric's curve per rank (legend ``rank r``), steps/s and
-phase p50/p95 per rank with the straggler named, per-rank resources, and the advice the ranks call for.
+phase p50/p95 per rank with the straggler named, per-rank resources (what the user logged, and what each
+rank's observers sampled), and the advice the ranks call for.
 No rank talked to another; the report only reads their audits (``model.experiment``)."""
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 from lezea_otel.cli.common import when
 from lezea_otel.cli.merged import rate
-from lezea_otel.cli.report import MAX_METRIC_PLOTS, page, resource_series, slug, table
+from lezea_otel.cli.report_figures import MARKERS_UP_TO, MAX_METRIC_PLOTS, resource_series
+from lezea_otel.cli.report_html import figure_section, page, slug, table
+from lezea_otel.cli.report_observed import add_observed, observed_layout, observed_series
 from lezea_otel.model.experiment import Experiment, Member
 from lezea_otel.model.timing import STRAGGLER_TOLERANCE, Straggler, rank_slow_table
 
@@ -44,11 +47,9 @@ def write_experiment_report(experiment: Experiment, output: Path) -> Path:
     timing = [row for row in timing if (row["kind"], row["name"]) in names]
     stragglers = [*experiment.step_stragglers(), *experiment.phase_stragglers()]
     figures = [*_metric_figures(go, experiment), _rate_figure(go, experiment, stragglers),
-               _phase_figure(go, timing), _resource_figure(go, experiment)]
+               _phase_figure(go, timing), _resource_figure(go, experiment), _observed_figure(go, experiment)]
     sections = [_header(experiment), _ranks(experiment, stragglers), _advice(experiment)]
-    for name, figure in (pair for pair in figures if pair is not None):
-        sections.append(f'<section id="{name}">' + figure.to_html(full_html=False, include_plotlyjs=False,
-                                                                   div_id=f"plot-{name}") + "</section>")
+    sections += [figure_section(name, figure) for name, figure in (pair for pair in figures if pair)]
     sections.append(_tables(experiment, timing))
     head = experiment.headline.run
     title = f"{head.start.get('name') or experiment.id} ({experiment.world_size} ranks)"
@@ -153,8 +154,9 @@ def _metric_figures(go: Any, experiment: Experiment) -> list[tuple[str, Any]]:
                 finite = _thin([(float(s), v) for s, v in member.run.history[key]
                                 if s is not None and math.isfinite(v)])
                 scope = key[: -len(leaf) - 1] or "(no scope)"
-                curves.add_trace(go.Scatter(
-                    x=[s for s, _ in finite], y=[v for _, v in finite], mode="lines",
+                curves.add_trace(go.Scatter(  # a short series (one validation point) needs its markers
+                    x=[s for s, _ in finite], y=[v for _, v in finite],
+                    mode="lines+markers" if len(finite) <= MARKERS_UP_TO else "lines",
                     name=member.label if len(keys) == 1 else f"{member.label} {scope}",
                     legendgroup=f"rank {member.rank}",
                     line=_line(member.rank, index + member.attempt)))
@@ -209,6 +211,20 @@ def _resource_figure(go: Any, experiment: Experiment) -> tuple[str, Any] | None:
     return "resources", lines
 
 
+def _observed_figure(go: Any, experiment: Experiment) -> tuple[str, Any] | None:
+    """What each rank's observers sampled (``report_observed``), on the experiment's clock; ``None`` when
+    no rank's were exported."""
+    origin = experiment.start_ns or 0
+    figure = go.Figure()
+    for member in experiment.current:
+        add_observed(go, figure, observed_series(member.run.path, origin), member.label,
+                     _colour(member.rank), f"rank {member.rank}")
+    if not figure.data:
+        return None
+    return "observed", observed_layout(figure, "Observed per rank (process tree, host, GPUs), seconds since "
+                                       "the experiment started")
+
+
 def _tables(experiment: Experiment, timing: list[dict[str, Any]]) -> str:
     current = experiment.current
     summaries = [(member, member.run.summary()) for member in current]
@@ -224,7 +240,7 @@ def _tables(experiment: Experiment, timing: list[dict[str, Any]]) -> str:
         table("Scopes and phases per rank", ["kind", "name", "rank", "count", "total s", "p50 s", "p95 s",
                                              "max s"],
               [[r["kind"], r["name"], r["rank"], r["count"], r["total_s"], r["p50_s"], r["p95_s"], r["max_s"]]
-               for r in timing], "phases-table"),
+               for r in timing], "phases-table", empty="No scope or phase was timed."),
         table("Resources per rank (log_resource / log_component_resources)",
               ["rank", "component", "samples", "CPU % mean", "CPU % max", "GPU % mean", "memory MB peak"],
               components or [["-", "nothing logged", "-", "-", "-", "-", "-"]], "resources-table"),
@@ -233,15 +249,17 @@ def _tables(experiment: Experiment, timing: list[dict[str, Any]]) -> str:
               observed or [["-", "no rank's exporter observed", "-", "-", "-", "-"]], "observed-table"),
         table("Metrics per rank", ["key", "rank", "count", "last", "best", "min", "max", "non-finite"],
               [[k, m.rank, st["count"], st["last"], st["best"], st["min"], st["max"], st["nonfinite"]]
-               for m, s in summaries for k, st in s["metrics"].items()], "metrics-table"),
+               for m, s in summaries for k, st in s["metrics"].items()], "metrics-table",
+              empty="No metric was logged."),
         table(f"Configuration ({experiment.headline.label})", ["key", "value"],
-              [[k, v] for k, v in head["config"].items()]),
+              [[k, v] for k, v in head["config"].items()], empty="No configuration was logged."),
         table("Checkpoints", ["rank", "step", "path", "size bytes", "sha256"],
               [[m.rank, c.get("step"), c.get("path"), c.get("size_bytes"), c.get("sha256")]
-               for m, s in summaries for c in s["checkpoints"]]),
+               for m, s in summaries for c in s["checkpoints"]], empty="No checkpoint was logged."),
         table("Comments and conclusions", ["rank", "kind", "text"],
               [[m.rank, "comment", c] for m, s in summaries for c in s["comments"]]
-              + [[m.rank, "conclusion", s["conclusion"]] for m, s in summaries if s["conclusion"]]),
+              + [[m.rank, "conclusion", s["conclusion"]] for m, s in summaries if s["conclusion"]],
+              empty="No comment or conclusion was logged."),
         _worker_note(current),
     ]
     return "<section id='tables'>" + "".join(parts) + "</section>"
