@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -124,7 +125,7 @@ class TestKilledRank:
         (cells,) = table_rows(killed_rank["runs"])  # one row for the two ranks
         assert cells[0] == killed_rank["id"][:8]
         assert cells[2] == "degraded" and cells[3] == "2 ranks: 1 crashed, 1 running"
-        assert cells[7] == "10"  # rank 0's steps head the row; the worker's step record is no step
+        assert cells[8] == "10"  # rank 0's steps head the row; the worker's step record is no step
 
     def test_crashed_once_every_rank_ended(self, killed_rank):
         cells = row_of(killed_rank["runs_after"], killed_rank["id"][:8])
@@ -167,6 +168,23 @@ class TestKilledRank:
         assert float(straggler[6].split("x")[0]) > 1
         (decode,) = [row for row in table_rows(out.split("Slowest instances")[1]) if row[2] == "decode"]
         assert re.fullmatch(r"0 \(worker \d+\)", decode[0])  # the rank, and the worker that timed it
+
+    def test_compare_takes_the_headline_rank_and_says_the_world_size(self, killed_rank):
+        """The experiment (rank 0's figures) against its rank 1 alone: each says it is one of 2 ranks."""
+        folder = Path(killed_rank["dir"]) / killed_rank["id"]
+        out = invoke("compare", str(folder), str(folder / names.RANK_DIR.format(rank=1)))
+        assert row_of(out, "status")[1:] == ["crashed (2 ranks, rank 0's figures)",
+                                             "crashed (2 ranks, rank 1's figures)"]
+        assert row_of(out, "steps")[1:] == ["10", "3"]
+        assert row_of(out.split("Phases:")[1], "forward")[1].endswith("(10x)")
+
+    def test_show_json_has_the_ranks_of_the_table(self, killed_rank):
+        data = orjson.loads(invoke("show", killed_rank["id"], "--runs-dir", killed_rank["dir"], "--json"))
+        assert data["experiment"]["world_size"] == 2 and data["experiment"]["status"] == "crashed"
+        assert [(r["rank"], r["status"], r["last_step"]) for r in data["ranks"]] == [
+            (0, "finished", 10), (1, "crashed", 3)]
+        assert [s["by"] for s in data["step_stragglers"]][:1] == ["last step"]
+        assert data["run"]["steps"]["count"] == 10 and data["experiment"]["headline_member"] == "rank 0"
 
     def test_a_rank_folder_shows_that_rank(self, killed_rank):
         """A path to runs/<id>/rank-1 is that rank alone, as its own run."""
@@ -217,7 +235,7 @@ class TestAttemptsAndLoneRuns:
         (experiment,) = run_folders(runs)
         assert (experiment / names.AUDIT_FILE).is_file()
         cells = row_of(invoke("runs", str(runs)), experiment.name[:8])
-        assert cells[2] == "finished" and cells[3] == "-" and cells[7] == "3"
+        assert cells[2] == "finished" and cells[3] == "-" and cells[8] == "3"
         out = invoke("show", experiment.name[:8], "--runs-dir", str(runs))
         assert "Ranks" not in out and "3 steps (last step 3)" in out
         assert row_of(out, "data/decode_ms")[1] == "1" and "phase decode: 1x" in out
@@ -234,7 +252,7 @@ class TestAttemptsAndLoneRuns:
             process.communicate(timeout=20)
             assert process.returncode == code
         cells = row_of(invoke("runs", str(runs)), "resumed")
-        assert cells[2] == "finished" and cells[3] == "2 attempts" and cells[7] == "5"
+        assert cells[2] == "finished" and cells[3] == "2 attempts" and cells[8] == "5"
         out = invoke("show", "resumed", "--runs-dir", str(runs))
         assert "experiment finished, 2 attempts" in out
         first, again = row_of(out, "0"), row_of(out, "1")

@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from lezea_otel.cli.common import console, err, load, runs_dir, runs_dir_option, say
+from lezea_otel.cli.output import json_option, print_json
 from lezea_otel.config.settings import resolve_settings
+from lezea_otel.model.compare import STATUSES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,52 +39,92 @@ def demo(steps: int, endpoint: str | None, runs_dir: str | None) -> None:
 
 @main.command("runs")
 @click.argument("directory", required=False)
-def list_runs(directory: str | None) -> None:
+@click.option("--name", default=None, help="Only runs whose name contains TEXT (case-insensitive).")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Only runs with this tag (repeat: every one must be there).")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+              help="Only runs in this status (repeat for any of several).")
+@click.option("--since", default=None, metavar="WHEN",
+              help="Only runs started at or after WHEN: a duration back from now (30m, 2h, 3d) or an ISO "
+                   "date/time (2026-12-01, 2026-12-01T14:00; UTC unless it names a zone).")
+@json_option
+def list_runs(directory: str | None, name: str | None, tags: tuple[str, ...], statuses: tuple[str, ...],
+              since: str | None, as_json: bool) -> None:
     """Table of the experiments in DIRECTORY (default: LEZEA_RUNS_DIR or ./runs), one row each: a
     distributed run's status over all of its ranks (``degraded`` while one died and others go on), how
-    many ranks are in which state, and rank 0's figures."""
-    from lezea_otel.cli.merged import print_runs
+    many ranks are in which state, its tags, and rank 0's figures (the headline metric's last and best)."""
+    from lezea_otel.cli.merged import parse_since, print_runs, runs_data
 
-    print_runs(runs_dir(directory))
+    data = runs_data(runs_dir(directory), name, tags, statuses,
+                     parse_since(since) if since is not None else None)
+    print_json(data) if as_json else print_runs(data)
 
 
 @main.command()
 @click.argument("run")
 @runs_dir_option
-def show(run: str, runs_dir: str | None) -> None:
+@json_option
+def show(run: str, runs_dir: str | None, as_json: bool) -> None:
     """Everything about one RUN (id, unique id prefix, or path).
 
     A distributed run: a row per rank (node, attempts, status, last step, steps/s, last loss), the
     attempts of a restarted rank, the straggler, then rank 0's latest attempt in full. A path to one
     rank's folder (runs/<id>/rank-<r>) shows that rank alone. Values and phases of forked workers
-    (DataLoader workers) count in their process's figures."""
-    from lezea_otel.cli.merged import print_experiment
+    (DataLoader workers) count in their process's figures. Phases timed with CUDA events show their GPU
+    time too."""
+    from lezea_otel.cli.merged import experiment_data, print_experiment
 
-    print_experiment(load(run, runs_dir))
+    data = experiment_data(load(run, runs_dir))
+    print_json(data) if as_json else print_experiment(data)
 
 
 @main.command()
 @click.argument("run")
 @click.option("--top", default=10, show_default=True, help="How many names and instances to list.")
 @runs_dir_option
-def slow(run: str, top: int, runs_dir: str | None) -> None:
-    """Slowest scopes and phases of RUN, and their slowest instances with trace/span ids for Tempo; for a
+@json_option
+def slow(run: str, top: int, runs_dir: str | None, as_json: bool) -> None:
+    """Slowest scopes and phases of RUN, and their slowest instances with the step that was running and
+    trace/span ids for Tempo; GPU p50/p95/total next to the wall time where phases were timed with CUDA
+    events (ranked by GPU total when every instance of the top phases has one, and said so); for a
     distributed run also p50/p95 per rank and the straggler of each phase against the median rank."""
-    from lezea_otel.cli.merged import print_slow
+    from lezea_otel.cli.merged import print_slow, slow_data
 
-    print_slow(load(run, runs_dir), top)
+    data = slow_data(load(run, runs_dir), top)
+    print_json(data) if as_json else print_slow(data)
 
 
 @main.command()
-@click.argument("run")
+@click.argument("runs", nargs=-1, required=True)
+@runs_dir_option
+@json_option
+def compare(runs: tuple[str, ...], runs_dir: str | None, as_json: bool) -> None:
+    """RUN RUN [RUN ...] side by side (ids, unique prefixes or paths): the config keys that differ, each
+    metric's last and best (best only where the metric has a goal; each run's headline first), steps and
+    steps/s, phase p50 and total (GPU too where measured), observed CPU hours, peak RSS, GPU hours, and
+    cost. A distributed run is compared by its headline member (rank 0's latest attempt), with its world
+    size."""
+    from lezea_otel.cli.compare import print_compare
+    from lezea_otel.model.compare import compare as side_by_side
+
+    if len(runs) < 2:
+        raise click.UsageError("compare needs two runs or more")
+    data = side_by_side([load(run, runs_dir) for run in runs])
+    print_json(data) if as_json else print_compare(data)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
 @click.option("-o", "--output", default="report.html", show_default=True, help="HTML file to write.")
 @runs_dir_option
-def report(run: str, output: str, runs_dir: str | None) -> None:
+def report(runs: tuple[str, ...], output: str, runs_dir: str | None) -> None:
     """Write one self-contained HTML report of RUN (opens offline: plots and their JavaScript embedded); a
-    distributed run's report merges its ranks (per-rank table, curves and phases, stragglers)."""
+    distributed run's report merges its ranks (per-rank table, curves and phases, stragglers). Several
+    RUNs: one report drawing their curves together."""
     from lezea_otel.cli.report import write_report
 
-    path = write_report(load(run, runs_dir), Path(output))
+    loaded = [load(run, runs_dir) for run in runs]
+    path = write_report(loaded[0] if len(loaded) == 1 else loaded, Path(output))
     console.print(f"Report written to {path} ({path.stat().st_size // 1024} KiB)")
 
 

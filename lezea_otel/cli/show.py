@@ -9,35 +9,60 @@ from rich.table import Table
 from rich.tree import Tree
 
 from lezea_otel.cli.common import console, num, say, when
+from lezea_otel.model.compare import gpu_stats, tags_of
 from lezea_otel.model.runs import Run
 
 
-def print_run(loaded: Run, title: str | None = None) -> None:
-    """Everything about one run (its forked workers' records folded in), under ``title`` (its name)."""
+def run_data(loaded: Run) -> dict[str, Any]:
+    """What ``show`` prints of one run, and ``show --json`` carries: its summary (as
+    ``get_experiment_summary()`` has it), who it is, each metric's trend, each phase's GPU p50/p95 and how
+    many instances have GPU time (``gpu_count``, ``gpu_p50_s``, ``gpu_p95_s`` beside the summary's
+    ``gpu_total_s``, only where CUDA events measured it), its advice."""
     summary = loaded.summary()
-    console.rule(title or f"{loaded.start.get('name', '?')} ({loaded.id})")
+    gpu: dict[str, list[float | None]] = {}
+    for item in loaded.timed:
+        if item.kind == "phase":
+            gpu.setdefault(item.name, []).append(item.gpu_duration_s)
+    for name, phase in summary["phases"].items():
+        if any(d is not None for d in gpu.get(name, ())):
+            phase.update(gpu_stats(gpu[name]))
+    summary["trends"] = {key: trend(loaded.history.get(key, [])) for key in summary["metrics"]}
+    summary["run"] = {"id": loaded.id, "name": loaded.start.get("name"), "path": str(loaded.path),
+                      "purpose": loaded.start.get("purpose") or None, "tags": tags_of(loaded),
+                      "targets": list(loaded.start.get("targets", [])), "last_record_ns": loaded.last_time_ns,
+                      "error": error_line(loaded.end["error"]) if loaded.end and loaded.end.get("error")
+                      else None}
+    summary["recommendations"] = loaded.recommendations()
+    return summary
+
+
+def print_run(summary: dict[str, Any], title: str | None = None) -> None:
+    """Everything about one run (``run_data``: its forked workers' records folded in), under ``title``
+    (its name)."""
+    who = summary["run"]
+    console.rule(title or f"{who['name'] or '?'} ({who['id']})")
     evals = ", ".join(f"{n} {split} calls" for split, n in summary["steps"]["splits"].items()
                       if split != "train")
     console.print(f"status {summary['status']}, {summary['duration_s']:.1f} s, "
                   f"{summary['steps']['count']} steps (last step {summary['steps']['last']}"
-                  + (f"; {evals}" if evals else "") + f"), purpose: {loaded.start.get('purpose') or '-'}")
+                  + (f"; {evals}" if evals else "") + f"), purpose: {who['purpose'] or '-'}"
+                  + (f", tags: {', '.join(who['tags'])}" if who["tags"] else ""))
     head = summary["headline"]
     if head is not None:
         console.print(f"headline: {head['key']} {num(head['last'])} (best {num(head['best'])})", markup=False)
     if summary["status"] in ("crashed", "running", "unknown"):
-        console.print(f"no end record: last record at {when(loaded.last_time_ns)} UTC, "
+        console.print(f"no end record: last record at {when(who['last_record_ns'])} UTC, "
                       f"last step {summary['steps']['last']}")
-    if loaded.end and loaded.end.get("error"):
-        say(console, "error:", "red", f" {error_line(loaded.end['error'])}")
+    if summary["run"]["error"]:
+        say(console, "error:", "red", f" {summary['run']['error']}")
     if summary["config"]:
         console.print("config: " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()))
     metrics = Table(title="Metrics")
     for column in ("key", "count", "last", "best", "goal", "min", "max", "trend", "non-finite"):
         metrics.add_column(column)
     for key, stats in summary["metrics"].items():
-        shape = trend(loaded.history.get(key, []))
         metrics.add_row(key, str(stats["count"]), num(stats["last"]), num(stats["best"]),
-                        stats["goal"] or "-", num(stats["min"]), num(stats["max"]), shape,
+                        stats["goal"] or "-", num(stats["min"]), num(stats["max"]), summary["trends"][key],
                         str(stats["nonfinite"]))
     console.print(metrics)
     tree = Tree("scopes and phases")
@@ -50,7 +75,7 @@ def print_run(loaded: Run, title: str | None = None) -> None:
                                            + (f", {scope['errors']} errors" if scope["errors"] else ""))
     for name, phase in sorted(summary["phases"].items(), key=lambda item: -item[1]["total_s"]):
         tree.add(f"phase {name}: {phase['count']}x, total {phase['total_s']:.3f} s, "
-                 f"max {phase['max_s']:.3f} s" + resources(phase))
+                 f"max {phase['max_s']:.3f} s" + gpu_text(phase) + resources(phase))
     console.print(tree)
     for title, rows in (("Checkpoints", summary["checkpoints"]), ("Datasets", summary["datasets"])):
         for row in rows:
@@ -73,14 +98,23 @@ def print_run(loaded: Run, title: str | None = None) -> None:
         console.print(f"comment: {comment}")
     if summary["conclusion"]:
         console.print(f"conclusion: {summary['conclusion']}")
-    targets = loaded.start.get("targets", [])
+    targets = summary["run"]["targets"]
     console.print("delivery: " + ("; ".join(targets) if targets else "local audit only"))
-    for item in loaded.recommendations():
+    for item in summary["recommendations"]:
         console.print(f"[{item['severity']}] {item['message']}", markup=False)
     workers = summary["workers"]
     if workers["count"]:
         console.print(f"forked workers: {workers['count']}, folded into the figures above "
                       f"({workers['steps']} step records of theirs: values counted, not steps)")
+
+
+def gpu_text(phase: dict[str, Any]) -> str:
+    """A phase's GPU time where CUDA events measured it: ``, GPU total 1.200 s, p50 0.0100 s`` (with
+    ``of 40`` when only some instances were)."""
+    if not phase.get("gpu_count"):
+        return ""
+    some = f" (of {phase['gpu_count']})" if phase["gpu_count"] != phase["count"] else ""
+    return f", GPU total {phase['gpu_total_s']:.3f} s{some}, p50 {phase['gpu_p50_s']:.4f} s"
 
 
 def resources(entry: dict[str, Any]) -> str:
