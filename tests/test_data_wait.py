@@ -128,3 +128,18 @@ def test_phases_of_a_loop_that_logs_every_few_steps_belong_to_the_next_logged_st
             tracker.log_training_step(step, {"loss": 1.0})
     tracker.finalize_experiment()
     assert [t.step for t in load_run(tracker.run_dir).timed] == [2, 2, 4, 4]
+
+
+def test_a_loop_starved_by_its_data_loader_is_told_so_with_its_numbers(capture):
+    loader = DataLoader(SlowDataset(), batch_size=2, num_workers=0)  # no workers: every item waited for
+    tracker = capture.tracker("starved", auto_start=True)
+    for step, batch in enumerate(tracker.iterate(loader), 1):
+        with tracker.span("forward"):
+            batch.sum().item()
+        tracker.log_training_step(step, {"loss": 1.0 / step})
+    summary = tracker.finalize_experiment()
+    (advice,) = [item for item in tracker.get_recommendations() if item["rule"] == "data_wait"]
+    waited = summary["phases"]["data"]["total_s"]
+    assert advice["evidence"]["wait_s"] == pytest.approx(waited)
+    assert advice["evidence"]["batches"] == 12 and advice["evidence"]["share"] > 0.5
+    assert f"{waited:.1f} s for its data" in advice["message"] and "DataLoader workers" in advice["message"]

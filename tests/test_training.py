@@ -600,3 +600,20 @@ class TestRecommendations:
         for _ in range(4):
             tracker.log_component_resources("gpu-worker", "tasker", gpu_util_percent=95.0)
         assert "gpu_idle" not in rules(tracker)
+
+
+def test_no_plateau_while_the_validation_loss_of_each_epoch_still_falls(tracker):
+    """The training loss is flat within 1 %, but each epoch scope's validation loss is lower than the one
+    before: not a plateau. Once the validation loss stops improving, the flat training loss is one."""
+    for epoch in range(1, 5):
+        with tracker.algorithm_scope(f"epoch-{epoch}"):
+            for step in range(1, 31):
+                tracker.log_training_step((epoch - 1) * 30 + step, {"loss": 0.5 + 0.001 * (step % 3)})
+            tracker.log_training_step(epoch * 30, {"loss": 2.0 - epoch / 4}, data_split="val")
+    assert "loss_plateau" not in rules(tracker)
+    with tracker.algorithm_scope("epoch-5"):
+        for step in range(1, 31):
+            tracker.log_training_step(120 + step, {"loss": 0.5 + 0.001 * (step % 3)})
+        tracker.log_training_step(150, {"loss": 1.5}, data_split="val")  # worse than epoch 4's 1.0
+    flagged = rules(tracker).get("loss_plateau", [])
+    assert [item["evidence"]["key"] for item in flagged] == ["algorithm:epoch-5/loss"]

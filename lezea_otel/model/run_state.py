@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lezea_otel import semconv as names
 from lezea_otel.model.metric_stats import SUMMARIES, headline
 from lezea_otel.model.metric_stats import MetricStats as MetricStats
 from lezea_otel.model.record import Kind, Record
@@ -273,6 +274,8 @@ class RunState:
         resources = data.get("resources")
         if resources:
             add_resources(entry, resources)
+        if kind == "phases" and (data.get("attributes") or {}).get(names.PHASE_KIND) == names.DATA_WAIT:
+            entry["data_wait"] = True  # tracker.iterate's wait for the next item
         peak = data.get("memory_peak_bytes")
         if isinstance(peak, int) and peak > entry.get("memory.peak", 0):
             entry["memory.peak"] = peak  # the kernel's high-water mark over the block (trainer.probes)
