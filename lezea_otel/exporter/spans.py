@@ -321,12 +321,12 @@ class SpanBuilder:
 
 
 def _measured_in_trainer(attributes: dict[str, Any], data: Mapping[str, Any]) -> None:
-    """What the trainer measured at the block's enter and exit: its peak RSS from the kernel's high-water
-    mark (beats a sampled peak, which can only be lower for the process itself) and its GPU time."""
+    """What the trainer measured at the block's enter and exit: the training process's peak RSS from the
+    kernel's high-water mark (in place of the sampled peak of the process tree, which a sample every few
+    seconds makes the same for every phase) and its GPU time."""
     peak = data.get("memory_peak_bytes")
     if isinstance(peak, int) and not isinstance(peak, bool):
-        sampled = attributes.get(names.SCOPE_MEMORY_PEAK)
-        attributes[names.SCOPE_MEMORY_PEAK] = float(max(peak, sampled if isinstance(sampled, float) else 0))
+        attributes[names.SCOPE_MEMORY_PEAK] = float(peak)
         attributes[names.SCOPE_MEMORY_METHOD] = "high-water"
     elif names.SCOPE_MEMORY_PEAK in attributes:
         attributes[names.SCOPE_MEMORY_METHOD] = "sampled"

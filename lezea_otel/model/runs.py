@@ -276,8 +276,7 @@ def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
                 own_peak = entry.get("memory.peak")  # the trainer's high-water mark beats a sampled one
                 entry.update(measured)
                 if isinstance(own_peak, int):
-                    entry["memory.peak"] = max(own_peak, entry.get("memory.peak") or 0)
-                    entry["memory.method"] = "high-water"
+                    entry["memory.peak"], entry["memory.method"] = own_peak, "high-water"
 
 
 def run_folders(runs_dir: Path) -> list[Path]:
