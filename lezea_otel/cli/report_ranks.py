@@ -13,13 +13,12 @@ from typing import Any
 
 from lezea_otel.cli.common import when
 from lezea_otel.cli.merged import rate
-from lezea_otel.cli.report_figures import MARKERS_UP_TO, MAX_METRIC_PLOTS, resource_series
+from lezea_otel.cli.report_figures import MARKERS_UP_TO, MAX_METRIC_PLOTS, resource_series, thin
 from lezea_otel.cli.report_html import figure_section, page, slug, table
 from lezea_otel.cli.report_observed import add_observed, observed_layout, observed_series
 from lezea_otel.model.experiment import Experiment, Member
 from lezea_otel.model.timing import STRAGGLER_TOLERANCE, Straggler, rank_slow_table
 
-MAX_POINTS = 5000
 """Points per curve at most: a long run is thinned evenly (its last point kept), so 64 ranks stay light."""
 MAX_PHASES = 12
 """Scopes and phases in the per-rank plot and table, the longest in total first."""
@@ -132,13 +131,6 @@ def _advice(experiment: Experiment) -> str:
     return f"<section id='advice'>{advice}</section>"
 
 
-def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    if len(points) <= MAX_POINTS:
-        return points
-    stride = math.ceil(len(points) / MAX_POINTS)
-    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
-
-
 def _metric_figures(go: Any, experiment: Experiment) -> list[tuple[str, Any]]:
     """A figure per metric leaf (``loss`` first): a line per rank (and attempt), its scoped keys apart."""
     by_leaf: dict[str, set[str]] = {}
@@ -151,7 +143,7 @@ def _metric_figures(go: Any, experiment: Experiment) -> list[tuple[str, Any]]:
         curves = go.Figure()
         for member in experiment.members:
             for index, key in enumerate(k for k in keys if k in member.run.history):
-                finite = _thin([(float(s), v) for s, v in member.run.history[key]
+                finite = thin([(float(s), v) for s, v in member.run.history[key]
                                 if s is not None and math.isfinite(v)])
                 scope = key[: -len(leaf) - 1] or "(no scope)"
                 curves.add_trace(go.Scatter(  # a short series (one validation point) needs its markers
