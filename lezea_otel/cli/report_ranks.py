@@ -19,7 +19,6 @@ from lezea_otel.cli.report_observed import add_observed, observed_layout, observ
 from lezea_otel.model.experiment import Experiment, Member
 from lezea_otel.model.timing import STRAGGLER_TOLERANCE, Straggler, rank_slow_table
 
-"""Points per curve at most: a long run is thinned evenly (its last point kept), so 64 ranks stay light."""
 MAX_PHASES = 12
 """Scopes and phases in the per-rank plot and table, the longest in total first."""
 STRAGGLER_COLOUR, RANK_COLOUR = "#d62728", "#1f77b4"
