@@ -261,3 +261,26 @@ def test_without_torch_imported_or_installed_nothing_is_imported_and_one_info_li
     assert [line for line in lines if "NVTX" in line] == [
         "INFO LEZEA_NVTX is on but torch is not imported; no NVTX ranges are emitted"]
     assert not [line for line in lines if line.startswith(("WARNING", "ERROR"))]
+
+
+def test_slow_and_show_put_the_gpu_time_beside_the_wall_time_and_rank_by_it(capture):
+    from click.testing import CliRunner
+
+    from lezea_otel.cli import main
+
+    with installed() as gpu:
+        tracker = capture.tracker("cli", auto_start=True)
+        for step in range(1, 4):
+            with tracker.span("forward"):
+                gpu.launch(0.05)  # asynchronous: no wall time
+            with tracker.span("loss_item", sync=True):  # .item(): waits for forward's kernels
+                gpu.launch(0.001)
+            tracker.log_training_step(step, {"loss": 1.0 / step})
+        tracker.finalize_experiment()
+    slow = CliRunner().invoke(main, ["slow", str(tracker.run_dir)]).output
+    assert "ranked by GPU time" in slow
+    rows = [line.split("│")[1].strip() for line in slow.splitlines() if line.startswith("│ ")]
+    assert rows[:2] == ["forward", "loss_item"]  # by GPU total, though forward's wall time is about 0
+    shown = CliRunner().invoke(main, ["show", str(tracker.run_dir)]).output
+    forward = next(line for line in shown.splitlines() if "phase forward" in line)
+    assert "GPU total 0.15" in forward
