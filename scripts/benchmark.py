@@ -528,6 +528,64 @@ def phases_and_scopes(root: Path, tracker: ExperimentTracker, raw: RawSdk, args:
     bare.finalize_experiment()
 
 
+def gpu_phases(root: Path, args: argparse.Namespace) -> None:
+    section("a phase with GPU timing on vs off (CUDA-event double; hardware numbers come from "
+            "scripts/gpu_phase_check.py)")
+    try:
+        import torch  # noqa: F401 - the double is installed onto torch.cuda
+    except ImportError as error:
+        print(f"not measured: torch is not installed ({error})")
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.fake_cuda import installed
+
+    with installed():  # torch.cuda looks initialised; its Event records stream times, as CUDA's do
+        trackers = {}
+        for timing in ("phases", "off"):
+            os.environ["LEZEA_GPU_TIMING"] = timing  # read once, by the tracker's constructor
+            try:
+                trackers[timing] = new_tracker(root / f"gpu-{timing}")
+            finally:
+                del os.environ["LEZEA_GPU_TIMING"]
+        on, off = trackers["phases"], trackers["off"]
+        resolver = getattr(getattr(getattr(on, "_session", None), "probes", None), "resolver", None)
+        queued = [0]
+
+        def timed(i: int) -> None:
+            with on.span("forward"):
+                pass
+            queued[0] += 1
+
+        def untimed(i: int) -> None:
+            with off.span("forward"):
+                pass
+
+        def resolved() -> None:
+            """The resolver's backlog is finished outside the timing, as the batch processors are."""
+            end = time.monotonic() + 10
+            while resolver is not None and resolver.resolved + resolver.unresolved < queued[0] \
+                    and time.monotonic() < end:
+                time.sleep(0.001)
+
+        cases = [Case("phase, GPU timing on (CUDA-event double)", timed, resolved),
+                 Case("phase, LEZEA_GPU_TIMING=off (CUDA-event double)", untimed)]
+        interleave(cases, args.rounds, args.steps // args.rounds)
+        for tracker in (on, off):
+            tracker.finalize_experiment()
+    table_head()
+    for case in cases:
+        print(case.row())
+    with_gpu = []
+    for tracker in (on, off):
+        with tracker.audit_path.open() as audit:
+            phases = [record["data"] for record in map(json.loads, audit) if record.get("kind") == "phase"]
+        with_gpu.append(f"{sum('gpu_duration_s' in data for data in phases)} of {len(phases)}")
+    timed_case, untimed_case = cases
+    print(f"added per phase by GPU timing: {timed_case.mean - untimed_case.mean:+.2f} µs, "
+          f"{timed_case.ratio(untimed_case):.2f}x ({timed_case.ratio_quartiles(untimed_case)}); "
+          f"phases with a GPU time: {with_gpu[0]} on, {with_gpu[1]} off")
+
+
 def torch_training(root: Path, args: argparse.Namespace) -> None:
     section("a real training loop (torch CPU): an LSTM language model, 4 phases + 1 step per batch")
     try:
@@ -830,7 +888,7 @@ def observer_cycle(root: Path, args: argparse.Namespace) -> None:
           f"collect (MetricsData) {collect:.0f} µs; a scope's resource window open+close {window:.1f} µs")
 
 
-SECTIONS = ("steps", "spans", "torch", "import", "delivery", "memory", "observers")
+SECTIONS = ("steps", "spans", "torch", "import", "delivery", "memory", "observers", "gpu")
 
 
 def main() -> None:
@@ -898,7 +956,8 @@ def main() -> None:
             raw.close()
             tracker.finalize_experiment()
         for name, case in (("import", import_time), ("delivery", delivery),
-                           ("memory", memory_per_step), ("observers", observer_cycle)):
+                           ("memory", memory_per_step), ("observers", observer_cycle),
+                           ("gpu", gpu_phases)):
             run(name, case, root, args)
     section(f"targets (issue 12), {sum(t.passed for t in TARGETS)} of {len(TARGETS)} met")
     for item in TARGETS:
