@@ -30,6 +30,19 @@ class FakeGpu:
         self.synchronizations = 0
         self.nvtx: list[tuple[str, str]] = []
         """("push", name) and ("pop", "") in the order they were called."""
+        self.allocated = 0
+        """What the caching allocator hands out (bytes); ``reserved`` what it holds from the driver."""
+        self.reserved = 0
+        self.peak = 0
+
+    def allocate(self, size: int) -> None:
+        """As a tensor of ``size`` bytes does: the allocator reserves in 2 MiB blocks and keeps them."""
+        self.allocated += size
+        self.peak = max(self.peak, self.allocated)
+        self.reserved = max(self.reserved, -(-self.allocated // 2**21) * 2**21)
+
+    def free(self, size: int) -> None:
+        self.allocated -= size
 
     def launch(self, seconds: float) -> None:
         """A kernel of ``seconds`` queued on the stream (returns at once, as a launch does)."""
@@ -106,11 +119,17 @@ def installed(initialized: bool = True) -> Iterator[FakeGpu]:
     gpu = FakeGpu()
     event = type("Event", (FakeEvent,), {"gpu": gpu})
     cuda, nvtx = torch.cuda, torch.cuda.nvtx
-    saved = {name: getattr(cuda, name) for name in ("Event", "is_initialized", "current_stream")}
+    doubled = ("Event", "is_initialized", "current_stream", "device_count", "memory_allocated",
+               "memory_reserved", "max_memory_allocated")
+    saved = {name: getattr(cuda, name) for name in doubled}
     saved_nvtx = (nvtx.range_push, nvtx.range_pop)
     cuda.Event = event  # type: ignore[misc]
     cuda.is_initialized = lambda: initialized  # type: ignore[assignment]
     cuda.current_stream = lambda device=None: _Stream(gpu)  # type: ignore[assignment]
+    cuda.device_count = lambda: 1  # type: ignore[assignment]
+    cuda.memory_allocated = lambda device=None: gpu.allocated  # type: ignore[assignment]
+    cuda.memory_reserved = lambda device=None: gpu.reserved  # type: ignore[assignment]
+    cuda.max_memory_allocated = lambda device=None: gpu.peak  # type: ignore[assignment]
     nvtx.range_push = lambda name: gpu.nvtx.append(("push", name))  # type: ignore[assignment]
     nvtx.range_pop = lambda: gpu.nvtx.append(("pop", ""))  # type: ignore[assignment]
     try:

@@ -284,3 +284,47 @@ def test_slow_and_show_put_the_gpu_time_beside_the_wall_time_and_rank_by_it(capt
     shown = CliRunner().invoke(main, ["show", str(tracker.run_dir)]).output
     forward = next(line for line in shown.splitlines() if "phase forward" in line)
     assert "GPU total 0.15" in forward
+
+
+_ALLOCATOR_RUN = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.fake_cuda import installed
+from lezea_otel import ExperimentTracker
+with installed() as gpu:
+    tracker = ExperimentTracker("allocator", quiet=True)
+    tracker.start(prometheus_port=None)
+    gpu.allocate(3 * 2**30)
+    gpu.free(2**30)
+    for step in range(1, 4):
+        tracker.log_training_step(step, {{"loss": 1.0 / step}})
+    tracker.finalize_experiment()
+print(tracker.run_dir)
+"""
+
+
+def test_the_cuda_allocator_reaches_the_exporter_process_as_gauges(tmp_path):
+    """Only the training process can read torch's allocator: it records it at a training step (once per
+    observe interval), and the exporter process, which never imports torch, exports the gauges."""
+    import json
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, "-c", _ALLOCATOR_RUN.format(root=root)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "LEZEA_RUNS_DIR": str(tmp_path / "runs"),
+                                 "LEZEA_RAISE_INTERNAL": "1"})
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    events = [json.loads(line) for line in (run_dir / names.AUDIT_FILE).read_text().splitlines()]
+    assert [e["kind"] for e in events].count("torch_memory") == 1  # once per interval, not per step
+    latest: dict[str, float] = {}
+    for line in (run_dir / names.OTLP_DIR / "metrics.jsonl").read_text().splitlines():
+        for resource in json.loads(line)["resourceMetrics"]:
+            for scope in resource["scopeMetrics"]:
+                for metric in scope["metrics"]:
+                    if metric["name"].startswith("lezea.torch.cuda.memory."):
+                        (point,) = metric["gauge"]["dataPoints"]
+                        latest[metric["name"]] = float(point.get("asInt", point.get("asDouble")))
+    assert latest == {names.TORCH_ALLOCATED: 2 * 2**30, names.TORCH_RESERVED: 3 * 2**30,
+                      names.TORCH_PEAK: 3 * 2**30}

@@ -51,13 +51,19 @@ def test_every_kind_has_a_payload_type() -> None:
     assert all(typing.is_typeddict(payload) for payload in PAYLOADS.values())
 
 
-def test_a_run_through_every_call_writes_only_declared_payloads(tmp_path, monkeypatch) -> None:
+def test_a_run_through_every_call_writes_only_declared_payloads(tmp_path, monkeypatch, request) -> None:
     """Every spec call, scopes, phases (with attributes, raising, truncated by the finalize), all three
     exporter-free kinds and the exporter's resource totals: each line's data fits its declaration, keys and
     value types, and every kind appears. The exporter runs in a thread: ``resource_totals`` is written only
-    where an exporter observes the trainer."""
+    where an exporter observes the trainer. On a (doubled) GPU: phases get their GPU time, and a training
+    step the CUDA allocator's reading."""
     from lezea_otel.tracker import ExperimentTracker, NetworkType
 
+    from .fake_cuda import installed
+
+    on_gpu = installed()
+    on_gpu.__enter__().allocate(2**20)
+    request.addfinalizer(lambda: on_gpu.__exit__(None, None, None))
     monkeypatch.setenv("LEZEA_EXPORTER", "thread")
     monkeypatch.setenv("LEZEA_PROMETHEUS_PORT", "0")
     checkpoint = tmp_path / "step_2.pt"

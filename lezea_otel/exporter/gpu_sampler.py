@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,16 +211,3 @@ class GpuSampler:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # NVML gone already: nothing left to release
             self.nvml.nvmlShutdown()
-
-
-def torch_memory() -> dict[str, dict[str, int]]:
-    """Allocator stats per CUDA device, only when the user already imported torch (never imported here)."""
-    torch = sys.modules.get("torch")
-    cuda = getattr(torch, "cuda", None)
-    try:
-        if cuda is None or not cuda.is_available() or not cuda.is_initialized():
-            return {}
-        return {str(i): {"allocated": int(cuda.memory_allocated(i)), "reserved": int(cuda.memory_reserved(i)),
-                         "peak": int(cuda.max_memory_allocated(i))} for i in range(cuda.device_count())}
-    except Exception:  # noqa: BLE001 - a broken CUDA context must not cost the run
-        return {}

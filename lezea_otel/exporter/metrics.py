@@ -136,6 +136,7 @@ class MetricsBuilder:
         self._handlers: dict[str, Callable[[AuditRecord], None]] = {
             Kind.TRAINING_STEP: self._training_step, Kind.EXPERIMENT_START: self._experiment_start,
             Kind.EXPERIMENT_END: self._experiment_end, Kind.PHASE: self._phase,
+            Kind.TORCH_MEMORY: self._torch_memory,
             Kind.MODIFICATION_TREE: self._modification_tree,
             Kind.MODIFICATION_TREE_STATS: lambda r: self._stats(r, r.data.get("statistics"), "tree"),
             Kind.MODIFICATION_STATS: lambda r: self._stats(r, r.data.get("statistics"), "modification"),
@@ -319,6 +320,16 @@ class MetricsBuilder:
             if isinstance(gpu, (int, float)) and not isinstance(gpu, bool):
                 self._observe(record, names.PHASE_GPU_DURATION, float(gpu), {names.PHASE_NAME: name},
                               record.scope, True)
+
+    def _torch_memory(self, record: AuditRecord) -> None:
+        """The trainer's reading of the CUDA allocator (only it can read it): a gauge per device."""
+        devices = record.data.get("devices")
+        for device, stats in devices.items() if isinstance(devices, dict) else ():
+            for name, key in ((names.TORCH_ALLOCATED, "allocated"), (names.TORCH_RESERVED, "reserved"),
+                              (names.TORCH_PEAK, "peak")):
+                value = stats.get(key) if isinstance(stats, dict) else None
+                if _is_number(value):
+                    self._gauge(record, name, value, {names.TORCH_DEVICE: str(device)}, names.UNIT_BYTES)
 
     def _modification_tree(self, record: AuditRecord) -> None:
         modifications = record.data.get("modifications")

@@ -42,7 +42,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from lezea_otel import semconv as names
-from lezea_otel.exporter.gpu_sampler import GpuReading, GpuSampler, torch_memory
+from lezea_otel.exporter.gpu_sampler import GpuReading, GpuSampler
 from lezea_otel.exporter.process_sampler import ProcessSampler, TreeSample
 from lezea_otel.exporter.windows import APPROXIMATE_FRACTION, History, Point
 from lezea_otel.util.safety import report_internal_error
@@ -78,7 +78,6 @@ class Observers:
         self._gpu = GpuSampler.open(gpus, warn, info)
         self.tree: TreeSample | None = None
         self.gpus: list[GpuReading] = []
-        self._torch: dict[str, dict[str, int]] = {}
         self._spans: dict[int, _Span] = {}
         self._history = History()
         self._ids = itertools.count()
@@ -136,11 +135,9 @@ class Observers:
             gpus = self._gpu.sample() if self._gpu is not None else []
             point = Point((before + time.time_ns()) // 2, tree.cpu_user_s + tree.cpu_system_s, tree.rss_bytes,
                           {r.uuid: r.energy_j for r in gpus if r.energy_j is not None})
-            torch = torch_memory()
-            self._record(tree, gpus, torch, point)
+            self._record(tree, gpus, point)
 
-    def _record(self, tree: TreeSample, gpus: list[GpuReading], torch: dict[str, dict[str, int]],
-                point: Point) -> None:
+    def _record(self, tree: TreeSample, gpus: list[GpuReading], point: Point) -> None:
         now = time.monotonic()
         elapsed = now - self._last_sample_time if self._last_sample_time is not None else 0.0
         with self._lock:
@@ -165,7 +162,7 @@ class Observers:
                 span.gpu_memory_peak = max(span.gpu_memory_peak, gpu_memory)
                 span.utilization_sum += sum(utilization)
                 span.utilization_count += len(utilization)
-            self.tree, self.gpus, self._torch = tree, gpus, torch
+            self.tree, self.gpus = tree, gpus
             self.samples += 1
             self._last_sample_time = now
 
@@ -337,10 +334,3 @@ class Observers:
         gauge(names.PROCESS_GPU_MEMORY, names.UNIT_BYTES, lambda: [
             (memory, {**identity[r.uuid], "process.pid": pid}) for r in self.gpus
             for pid, memory in r.process_memory.items() if self.tree and pid in self.tree.pids])
-        def torch(key: str) -> Callable[[], Iterable[tuple[float | None, dict[str, Any]]]]:
-            return lambda: [(stats[key], {names.TORCH_DEVICE: device})
-                            for device, stats in self._torch.items()]
-
-        for name, key in ((names.TORCH_ALLOCATED, "allocated"), (names.TORCH_RESERVED, "reserved"),
-                          (names.TORCH_PEAK, "peak")):
-            gauge(name, names.UNIT_BYTES, torch(key), "updown")

@@ -333,6 +333,13 @@ class MetricDefinition(TypedDict):
     summary: str | None
 
 
+class TorchMemory(TypedDict):
+    """The CUDA caching allocator per device index (``allocated``, ``reserved``, ``peak`` bytes), read by
+    the trainer at a training step once per ``LEZEA_OBSERVE_INTERVAL`` once torch has initialised CUDA: the
+    exporter, another process, cannot read it."""
+    devices: dict[str, dict[str, int]]
+
+
 PAYLOADS: Final[Mapping[Kind, type]] = MappingProxyType({
     Kind.EXPERIMENT_START: ExperimentStart, Kind.ENVIRONMENT: Environment, Kind.CONFIG: Config,
     Kind.EXPERIMENT_END: ExperimentEnd, Kind.SCOPE_START: ScopeStart, Kind.SCOPE_END: ScopeEnd,
@@ -343,6 +350,7 @@ PAYLOADS: Final[Mapping[Kind, type]] = MappingProxyType({
     Kind.CHECKPOINT: Checkpoint, Kind.DATASET_VERSION: DatasetVersion, Kind.RESULTS: Results,
     Kind.REWARD: Reward, Kind.RESOURCE_COST: ResourceCost, Kind.BUSINESS_METRICS: BusinessMetrics,
     Kind.COMMENT: Text, Kind.CONCLUSION: Text, Kind.METRIC_DEFINITION: MetricDefinition,
+    Kind.TORCH_MEMORY: TorchMemory,
 })
 """Every kind's declared ``data``."""
 

@@ -36,6 +36,7 @@ class Kind(StrEnum):
     COMMENT = "comment"
     CONCLUSION = "conclusion"
     METRIC_DEFINITION = "metric_definition"
+    TORCH_MEMORY = "torch_memory"
 
 
 class Record:

@@ -82,6 +82,20 @@ class CudaClock:
             except Exception as error:  # noqa: BLE001
                 self._fail(error)
 
+    def allocator(self) -> dict[str, dict[str, int]] | None:
+        """The CUDA caching allocator's bytes per device (``allocated``, ``reserved``, ``peak``), None
+        before CUDA is initialised. Only this process can read them: the exporter gets them as records."""
+        cuda = self._ready()
+        if cuda is None:
+            return None
+        try:
+            return {str(index): {"allocated": int(cuda.memory_allocated(index)),
+                                 "reserved": int(cuda.memory_reserved(index)),
+                                 "peak": int(cuda.max_memory_allocated(index))}
+                    for index in range(cuda.device_count())}
+        except Exception:  # noqa: BLE001 - a broken CUDA context: no reading this time
+            return None
+
     def after_fork(self) -> None:
         self._cuda = None  # a forked child cannot use its parent's CUDA context
 

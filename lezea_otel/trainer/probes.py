@@ -134,6 +134,9 @@ class Probes:
         self.nvtx = Nvtx(settings.nvtx)
         self.resolver = Resolver(write)
         self._write = write
+        self.allocator_due_ns = 0
+        """When the CUDA allocator is read next (``log_training_step`` compares its time with it)."""
+        self._allocator_every_ns = int(settings.observe_interval_s * 1e9)
 
     def enter(self, frame: Frame, name: str, open_frames: Iterable[Frame]) -> None:
         """Just before the block's start time is taken."""
@@ -162,6 +165,11 @@ class Probes:
         if frame.nvtx:
             frame.nvtx = False
             self.nvtx.pop()
+
+    def allocator(self, now_ns: int) -> dict[str, dict[str, int]] | None:
+        """The CUDA allocator's bytes per device, at most once per ``LEZEA_OBSERVE_INTERVAL``."""
+        self.allocator_due_ns = now_ns + self._allocator_every_ns
+        return self.clock.allocator()
 
     def synchronize(self) -> None:
         """A ``sync`` phase: wait for the GPU before its end time is taken."""

@@ -87,6 +87,10 @@ class SpecCalls:
             captured = metrics
         pipeline.submit_later("log_training_step", self._training_record, step, captured, data_split, path,
                               trace_id, span_id, when)
+        if when >= session.probes.allocator_due_ns:  # the training loop's clock for the CUDA allocator
+            devices = session.probes.allocator(when)
+            if devices:
+                session.emit(Kind.TORCH_MEMORY, None, {"devices": devices}, time_ns=when)
 
     def _training_record(self, step: Any, metrics: Any, data_split: Any, path: tuple[str, ...], trace_id: int,
                          span_id: int, time_ns: int) -> Record:
