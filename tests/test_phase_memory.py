@@ -1,11 +1,14 @@
 """A phase's and a scope's peak memory: the real peak of that stretch (the kernel's RSS high-water mark,
-reset at the block's enter), not the observers' last sample."""
+read and reset by the exporter every 20 ms), not the observers' last sample. Run as a user runs it: the
+exporter in its own process."""
 
 from __future__ import annotations
 
-import resource
+import json
+import subprocess
+import sys
+from pathlib import Path
 
-import numpy as np
 from click.testing import CliRunner
 
 from lezea_otel import semconv as names
@@ -14,44 +17,74 @@ from lezea_otel.cli import main
 MIB = 2**20
 SPIKE = 300 * MIB
 
+TRAINING = """
+import json, resource, sys, time
+import numpy as np
+from lezea_otel import ExperimentTracker
 
-def _touch_and_free(size: int) -> None:
+def touch_and_free(size):
     block = np.ones(size // 8)  # every page written: resident
     del block
 
+tracker = ExperimentTracker("spike", quiet=True)
+tracker.start(prometheus_port=None)
+with tracker.builder_scope("b1"):
+    for step in range(1, 4):
+        with tracker.span("calm"):
+            np.ones(2**20 // 8).sum()
+        time.sleep(0.2)  # the loop's other work: ten readings of the mark apart from the next phase
+        with tracker.span("spike"):
+            if step == 2:
+                touch_and_free({spike})  # freed before the phase ends: no sample after it sees it
+        time.sleep(0.2)
+        tracker.log_training_step(step, {{"loss": 1.0}})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+summary = tracker.finalize_experiment()
+print(json.dumps({{"run_dir": str(tracker.run_dir), "phases": summary["phases"], "scopes": summary["scopes"],
+                  "ru_maxrss": before * 1024}}))
+"""
 
-def test_a_memory_spike_inside_one_phase_is_its_peak_and_no_other_phases(capture):
-    tracker = capture.tracker("spike", auto_start=True)
-    with tracker.builder_scope("b1"):
-        for step in range(1, 4):
-            with tracker.span("calm"):
-                np.ones(MIB // 8).sum()
-            with tracker.span("spike"):
-                if step == 2:
-                    _touch_and_free(SPIKE)  # freed before the phase ends: no sample after it sees it
-            tracker.log_training_step(step, {"loss": 1.0})
-    summary = tracker.finalize_experiment()
 
-    spike, calm = summary["phases"]["spike"], summary["phases"]["calm"]
-    assert spike["memory.peak"] >= SPIKE
+def _train(tmp_path: Path, **environment: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", TRAINING.format(spike=SPIKE)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "LEZEA_RUNS_DIR": str(tmp_path / "runs"),
+                                 "LEZEA_RAISE_INTERNAL": "1", **environment})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _spans(run_dir: Path, name: str) -> list[dict]:
+    found = []
+    for line in (run_dir / names.OTLP_DIR / "spans.jsonl").read_text().splitlines():
+        for resource in json.loads(line)["resourceSpans"]:
+            for scope in resource["scopeSpans"]:
+                found += [{a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
+                          for span in scope["spans"] if span["name"] == name]
+    return found
+
+
+def test_a_memory_spike_inside_one_phase_is_its_peak_and_no_other_phases(tmp_path):
+    run = _train(tmp_path)
+    spike, calm = run["phases"]["spike"], run["phases"]["calm"]
+    assert spike["memory.peak"] >= SPIKE and spike["memory.method"] == "high-water"
     assert calm["memory.peak"] < spike["memory.peak"] - SPIKE // 2
-    assert summary["scopes"]["builder:b1"]["memory.peak"] >= spike["memory.peak"]  # the scope around it
-    peaks = [span.attributes[names.SCOPE_MEMORY_PEAK] for span in capture.spans("spike")]
-    assert max(peaks) >= SPIKE and sorted(peaks)[1] < max(peaks) - SPIKE // 2  # only step 2's instance
-    assert {span.attributes[names.SCOPE_MEMORY_METHOD] for span in capture.spans("spike")} == {"high-water"}
+    assert run["scopes"]["builder:b1"]["memory.peak"] >= spike["memory.peak"]  # the scope around it
+    assert run["ru_maxrss"] < SPIKE  # the documented cost: the process's own mark is the last 20 ms
 
-    shown = CliRunner().invoke(main, ["show", str(tracker.run_dir)])
-    line = next(text for text in shown.output.splitlines() if "spike" in text and "peak RSS" in text)
+    spans = _spans(Path(run["run_dir"]), "spike")
+    peaks = sorted(float(span[names.SCOPE_MEMORY_PEAK]) for span in spans)
+    assert len(peaks) == 3 and peaks[-1] >= SPIKE and peaks[1] < peaks[-1] - SPIKE // 2  # step 2's only
+    assert {span[names.SCOPE_MEMORY_METHOD] for span in spans} == {"high-water"}
+
+    shown = CliRunner().invoke(main, ["show", run["run_dir"]])
+    line = next(text for text in shown.output.splitlines() if "phase spike" in text)
     assert int(line.split("peak RSS ")[1].split(" MiB")[0]) >= SPIKE // MIB
 
 
-def test_with_phase_memory_off_the_process_peak_is_left_alone(capture, monkeypatch):
-    monkeypatch.setenv("LEZEA_PHASE_MEMORY", "false")
-    tracker = capture.tracker("untouched", auto_start=True)
-    _touch_and_free(SPIKE)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with tracker.span("calm"):
-        pass
-    summary = tracker.finalize_experiment()
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >= before  # never reset
-    assert summary["phases"]["calm"].get("memory.method") != "high-water"
+def test_with_phase_memory_off_the_peaks_are_the_samples_and_the_process_mark_is_left_alone(tmp_path):
+    run = _train(tmp_path, LEZEA_PHASE_MEMORY="false")
+    assert run["phases"]["spike"].get("memory.method") == "sampled"
+    spans = _spans(Path(run["run_dir"]), "spike")
+    assert {span[names.SCOPE_MEMORY_METHOD] for span in spans} == {"sampled"}
+    assert run["ru_maxrss"] >= SPIKE  # never reset

@@ -230,8 +230,9 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               "scope levels that get resource summaries (`all`, `none`; `layer` is off: layers are many)",
               shown="builder,tasker,algorithm,network,phase"),
     Parameter("phase_memory", ("LEZEA_PHASE_MEMORY",), True, flag,
-              "each scope's and phase's peak RSS from the kernel's high-water mark, reset at enter (Linux; "
-              "the process's own `ru_maxrss` then reads the peak since the last block began)"),
+              "each scope's and phase's peak RSS of the training process from the kernel's high-water mark, "
+              "read and reset by the exporter every 20 ms (Linux; the process's own `ru_maxrss` then reads "
+              "the peak of the last 20 ms)"),
     Parameter("gpu_timing", ("LEZEA_GPU_TIMING",), "phases", Choice(GPU_TIMING_MODES),
               "once torch has initialised CUDA: CUDA events time each phase on the GPU (`phases`), "
               "scopes too (`scopes`), or nothing (`off`); resolved off the training thread"),

@@ -115,7 +115,8 @@ def observers_factory(settings: Settings, trainer_pid: int, warn: Warn,
                     names.EXPERIMENT_NAME: attributes.get(names.EXPERIMENT_NAME, ""),
                     **({names.DL_RANK: attributes[names.DL_RANK]} if names.DL_RANK in attributes else {})}
         observed = ObservedMetrics(resource, constant, trainer_pid, interval_s=settings.observe_interval_s,
-                                   gpus=settings.gpus, observers=settings.observers, warn=warn, info=info)
+                                   gpus=settings.gpus, observers=settings.observers, warn=warn, info=info,
+                                   high_water=settings.phase_memory)
         observed.start()
         return observed
 

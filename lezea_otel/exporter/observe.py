@@ -73,7 +73,7 @@ class ObservedMetrics:
 
     def __init__(self, resource: Resource, constant_attributes: dict[str, Any], pid: int, *,
                  interval_s: float, gpus: str, observers: bool, warn: Warn, info: Callable[[str], None],
-                 point_gap_s: float = POINT_GAP_S) -> None:
+                 point_gap_s: float = POINT_GAP_S, high_water: bool = False) -> None:
         """
         Args:
             resource: the trainer's (from its ``experiment_start`` record), not the exporter's.
@@ -84,7 +84,10 @@ class ObservedMetrics:
             observers: False leaves only the heartbeat.
             warn, info: the run's once-per-problem warning and its console line.
             point_gap_s: the least time between two points taken for scope boundaries.
+            high_water: scopes' and phases' peak RSS from the trainer's high-water mark
+                (``LEZEA_PHASE_MEMORY``, ``exporter.watermark``), not from the samples.
         """
+        self._high_water = high_water
         self._constant = dict(constant_attributes)
         self._pid = pid
         self._interval = interval_s
@@ -123,7 +126,8 @@ class ObservedMetrics:
             return
         try:
             observers = Observers(self._meter, self._constant, self._interval, self._gpus, self._warn,
-                                  self._info, pid=self._pid, point_gap_s=self._point_gap)
+                                  self._info, pid=self._pid, point_gap_s=self._point_gap,
+                                  high_water=self._high_water)
         except Exception as error:  # noqa: BLE001 - the pid is gone, psutil refused, /proc unreadable, ...
             self._warn("start", "resource observers could not start", error_text(error))
             return

@@ -33,6 +33,7 @@ boundary are close to it:
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -44,6 +45,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from lezea_otel import semconv as names
 from lezea_otel.exporter.gpu_sampler import GpuReading, GpuSampler
 from lezea_otel.exporter.process_sampler import ProcessSampler, TreeSample
+from lezea_otel.exporter.watermark import Watermark
 from lezea_otel.exporter.windows import APPROXIMATE_FRACTION, History, Point
 from lezea_otel.util.safety import report_internal_error
 
@@ -70,12 +72,14 @@ class Observers:
 
     def __init__(self, meter: Meter, constant_attributes: dict[str, Any], interval_s: float, gpus: str,
                  warn: Warn, info: Callable[[str], None], pid: int | None = None,
-                 point_gap_s: float = POINT_GAP_S) -> None:
+                 point_gap_s: float = POINT_GAP_S, high_water: bool = False) -> None:
         self._constant = constant_attributes
         self._interval = interval_s
         self._point_gap_ns = int(point_gap_s * 1e9)
         self._process = ProcessSampler(pid) if pid else ProcessSampler()
         self._gpu = GpuSampler.open(gpus, warn, info)
+        self._watermark = Watermark.open(pid or os.getpid()) if high_water else None
+        """The trainer's own peak RSS over any stretch, exactly (``exporter.watermark``)."""
         self.tree: TreeSample | None = None
         self.gpus: list[GpuReading] = []
         self._spans: dict[int, _Span] = {}
@@ -120,6 +124,8 @@ class Observers:
         try:
             self.sample()
         finally:  # NVML is released even when the last sample fails
+            if self._watermark is not None:
+                self._watermark.close()
             with self._sample_lock:
                 self._closed = True
                 if self._gpu is not None:
@@ -230,7 +236,14 @@ class Observers:
         if start is None or end is None:
             return {}
         out: dict[str, Any] = {names.SCOPE_CPU_SECONDS: max(0.0, end[0] - start[0]),
-                               names.SCOPE_MEMORY_PEAK: float(span.rss_peak)}
+                               names.SCOPE_MEMORY_PEAK: float(span.rss_peak),
+                               names.SCOPE_MEMORY_METHOD: "sampled"}
+        watermark = self._watermark
+        if watermark is not None:
+            watermark.covering(end_ns)
+            peak = watermark.peak(span.start_ns, end_ns)
+            if peak is not None:
+                out[names.SCOPE_MEMORY_PEAK], out[names.SCOPE_MEMORY_METHOD] = float(peak), "high-water"
         if self._gpu is not None:
             end_energy = end[1]
             out[names.SCOPE_GPU_ENERGY] = sum(max(0.0, end_energy[uuid] - joules)

@@ -321,15 +321,7 @@ class SpanBuilder:
 
 
 def _measured_in_trainer(attributes: dict[str, Any], data: Mapping[str, Any]) -> None:
-    """What the trainer measured at the block's enter and exit: the training process's peak RSS from the
-    kernel's high-water mark (in place of the sampled peak of the process tree, which a sample every few
-    seconds makes the same for every phase) and its GPU time."""
-    peak = data.get("memory_peak_bytes")
-    if isinstance(peak, int) and not isinstance(peak, bool):
-        attributes[names.SCOPE_MEMORY_PEAK] = float(peak)
-        attributes[names.SCOPE_MEMORY_METHOD] = "high-water"
-    elif names.SCOPE_MEMORY_PEAK in attributes:
-        attributes[names.SCOPE_MEMORY_METHOD] = "sampled"
+    """What the trainer measured at the block's enter and exit: its GPU time (CUDA events)."""
     gpu = data.get("gpu_duration_s")
     if isinstance(gpu, (int, float)) and not isinstance(gpu, bool):
         attributes[names.PHASE_GPU_DURATION if "name" in data else names.SCOPE_GPU_DURATION] = float(gpu)

@@ -177,8 +177,6 @@ class _Ended(TypedDict):
     exception: NotRequired[ExceptionFields]
     truncated: NotRequired[str]
     resources: NotRequired[dict[str, Any]]
-    memory_peak_bytes: NotRequired[int]
-    """The process's peak RSS while the block ran (the kernel's high-water mark, ``trainer.probes``)."""
     gpu_duration_s: NotRequired[float]
     """GPU time between CUDA events recorded at enter and exit (``trainer.gpu_timing``)."""
     gpu_unresolved: NotRequired[bool]

@@ -40,6 +40,8 @@ def add_resources(entry: dict[str, Any], resources: dict[str, Any]) -> None:
         short = key.rsplit("lezea.resource.", 1)[-1]
         if isinstance(value, bool):
             entry[short] = entry.get(short, 0) + int(value)
+        elif isinstance(value, str):  # how it was measured (``memory.method``): the latest says
+            entry[short] = value
         elif short.endswith("peak"):
             entry[short] = max(entry.get(short, 0.0), value)
         elif short.endswith("mean"):
@@ -276,9 +278,6 @@ class RunState:
             add_resources(entry, resources)
         if kind == "phases" and (data.get("attributes") or {}).get(names.PHASE_KIND) == names.DATA_WAIT:
             entry["data_wait"] = True  # tracker.iterate's wait for the next item
-        peak = data.get("memory_peak_bytes")
-        if isinstance(peak, int) and peak > entry.get("memory.peak", 0):
-            entry["memory.peak"] = peak  # the kernel's high-water mark over the block (trainer.probes)
         gpu = data.get("gpu_duration_s")
         if isinstance(gpu, (int, float)):
             entry["gpu_total_s"] = entry.get("gpu_total_s", 0.0) + gpu

@@ -272,11 +272,7 @@ def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
     for section, entries in (report.get("scope_resources") or {}).items():
         for name, measured in (entries or {}).items() if isinstance(entries, dict) else ():
             if name in summary.get(section, {}) and isinstance(measured, dict):
-                entry = summary[section][name]
-                own_peak = entry.get("memory.peak")  # the trainer's high-water mark beats a sampled one
-                entry.update(measured)
-                if isinstance(own_peak, int):
-                    entry["memory.peak"], entry["memory.method"] = own_peak, "high-water"
+                summary[section][name].update(measured)
 
 
 def run_folders(runs_dir: Path) -> list[Path]:

@@ -24,6 +24,10 @@ from typing import Any
 
 from lezea_otel.trainer.scope_frames import Frame
 
+CHECK_EVERY = 32
+"""Until CUDA is initialised, whether it is yet is asked at every this-many-th block (the first one
+included): a CPU run that imported torch pays a countdown per block, not a torch call; a GPU run's first
+few blocks after CUDA's first use may go untimed on the GPU."""
 IDLE_WAIT_S = 0.05
 """The resolver's longest sleep with nothing queued: a phase queued just as it goes to sleep waits this."""
 
@@ -40,10 +44,12 @@ class CudaClock:
         self.enabled = enabled
         self._report = report
         self._cuda: Any = None  # torch.cuda once it is initialised
+        self._countdown = 1
 
     def _ready(self) -> Any:
+        """``torch.cuda`` once the process has initialised CUDA, else None."""
         cuda = self._cuda
-        if cuda is not None or not self.enabled:
+        if cuda is not None:
             return cuda
         torch = sys.modules.get("torch")
         if torch is None:
@@ -58,9 +64,20 @@ class CudaClock:
 
     def start(self) -> Any:
         """An event recorded now on the current stream, or None (no CUDA yet, or timing is off)."""
-        cuda = self._ready()
-        if cuda is None:
+        if not self.enabled:
             return None
+        cuda = self._cuda
+        if cuda is None:
+            self._countdown -= 1
+            if self._countdown > 0:
+                return None
+            self._countdown = CHECK_EVERY
+            cuda = self._ready()
+            if cuda is None:
+                return None
+        return self._record(cuda)
+
+    def _record(self, cuda: Any) -> Any:
         try:
             event = cuda.Event(enable_timing=True)
             event.record()
@@ -71,7 +88,7 @@ class CudaClock:
 
     def stop(self) -> Any:
         """The exit event, recorded now on the current stream (None if it could not be)."""
-        return self.start()
+        return self._record(self._cuda) if self.enabled and self._cuda is not None else None
 
     def synchronize(self) -> None:
         """Wait for the current stream's work (a ``sync`` phase, before its end time is taken)."""
@@ -97,10 +114,10 @@ class CudaClock:
             return None
 
     def after_fork(self) -> None:
-        self._cuda = None  # a forked child cannot use its parent's CUDA context
+        self._cuda, self._countdown = None, 1  # a forked child cannot use its parent's CUDA context
 
     def _fail(self, error: Exception) -> None:
-        self.enabled, self._cuda = False, None
+        self.enabled = False
         self._report(f"CUDA events failed ({type(error).__name__}: {error}); phases are no longer timed "
                      "on the GPU")
 

@@ -1,26 +1,15 @@
-"""What a scope or phase measures beside its wall time: the process's peak memory while it ran, its GPU
-time (``gpu_timing``), and an NVTX range for Nsight Systems. Each is a few system or torch calls on the
-training thread, and none of them imports anything the user's process has not imported already.
-
-**Peak memory.** The exporter's observers sample the process tree every few seconds, so a phase that
-touched 400 MiB between two samples would report what the last sample saw. The kernel keeps a
-high-water mark of the process's RSS (``VmHWM``, read back as ``getrusage().ru_maxrss``) that every page
-touched raises, and ``/proc/self/clear_refs`` resets it to the current RSS. A block resets it at enter
-(folding the mark so far into the blocks still open, so nesting and other threads' blocks keep theirs)
-and reads it at exit: the block's peak, exactly, for about 3 µs. Its cost to the user: the process's own
-``ru_maxrss`` reads the peak since the last block began, not since the process did
-(``LEZEA_PHASE_MEMORY=false`` keeps it whole). Where ``clear_refs`` cannot be written (not Linux, a
-hardened ``/proc``), nothing is measured here and the spans keep the observers' sampled peak.
+"""What a scope or phase measures beside its wall time: its GPU time (``gpu_timing``) and an NVTX range
+for Nsight Systems, each a few torch calls on the training thread, and nothing imported that the user's
+process has not imported already. (Its peak memory is read by the exporter, from outside:
+``exporter.watermark``; the training thread pays nothing for it.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import resource
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from lezea_otel.config.settings import Settings
@@ -28,57 +17,6 @@ from lezea_otel.trainer.gpu_timing import CudaClock, Resolver
 from lezea_otel.trainer.scope_frames import Frame
 
 _log = logging.getLogger("lezea_otel")
-_CLEAR_REFS = "/proc/self/clear_refs"
-_RESET_HIGH_WATER = b"5"
-_KIB = 1024  # ru_maxrss is in KiB on Linux
-
-
-class MemoryWatermark:
-    """The kernel's RSS high-water mark, reset at each block's enter and read at its exit."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._fd = -1
-        self._enabled = enabled
-        self._open()
-
-    def _open(self) -> None:
-        self._fd = -1
-        if self._enabled and sys.platform.startswith("linux"):
-            try:
-                self._fd = os.open(_CLEAR_REFS, os.O_WRONLY | os.O_CLOEXEC)
-            except OSError:
-                self._fd = -1
-
-    @property
-    def active(self) -> bool:
-        return self._fd >= 0
-
-    def enter(self, open_frames: Iterable[Frame]) -> None:
-        """Before a block starts: the mark so far into every open block, then reset to the RSS now."""
-        if self._fd < 0:
-            return
-        mark = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KIB
-        for frame in open_frames:
-            if mark > frame.memory_peak:
-                frame.memory_peak = mark
-        try:
-            os.write(self._fd, _RESET_HIGH_WATER)
-        except OSError:  # refused after all: stop measuring, the sampled peaks stay
-            os.close(self._fd)
-            self._fd = -1
-
-    def exit(self, frame: Frame) -> None:
-        """As a block ends: its peak is the mark now, or a larger one folded into it by a reset."""
-        if self._fd >= 0:
-            mark = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KIB
-            if mark > frame.memory_peak:
-                frame.memory_peak = mark
-
-    def after_fork(self) -> None:
-        """``/proc/self`` was resolved when opened: a child would reset its parent's mark."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._open()
 
 
 class Nvtx:
@@ -119,14 +57,13 @@ class Probes:
     """The measurements a block takes at enter and exit, and where its record goes once they are in.
 
     Args:
-        settings: ``phase_memory``, ``gpu_timing``, ``gpu_sync`` and ``nvtx``.
+        settings: ``gpu_timing``, ``gpu_sync`` and ``nvtx``.
         write: writes a block's end record (``Pipeline.defer`` of ``Frame.end_record``).
         report: one warning sentence (CUDA events failed).
     """
 
     def __init__(self, settings: Settings, write: Callable[[Frame, int, Any, str | None], None],
                  report: Callable[[str], None]) -> None:
-        self.memory = MemoryWatermark(settings.phase_memory)
         self.clock = CudaClock(settings.gpu_timing != "off", report)
         self._scopes_on_gpu = settings.gpu_timing == "scopes"
         self.sync_all = settings.gpu_sync
@@ -138,9 +75,8 @@ class Probes:
         """When the CUDA allocator is read next (``log_training_step`` compares its time with it)."""
         self._allocator_every_ns = int(settings.observe_interval_s * 1e9)
 
-    def enter(self, frame: Frame, name: str, open_frames: Iterable[Frame]) -> None:
+    def enter(self, frame: Frame, name: str) -> None:
         """Just before the block's start time is taken."""
-        self.memory.enter(open_frames)
         frame.nvtx = self.nvtx.push(name)
         if frame.level is None or self._scopes_on_gpu:
             frame.cuda_start = self.clock.start()
@@ -148,7 +84,6 @@ class Probes:
     def exit(self, frame: Frame, end_ns: int, failure: Any, truncated_by: str | None) -> None:
         """The block has ended at ``end_ns``: its record is written now, or by the resolver once its GPU
         work has completed."""
-        self.memory.exit(frame)
         if frame.nvtx:
             frame.nvtx = False
             self.nvtx.pop()
@@ -180,6 +115,5 @@ class Probes:
         self.resolver.drain(timeout_s)
 
     def after_fork(self) -> None:
-        self.memory.after_fork()
         self.clock.after_fork()
         self.resolver.after_fork()

@@ -20,7 +20,6 @@ class Frame:
         "gpu_unresolved",
         "ident",
         "level",
-        "memory_peak",
         "nvtx",
         "parent_span_id",
         "path",
@@ -41,8 +40,6 @@ class Frame:
         self.context_token: Any = None
         """The OTel context attached while the block runs (detached where it was attached)."""
         self.ended = False
-        self.memory_peak = 0
-        """The process's peak RSS (bytes) while the block ran, as far as read yet; 0: not measured."""
         self.cuda_start: Any = None
         """The CUDA event recorded at enter (``trainer.gpu_timing``); None when the GPU is not timed."""
         self.gpu_duration_s: float | None = None
@@ -67,8 +64,6 @@ class Frame:
             data["attributes"] = self.attributes
         if truncated_by is not None:
             data["truncated"] = truncated_by
-        if self.memory_peak:
-            data["memory_peak_bytes"] = self.memory_peak
         if self.gpu_duration_s is not None:
             data["gpu_duration_s"] = self.gpu_duration_s
         elif self.gpu_unresolved:

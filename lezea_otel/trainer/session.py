@@ -94,7 +94,7 @@ class Session:
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
         self.pipeline = Pipeline(audit, self.state, flag(async_mode, "async_mode", warn))
         self.probes = Probes(self.settings, self._write_end, functools.partial(self.warnings.warn, "span"))
-        """Peak memory, GPU time and NVTX ranges of scopes and phases."""
+        """GPU time and NVTX ranges of scopes and phases."""
         self.stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
             f"lezea_scope_{self.experiment_id}", default=())
         self.spans = IdSpans()
@@ -369,7 +369,7 @@ class Session:
             context = self.otel_context
             if context == "always" or (context == "auto" and _SDK_TRACE in sys.modules):
                 frame.context_token = span_ids.attach(trace_id, span_id)
-            self.probes.enter(frame, level or ident, self.open_frames.values())
+            self.probes.enter(frame, level or ident)
             self.open_frames[id(frame)] = frame
             frame.start_ns = time.time_ns()
             if level is not None:
