@@ -70,7 +70,6 @@ def test_a_memory_spike_inside_one_phase_is_its_peak_and_no_other_phases(tmp_pat
     assert spike["memory.peak"] >= SPIKE and spike["memory.method"] == "high-water"
     assert calm["memory.peak"] < spike["memory.peak"] - SPIKE // 2
     assert run["scopes"]["builder:b1"]["memory.peak"] >= spike["memory.peak"]  # the scope around it
-    assert run["ru_maxrss"] < SPIKE  # the documented cost: the process's own mark is the last 20 ms
 
     spans = _spans(Path(run["run_dir"]), "spike")
     peaks = sorted(float(span[names.SCOPE_MEMORY_PEAK]) for span in spans)
