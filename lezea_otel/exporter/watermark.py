@@ -47,7 +47,7 @@ class Watermark:
             raise
         self._ends: list[int] = []
         self._peaks: list[int] = []
-        self._last_ns = time.time_ns()
+        self._last_ns = self._first_ns = time.time_ns()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.run_peak = 0
@@ -100,11 +100,13 @@ class Watermark:
                 return
 
     def peak(self, start_ns: int, end_ns: int) -> int | None:
-        """The largest reading of the intervals overlapping ``[start_ns, end_ns]``; None before any reading
-        covers ``end_ns`` (the caller reads once more first: see :meth:`covering`)."""
+        """The largest reading of the intervals overlapping ``[start_ns, end_ns]`` (read once more first:
+        :meth:`covering`); None when none does: a stretch before the exporter began watching (it starts a
+        moment after the trainer), or after the last reading (the trainer gone before the exporter reached
+        its records)."""
         with self._lock:
             first = bisect.bisect_left(self._ends, start_ns)
-            if first >= len(self._ends):
+            if first >= len(self._ends) or end_ns <= self._first_ns:  # after the last reading, or before
                 return None
             last = bisect.bisect_left(self._ends, end_ns)
             return max(self._peaks[first:last + 1])

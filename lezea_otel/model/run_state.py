@@ -40,8 +40,8 @@ def add_resources(entry: dict[str, Any], resources: dict[str, Any]) -> None:
         short = key.rsplit("lezea.resource.", 1)[-1]
         if isinstance(value, bool):
             entry[short] = entry.get(short, 0) + int(value)
-        elif isinstance(value, str):  # how it was measured (``memory.method``): the latest says
-            entry[short] = value
+        elif isinstance(value, str):  # how it was measured (``memory.method``); ``mixed`` when it varied
+            entry[short] = value if entry.get(short, value) == value else "mixed"
         elif short.endswith("peak"):
             entry[short] = max(entry.get(short, 0.0), value)
         elif short.endswith("mean"):
