@@ -190,8 +190,9 @@ UNIT_MHZ: Final = "MHz"
 SCOPE_CPU_SECONDS: Final = "lezea.resource.cpu.seconds"
 SCOPE_MEMORY_PEAK: Final = "lezea.resource.memory.peak"
 SCOPE_MEMORY_METHOD: Final = "lezea.resource.memory.method"
-"""How the peak was obtained: ``high-water`` (the kernel's mark, reset at the block's enter: every page the
-process touched meanwhile) or ``sampled`` (the observers' samples of the process tree during the block)."""
+"""How the peak was obtained: ``high-water`` (the training process's kernel mark, read and reset every 20 ms
+by the exporter: every page it touched meanwhile) or ``sampled`` (the observers' samples of the process
+tree during the block); ``mixed`` in a summary whose instances differ."""
 SCOPE_GPU_MEMORY_PEAK: Final = "lezea.resource.gpu.memory.peak"
 SCOPE_GPU_UTILIZATION_MEAN: Final = "lezea.resource.gpu.utilization.mean"
 SCOPE_GPU_ENERGY: Final = "lezea.resource.gpu.energy"
