@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from lezea_otel import semconv as names
 from lezea_otel.model.runs import load_run
-
-torch = pytest.importorskip("torch")
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 DELAY_S = 0.03
 

@@ -13,13 +13,12 @@ import textwrap
 import threading
 
 import pytest
+import torch  # the CPU build the test command installs; tests/fake_cuda.py doubles its CUDA side
 
 from lezea_otel import semconv as names
 from lezea_otel.testing import Capture
 
 from .fake_cuda import installed
-
-torch = pytest.importorskip("torch")  # installed by the test command; CPU build
 
 GPU = names.PHASE_GPU_DURATION
 
