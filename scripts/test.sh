@@ -10,10 +10,9 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 # Debian packages the tests use for real: git (gitpython reads a real repository), Chromium with
-# its driver (the HTML report is opened in a headless browser), Prometheus (it scrapes a run), and
-# openssl (the TLS tests make their certificate).
+# its driver (the HTML report is opened in a headless browser), openssl (the TLS tests make their
+# certificate).
 need=()
-command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
@@ -23,6 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+# The real Collector distribution and Prometheus 3, built from their Go modules into .cache/stack-bin/
+# (minutes on a fresh machine, reused after); the tests start them from the shipped configs.
+bash scripts/stack-bin.sh
 # Lint and type errors fail the run before the suite starts (the rules and line length: pyproject.toml).
 .venv/bin/ruff check lezea_otel tests scripts --select E,F,B,UP,SIM,I
 .venv/bin/python -m mypy --strict lezea_otel

@@ -9,6 +9,8 @@ import pytest
 
 from lezea_otel.testing import Capture
 
+from .stack import Prometheus
+
 EXPORTER_UNDER_TEST = os.environ.get("LEZEA_EXPORTER")
 """``LEZEA_EXPORTER=thread pytest``: the whole suite with that exporter mode (every other variable is
 cleared)."""
@@ -69,3 +71,19 @@ def harness():
     for h in made:
         h.observers.stop()
         h.close()
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """Starts a Prometheus 3 (shipped flags and prometheus.yaml) scraping the given ports every second;
+    returns its base URL. Stopped after the test."""
+    started: list[Prometheus] = []
+
+    def start(*target_ports: int) -> str:
+        started.append(Prometheus(tmp_path / f"prometheus-{len(started)}", targets=target_ports))
+        started[-1].start()
+        return started[-1].url
+
+    yield start
+    for server in started:
+        server.stop()

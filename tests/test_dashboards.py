@@ -1,4 +1,4 @@
-"""The Grafana dashboards against a real Prometheus (Debian package `prometheus`) scraping real runs.
+"""The Grafana dashboards against a real Prometheus 3 (the shipped flags and config) scraping real runs.
 
 Every PromQL query of every dashboard (panels and variables) is sent to Prometheus with Grafana's variables
 filled in: Prometheus must accept each one, and the Training dashboard's queries must find the runs. The
@@ -27,7 +27,7 @@ import pytest
 
 from lezea_otel.testing import Capture
 
-from .test_prometheus_e2e import PROMETHEUS, free_port, wait_for
+from .test_prometheus_e2e import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -138,25 +138,9 @@ def status_texts(board: dict, title: str = "Runs") -> dict[str, str]:
 
 
 @pytest.fixture
-def prometheus_for(tmp_path):
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(target_ports: list[int]) -> str:
-        port = free_port()
-        targets = ", ".join(f"'127.0.0.1:{p}'" for p in target_ports)
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s, scrape_timeout: 1s}\n"
-            f"scrape_configs:\n  - job_name: lezea\n    static_configs: [{{targets: [{targets}]}}]\n")
-        processes.append(subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(20)
+def prometheus_for(prometheus):
+    """Prometheus scraping a list of ports; its base URL."""
+    return lambda target_ports: prometheus(*target_ports)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import math
 import socket
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -85,15 +85,22 @@ def _record(provider: MeterProvider) -> None:
                                             unit="{thread}")
 
 
-def _official() -> str:
+def _official(generate: Callable[[CollectorRegistry], bytes] = generate_latest) -> str:
+    """The official reader's exposition of ``_record``, with the one departure ours makes: the gauge of
+    unit ``1`` is named ``_ratio``, as Prometheus's OTLP translation names it (OpenMetrics: with its UNIT)."""
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
     provider = MeterProvider(resource=RESOURCE, metric_readers=[reader], shutdown_on_exit=False)
     _record(provider)
     try:
-        return generate_latest(registry).decode()
+        text = generate(registry).decode()
     finally:
         provider.shutdown()
+    text = text.replace("lezea_gpu_utilization", "lezea_gpu_utilization_ratio")
+    unit_line = "# TYPE lezea_gpu_utilization_ratio gauge\n"
+    if "# EOF" in text:  # OpenMetrics states the unit
+        text = text.replace(unit_line, unit_line + "# UNIT lezea_gpu_utilization_ratio ratio\n")
+    return text
 
 
 def _ours() -> tuple[LatestMetrics, CollectorRegistry, MetricsData]:
@@ -150,12 +157,7 @@ class TestParityWithTheOfficialReader:
 
     def test_the_openmetrics_exposition_is_the_official_one(self) -> None:
         """The OpenMetrics form (UNIT lines, counter and info suffixes) matches too."""
-        registry = CollectorRegistry()
-        reader = PrometheusMetricReader(registry=registry)
-        provider = MeterProvider(resource=RESOURCE, metric_readers=[reader], shutdown_on_exit=False)
-        _record(provider)
-        official = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
-        provider.shutdown()
+        official = _official(generate_openmetrics)
         assert generate_openmetrics(_ours()[1]).decode() == official  # type: ignore[no-untyped-call]
 
     def test_the_names_the_dashboards_query_are_there(self) -> None:
@@ -165,7 +167,7 @@ class TestParityWithTheOfficialReader:
         assert families["lezea_checkpoints"][0] == "counter"  # {checkpoint} adds nothing; exposed _total
         assert "lezea_checkpoint_size_bytes" in families and "requests_mebibytes" in families
         assert families["lezea_queue_depth"][0] == "gauge"  # a non-monotonic sum
-        assert "lezea_gpu_utilization" in families and "lezea_cpu_share_percent" in families
+        assert "lezea_gpu_utilization_ratio" in families and "lezea_cpu_share_percent" in families
         assert "lezea_x_y_z_w_meters_per_second" in families
         ((_name, labels, value),) = families["process_memory_usage_bytes"][2]
         assert value == 1 << 30 and labels == {"process_pid": "7", "otel_scope_name": "lezea_otel.observers",

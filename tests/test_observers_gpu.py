@@ -59,7 +59,7 @@ INSTRUMENTS = {
     names.GPU_CLOCK_GRAPHICS: ("MHz", "Gauge", None),
     names.GPU_CLOCK_MEMORY: ("MHz", "Gauge", None),
     names.GPU_POWER_LIMIT: ("W", "Gauge", None),
-    names.GPU_THROTTLE_REASONS: ("1", "Gauge", None),
+    names.GPU_THROTTLE_REASONS: ("", "Gauge", None),
     names.PROCESS_GPU_MEMORY: ("By", "Gauge", None),  # features.md (b) suggests an updowncounter
 }
 

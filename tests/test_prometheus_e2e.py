@@ -1,47 +1,17 @@
-"""End to end with a real Prometheus (Debian package `prometheus`): it scrapes the run's /metrics,
-and PromQL finds the training metrics by experiment id."""
+"""End to end with a real Prometheus 3 (built from its Go module by scripts/stack-bin.sh, started with the
+shipped flags and prometheus.yaml): it scrapes the run's /metrics, and PromQL finds the training metrics by
+experiment id."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def prometheus(tmp_path):
-    def start(target_port: int) -> str:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: lezea\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes.append(process)
-        return f"http://127.0.0.1:{port}"
-
-    processes: list[subprocess.Popen[bytes]] = []
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(20)
+from .stack import free_port
 
 
 def query(base: str, promql: str) -> list[dict]:

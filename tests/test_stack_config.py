@@ -20,7 +20,7 @@ GRAFANA = ROOT / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 COLLECTOR_CONFIGS = ("otelcol-config.yaml", "otelcol-agent.yaml", "otelcol-gateway.yaml")
 EXPECTED_IMAGES = {
-    "otel-collector": "otel/opentelemetry-collector-contrib:0.159.0",
+    "otel-collector": "otel/opentelemetry-collector-contrib:0.161.0",
     "prometheus": "prom/prometheus:v3.14.0",
     "loki": "grafana/loki:3.7.6",
     "tempo": "grafana/tempo:3.0.3",
@@ -31,6 +31,13 @@ EXPECTED_IMAGES = {
 OLD_COMPONENT_TYPES = {"otlphttp", "resourcedetection", "loadbalancing", "spanmetrics", "batch", "loki"}
 GRAFANA_BUILTIN_VARIABLES = {"__range", "__rate_interval", "__interval", "__auto", "__all", "__range_s",
                              "__interval_ms", "__value", "__url_time_range", "__from", "__to", "__data"}
+
+
+def compose_default(value: str) -> str:
+    """The default of a ``${env:VAR:-default}`` setting: the value compose runs with."""
+    match = re.fullmatch(r"\$\{env:\w+:-(.+)\}", value)
+    assert match, value
+    return match.group(1)
 
 
 def load_yaml(path: Path):
@@ -149,14 +156,16 @@ def collector_problems(config: dict) -> list[str]:
                     problems.append(f"{pipeline_name}: {name} uses an old or deprecated component type")
         if not pipeline.get("exporters"):
             problems.append(f"{pipeline_name}: no exporter")
+    metric_exporters = set(service["pipelines"].get("metrics", {}).get("exporters", []))
     for name, exporter in (config.get("exporters") or {}).items():
-        if name.split("/")[0] in ("otlp_http", "otlp_grpc"):
+        if name.split("/")[0] in ("otlp_http", "otlp_grpc", "load_balancing"):
             queue = (exporter or {}).get("sending_queue") or {}
             if queue.get("storage") not in (config.get("extensions") or {}) or \
                     queue.get("storage") not in service.get("extensions", []):
                 problems.append(f"{name}: sending_queue.storage must name an enabled file_storage extension")
-            if "batch" not in queue:
-                problems.append(f"{name}: sending_queue.batch missing (exporter-side batching)")
+            # Prometheus rolls back a whole request for one refused sample: never merge metric requests.
+            if ("batch" in queue) == (name in metric_exporters):
+                problems.append(f"{name}: sending_queue.batch must be set, but for metrics (Prometheus)")
             if not ((exporter or {}).get("retry_on_failure") or {}).get("enabled"):
                 problems.append(f"{name}: retry_on_failure not enabled")
     if "health_check" not in service.get("extensions", []):
@@ -256,7 +265,7 @@ class TestCompose:
         """The queue volume sits where file_storage writes; Grafana's dashboard mount is the provider path."""
         config = compose()
         extensions = load_yaml(COLLECTOR / "otelcol-config.yaml")["extensions"]
-        directory = extensions["file_storage/queue"]["directory"]
+        directory = compose_default(extensions["file_storage/queue"]["directory"])
         collector_volumes = config["services"]["otel-collector"]["volumes"]
         assert any(v.split(":")[1] == directory and not v.startswith((".", "/")) for v in collector_volumes)
         assert any(v.startswith("./otelcol-config.yaml:") for v in collector_volumes)
@@ -288,7 +297,8 @@ class TestCollector:
     def test_checks_catch_mistakes(self):
         config = load_yaml(COLLECTOR / "otelcol-config.yaml")
         for mutate in (
-            lambda c: c["service"]["pipelines"]["logs"]["processors"].reverse(),
+            lambda c: c["service"]["pipelines"]["logs"]["processors"].insert(0, "transform"),
+            lambda c: c["exporters"]["otlp_http/prometheus"]["sending_queue"].update(batch={}),
             lambda c: c["service"]["pipelines"]["traces"]["exporters"].append("otlp_grpc/jaeger"),
             lambda c: c["service"]["pipelines"]["metrics"]["processors"].insert(1, "batch"),
             lambda c: c["exporters"]["otlp_http/loki"]["sending_queue"].pop("storage"),
@@ -300,31 +310,33 @@ class TestCollector:
             assert collector_problems(broken)
 
     def test_single_box_endpoints(self):
+        """Every address is ${env:VAR:-compose default}: a host install or a test sets variables."""
         config = load_yaml(COLLECTOR / "otelcol-config.yaml")
         protocols = config["receivers"]["otlp"]["protocols"]
-        assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
-        assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
+        assert protocols["grpc"]["endpoint"] == "${env:OTELCOL_OTLP_GRPC_LISTEN:-0.0.0.0:4317}"
+        assert protocols["http"]["endpoint"] == "${env:OTELCOL_OTLP_HTTP_LISTEN:-0.0.0.0:4318}"
         exporters = config["exporters"]
-        assert exporters["otlp_http/prometheus"]["endpoint"] == "http://prometheus:9090/api/v1/otlp"
-        assert exporters["otlp_grpc/tempo"]["endpoint"] == "tempo:4317"
-        assert exporters["otlp_http/loki"]["endpoint"] == "http://loki:3100/otlp"
+        assert exporters["otlp_http/prometheus"]["endpoint"] == \
+            "${env:PROMETHEUS_OTLP_ENDPOINT:-http://prometheus:9090/api/v1/otlp}"
+        assert exporters["otlp_grpc/tempo"]["endpoint"] == "${env:TEMPO_OTLP_ENDPOINT:-tempo:4317}"
+        assert exporters["otlp_http/loki"]["endpoint"] == "${env:LOKI_OTLP_ENDPOINT:-http://loki:3100/otlp}"
         pipelines = config["service"]["pipelines"]
         assert pipelines["metrics"]["exporters"] == ["otlp_http/prometheus"]
         assert pipelines["traces"]["exporters"] == ["otlp_grpc/tempo"]
         assert pipelines["logs"]["exporters"] == ["otlp_http/loki"]
-        assert config["processors"]["resource_detection"]["override"] is False
+        limiter = config["processors"]["memory_limiter"]
+        assert "limit_percentage" not in limiter and "limit_mib" in limiter  # a host's RAM is the trainer's
 
     def test_agent_and_gateway(self):
         agent = load_yaml(COLLECTOR / "otelcol-agent.yaml")
         gateway = load_yaml(COLLECTOR / "otelcol-gateway.yaml")
         for protocol in agent["receivers"]["otlp"]["protocols"].values():
-            assert protocol["endpoint"].startswith(("127.0.0.1:", "localhost:"))
-        for pipeline in agent["service"]["pipelines"].values():
-            assert pipeline["exporters"] == ["otlp_grpc/gateway"]
-            assert "resource_detection" in pipeline["processors"]
-        assert "${env:OTEL_GATEWAY_ENDPOINT}" in agent["exporters"]["otlp_grpc/gateway"]["endpoint"]
-        assert gateway["processors"]["resource_detection"]["override"] is False
-        assert agent["processors"]["resource_detection"]["override"] is False
+            assert re.fullmatch(r"\$\{env:\w+:-127\.0\.0\.1:\d+\}", protocol["endpoint"])
+        pipelines = agent["service"]["pipelines"]
+        assert pipelines["traces"]["exporters"] == ["load_balancing/by_trace"]
+        assert pipelines["logs"]["exporters"] == ["load_balancing/by_trace"]
+        assert pipelines["metrics"]["exporters"] == ["load_balancing/by_resource"]
+        assert agent["exporters"]["load_balancing/by_trace"]["routing_key"] == "traceID"
         exported = {e for p in gateway["service"]["pipelines"].values() for e in p["exporters"]}
         assert exported == {"otlp_http/prometheus", "otlp_grpc/tempo", "otlp_http/loki"}
 
@@ -332,11 +344,12 @@ class TestCollector:
 class TestBackends:
     def test_prometheus(self):
         config = load_yaml(COLLECTOR / "prometheus.yaml")
-        promoted = set(config["otlp"]["promote_resource_attributes"])
-        assert {"service.name", "service.instance.id", "lezea.experiment.id", "lezea.experiment.name",
-                "dl.rank", "host.name"} <= promoted
-        assert config["otlp"]["keep_identifying_resource_attributes"] is True
-        assert config["storage"]["tsdb"]["out_of_order_time_window"] == "30m"
+        otlp = config["otlp"]
+        # The labels a pushed series gets are the ones a scraped series has (tests/test_stack_e2e.py).
+        assert set(otlp["promote_resource_attributes"]) == {"lezea.experiment.id", "lezea.experiment.name",
+                                                           "dl.rank"}
+        assert otlp["promote_scope_metadata"] is True and otlp["keep_identifying_resource_attributes"] is True
+        assert config["storage"]["tsdb"]["out_of_order_time_window"] == "30d"  # = retention (compose)
 
     def test_tempo(self):
         config = load_yaml(COLLECTOR / "tempo.yaml")
@@ -346,7 +359,9 @@ class TestBackends:
         assert {"lezea.phase.name", "lezea.scope"} <= dimensions
         (remote,) = generator["storage"]["remote_write"]
         assert remote == {"url": "http://prometheus:9090/api/v1/write", "send_exemplars": True}
-        assert "span-metrics" in config["overrides"]["defaults"]["metrics_generator"]["processors"]
+        defaults = config["overrides"]["defaults"]
+        assert defaults["metrics_generator"]["processors"] == ["span-metrics"]  # INTERNAL spans: no graph
+        assert defaults["compaction"]["block_retention"] == "720h"
         protocols = config["distributor"]["receivers"]["otlp"]["protocols"]
         assert protocols["grpc"]["endpoint"].endswith(":4317")
 
@@ -359,6 +374,7 @@ class TestBackends:
         indexed = [a for c in limits["otlp_config"]["resource_attributes"]["attributes_config"]
                    if c["action"] == "index_label" for a in c["attributes"]]
         assert indexed == ["lezea.experiment.id"]
+        assert limits["reject_old_samples_max_age"] == limits["retention_period"] == "720h"
 
 
 class TestGrafana:
@@ -367,7 +383,8 @@ class TestGrafana:
         by_uid = {ds["uid"]: ds for ds in config["datasources"]}
         assert set(by_uid) == {"prometheus", "tempo", "loki"}
         assert {ds["type"] for ds in by_uid.values()} == {"prometheus", "tempo", "loki"}
-        assert by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"][0]["name"] == "trace_id"
+        exemplars = by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+        assert {e["name"] for e in exemplars} == {"trace_id", "traceID"}  # ours, and Tempo's span metrics
         logs = by_uid["tempo"]["jsonData"]["tracesToLogsV2"]
         assert logs["customQuery"] is True and '| trace_id="$${__trace.traceId}"' in logs["query"]
         (field,) = by_uid["loki"]["jsonData"]["derivedFields"]

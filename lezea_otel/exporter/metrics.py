@@ -6,6 +6,13 @@ last collection into points stamped with their own record's time (the full per-s
 the audit). Counters and histograms are cumulative from the run's start, as in-process; the phase
 histogram keeps the last phase per bucket as its exemplar, linked to the phase's span.
 
+Prometheus stores milliseconds, and its OTLP receiver refuses a second value of a series in one
+millisecond by rolling back the whole request (HTTP 400, which the Collector does not retry: it drops
+the request after acknowledging it). So a series' point never shares the millisecond of the point sent
+before it: a value set within it goes out one millisecond later. A counter or histogram sent again
+unchanged is stamped with the newest record read, as a cumulative SDK stamps each collection, so
+``rate()`` and ``increase()`` see it go on (a scrape of /metrics has that by its own clock).
+
 Instrument names, units, series attributes and caps are those of the first wave's in-process
 instruments, so dashboards and queries carry over. Everything a builder returns is one
 ``ResourceMetrics`` with one ``ScopeMetrics``; ``run.merge_metrics`` combines several (workers, runs)
@@ -46,6 +53,7 @@ from lezea_otel.util.safety import encodable_attributes, encodable_number
 DEFAULT_MAX_NAMES = 256
 """Training keys before the overflow gauge (LEZEA_MAX_METRIC_NAMES), if ``experiment_start`` lacks it."""
 _MB = 2**20
+_MS = 1_000_000
 _OVERFLOW_KEY: tuple[Any, ...] = (("__overflow__", True),)
 _MAX_KEYS_REMEMBERED = 4 * MAX_SERIES_PER_NAME  # keys past the name cap remembered; then looked up per call
 def _is_number(value: Any) -> bool:
@@ -64,6 +72,8 @@ class _Series:
     maximum: float = float("-inf")
     exemplars: dict[int, tuple[float, int, int, int]] = field(default_factory=dict)
     """Per bucket, its latest phase: (value, time, span id, trace id) of its ``Exemplar``."""
+    sent_ns: int = 0
+    """The time of the point collected last (see the module's doc)."""
 
 
 @dataclass(slots=True)
@@ -85,6 +95,8 @@ class MetricsBuilder:
         self.scope = scope
         self.max_names = max_names
         self.start_ns: int | None = None
+        self.read_ns = 0
+        """The newest record time fed: an unchanged cumulative series sent again is stamped with it."""
         self.overflowed = 0
         """Values folded into an overflow series (past a cap): counted; the trainer warned already."""
         self._constant = encodable_attributes(constant_attributes)
@@ -111,6 +123,8 @@ class MetricsBuilder:
         }
 
     def feed(self, record: AuditRecord) -> None:
+        if record.time_ns > self.read_ns:
+            self.read_ns = record.time_ns
         handler = self._handlers.get(record.kind)
         if handler is not None:
             if self.start_ns is None:
@@ -126,15 +140,16 @@ class MetricsBuilder:
             for series in instrument.series.values():
                 if not (series.changed or everything):
                     continue
+                time_ns = self._point_time(series, cumulative=instrument.kind is not Gauge)
                 series.changed = False
                 if instrument.kind is Histogram:
                     points.append(HistogramDataPoint(
-                        series.attributes, start, series.time_ns, series.count, series.value,
+                        series.attributes, start, time_ns, series.count, series.value,
                         list(series.counts), instrument.bounds, series.minimum, series.maximum,
                         # the latest phase per bucket, until a newer one
                         [Exemplar({}, *exemplar) for exemplar in series.exemplars.values()]))
                 elif instrument.kind is Sum or series.value - series.value == 0:  # a NaN gauge: no point
-                    points.append(NumberDataPoint(series.attributes, start, series.time_ns, series.value))
+                    points.append(NumberDataPoint(series.attributes, start, time_ns, series.value))
             if not points:
                 continue
             data: Gauge | Sum | Histogram
@@ -148,6 +163,21 @@ class MetricsBuilder:
         if not metrics:
             return None
         return MetricsData([ResourceMetrics(self.resource, [ScopeMetrics(self.scope, metrics, "")], "")])
+
+    def _point_time(self, series: _Series, cumulative: bool) -> int:
+        """The time of ``series``' point now: its record's, or the newest record's for an unchanged
+        cumulative one, never in the millisecond of its previous point; the same point again (its
+        previous time) when nothing is new."""
+        if series.changed:
+            time_ns = series.time_ns
+        elif cumulative and self.read_ns // _MS > series.sent_ns // _MS:
+            time_ns = self.read_ns
+        else:
+            return series.sent_ns
+        if series.sent_ns and time_ns // _MS <= series.sent_ns // _MS:
+            time_ns = (series.sent_ns // _MS + 1) * _MS
+        series.sent_ns = time_ns
+        return time_ns
 
     # --- the three ways a value lands ------------------------------------------------------------
 

@@ -336,7 +336,8 @@ class Observers:
         gauge(names.GPU_CLOCK_GRAPHICS, names.UNIT_MHZ, per_gpu(lambda r: r.clock_graphics_mhz))
         gauge(names.GPU_CLOCK_MEMORY, names.UNIT_MHZ, per_gpu(lambda r: r.clock_memory_mhz))
         gauge(names.GPU_POWER_LIMIT, names.UNIT_WATTS, per_gpu(lambda r: r.power_limit_w))
-        gauge(names.GPU_THROTTLE_REASONS, "1", per_gpu(lambda r: r.throttle_reasons))
+        # a bitmask, not a ratio: no unit (unit "1" is named _ratio in Prometheus)
+        gauge(names.GPU_THROTTLE_REASONS, "", per_gpu(lambda r: r.throttle_reasons))
         gauge(names.HW_ERRORS, "{error}", lambda: [
             (value, {**identity[r.uuid], **gpu_type, names.ERROR_TYPE: kind}) for r in self.gpus
             for kind, value in (("corrected", r.ecc_corrected), ("uncorrected", r.ecc_uncorrected))],

@@ -5,11 +5,15 @@ each scrape; the exporter instead holds hand-built ``MetricsData`` (``metrics.py
 observer MeterProvider's ``InMemoryMetricReader`` collected, and there is no public way to push data
 into that reader. :class:`LatestMetrics` is a plain ``prometheus_client`` collector holding the latest
 data of each source, translated at scrape time with the official reader's rules (0.66b2), because the
-Grafana dashboards and tests query the names it produces:
+Grafana dashboards and tests query the names it produces, with one departure (``_ratio``):
 
 - metric names: a leading digit becomes ``_``, each run of characters outside ``[a-zA-Z0-9:]`` one
   ``_``; the mapped unit is appended (``s`` -> ``_seconds``, ``By`` -> ``_bytes``, ``m/s`` ->
-  ``_meters_per_second``; ``1`` and ``{annotation}`` add nothing);
+  ``_meters_per_second``; ``{annotation}`` adds nothing); a gauge of unit ``1`` gets ``_ratio``, as the
+  OTel Prometheus compatibility spec and Prometheus 3's own OTLP translation name it (the official reader
+  adds nothing: a TODO in its ``_mapping.py``). This is the one departure from that reader: a run scraped
+  here and the same run pushed through the Collector to Prometheus's OTLP receiver give the dashboards
+  the same series (``collector/prometheus.yaml``, ``tests/test_stack_e2e.py``);
 - a Sum is a counter (``_total``) unless it is non-monotonic and cumulative (then a gauge); a
   histogram is ``_bucket{le}``/``_count``/``_sum`` with ``le`` written as ``f"{bound}"``;
 - labels: the point's attributes over ``otel_scope_name``/``_version``/``_schema_url`` and
@@ -69,7 +73,7 @@ _UNITS = {
     "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes",
     "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts", "g": "grams",
     "Cel": "celsius", "Hz": "hertz", "%": "percent",
-    "1": "",  # the spec says "ratio"; 0.66b2 adds nothing, and the dashboards query that
+    "1": "",  # on a gauge: "ratio" (see _unit)
 }
 """UCUM units -> Prometheus suffixes (the OTel Prometheus compatibility spec's table)."""
 _PER_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
@@ -97,7 +101,9 @@ def _label_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def _unit(unit: str) -> str:
+def _unit(unit: str, gauge: bool) -> str:
+    if unit == "1" and gauge:
+        return "ratio"  # Prometheus's OTLP translation: a dimensionless gauge is a ratio
     unit = _ANNOTATION.sub("", unit)
     if unit in _UNITS:
         return _UNITS[unit]
@@ -196,7 +202,7 @@ class LatestMetrics(Collector):
                             continue
                         key = (resource_metrics.resource, scope_metrics.scope, metric.name)
                         shape = (factory, _name(metric.name), metric.description or "",
-                                 _unit(metric.unit or ""))
+                                 _unit(metric.unit or "", isinstance(metric.data, Gauge)))
                         known = streams.get(key)
                         points: dict[tuple[Any, ...], _Point] = {}
                         if known is not None and (known.factory, known.name, known.description,
