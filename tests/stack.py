@@ -159,6 +159,10 @@ class Collector(_Process):
     def ready_url(self) -> str:
         return f"http://127.0.0.1:{self.health_port}/"
 
+    def telemetry(self) -> tuple[int, bytes]:
+        """The Collector's own /metrics (status, body): what it accepted, sent, failed to send."""
+        return _get(f"http://127.0.0.1:{self.telemetry_port}/metrics")
+
     def validate(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run([binaries()[0], "validate", f"--config={self.config}"], env=self.environment(),
                               capture_output=True, text=True, timeout=60)

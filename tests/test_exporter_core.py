@@ -427,3 +427,38 @@ def _lines(count: int) -> list[bytes]:
     return [json.dumps({"seq": seq, "time_unix_nano": 1_700_000_000_000_000_000 + seq, "kind": "comment",
                         "step": None, "scope": "", "trace_id": None, "span_id": None,
                         "data": {"text": f"line {seq}"}}).encode() + b"\n" for seq in range(1, count + 1)]
+
+
+class TestPointTimes:
+    """Prometheus stores milliseconds and refuses a second value of a series in one (rolling back the whole
+    OTLP request): collected points of a series never share a millisecond, and an unchanged counter or
+    histogram collected again moves on with the newest record, so ``rate()`` sees it go on."""
+
+    def test_a_value_set_in_the_millisecond_of_the_last_point_goes_out_a_millisecond_later(self, run: Run):
+        start, *rest = run.records
+        step = next(r for r in rest if r.kind == "training_step")
+        converter = RunConverter()
+        converter.feed([start])
+        base = (start.time_ns // 1_000_000 + 5) * 1_000_000
+        converter.feed([dataclasses.replace(step, time_ns=base + 200_000)])
+        first = _points(converter.collect(everything=True))
+        again = {key: 0.125 for key in step.data["metrics"]}
+        converter.feed([dataclasses.replace(step, time_ns=base + 700_000,  # the same millisecond
+                                            data={**step.data, "metrics": again})])
+        second = _points(converter.collect(everything=True))
+        key = next(k for k in first if k[0] == "lezea.training.loss")
+        assert first[key][0] == 0.5 and first[key][3] == base + 200_000
+        assert second[key][0] == 0.125 and second[key][3] == base + 1_000_000  # one millisecond on
+
+    def test_an_unchanged_counter_moves_on_with_the_records_and_a_gauge_stays(self, run: Run):
+        records = [r for r in run.records if r.kind != "experiment_end"]
+        converter = RunConverter()
+        converter.feed(records)
+        before = _points(converter.collect(everything=True))
+        later = dataclasses.replace(records[-1], kind="note", time_ns=records[-1].time_ns + 3_000_000_000)
+        converter.feed([later])  # a record that changes no metric, 3 s later
+        after = _points(converter.collect(everything=True))
+        counter = next(k for k in before if k[0] == "lezea.phase.duration")
+        gauge = next(k for k in before if k[0] == "lezea.training.loss")
+        assert after[counter][0] == before[counter][0] and after[counter][3] == later.time_ns
+        assert after[gauge] == before[gauge]  # the same point again: Prometheus takes it as a duplicate

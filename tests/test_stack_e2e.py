@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +227,141 @@ def test_every_dashboard_query_answers_the_same_on_both_metric_paths(stack, tmp_
         loop.join()
         tracker.finalize_experiment()
         scraping.stop()
+
+
+def delivered_logs(received: Received) -> set[tuple[int, str, str]]:
+    """Log records by identity (time, event, span): the Collector delivers at least once."""
+    return {(r.time_unix_nano, r.event_name, r.span_id.hex()) for r in received.log_records()}
+
+
+def collector_metric(collector: Collector, prefix: str) -> float:
+    """The Collector's own telemetry: the sum of the samples whose line starts with ``prefix`` (a name, or a
+    name and its first labels); 0 when it has none."""
+    _status, body = collector.telemetry()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith(prefix))
+
+
+def test_a_collector_killed_and_prometheus_restarted_mid_run_lose_nothing(stack, tmp_path, monkeypatch):
+    """SIGKILL the Collector mid-run, start it again on its queue folder; then stop Prometheus and start it
+    again on its storage, while training goes on. At the end every span and log record the run produced
+    reached the Tempo and Loki stand-ins, and Prometheus holds the run's final values: the exporter held its
+    cursor while the Collector was gone, the Collector its file queue while Prometheus was."""
+    monkeypatch.setenv("LEZEA_METRIC_EXPORT_INTERVAL_MS", "300")
+    monkeypatch.setenv("LEZEA_SHUTDOWN_TIMEOUT", "60")
+    tracker = ExperimentTracker("outages", runs_dir=tmp_path / "runs", endpoint=stack.collector.http_endpoint,
+                                quiet=True)
+    tracker.start(prometheus_port=None)
+    selector = f'lezea_experiment_id="{tracker.experiment_id}"'
+    train(tracker, 20)
+    stack.prometheus.wait_for(f"lezea_training_step{{{selector}}} == 20")
+
+    stack.collector.kill()
+    train(tracker, 20, first=21)  # nobody listens: the run's exporter keeps it in the audit
+    stack.collector.start()
+    stack.prometheus.wait_for(f"lezea_training_step{{{selector}}} == 40", timeout_s=60)
+
+    stack.prometheus.stop()
+    train(tracker, 20, first=41)  # the Collector takes it and holds it in its file queue
+    queued = 'otelcol_exporter_queue_size{data_type="metrics"'
+    wait_until(lambda: collector_metric(stack.collector, queued) > 0, "the Collector to queue for Prometheus")
+    stack.prometheus.start()
+    train(tracker, 20, first=61)
+    stack.prometheus.wait_for(f"lezea_training_step{{{selector}}} == 80", timeout_s=90)
+    summary = tracker.finalize_experiment()
+    assert all(counts["left_in_audit"] == 0 for counts in summary["delivery"]["signals"].values())
+
+    spans = file_spans(tracker)
+    wait_until(lambda: received_spans(stack.tempo.received).keys() >= spans.keys(), "every span at Tempo",
+               timeout_s=90)
+    assert received_spans(stack.tempo.received).keys() == spans.keys()
+    wait_until(lambda: len(delivered_logs(stack.loki.received)) >= file_log_count(tracker),
+               "every log at Loki", timeout_s=90)
+    assert len(delivered_logs(stack.loki.received)) == file_log_count(tracker)
+    counts = stack.prometheus.wait_for(f"lezea_phase_duration_seconds_count{{{selector}}} == 80",
+                                       timeout_s=90)
+    assert len(counts) == 2  # forward and backward, each counted 80 times: no increment lost
+    stack.prometheus.wait_for(f'lezea_run_state{{{selector}, lezea_run_status="finished"}} == 1',
+                              timeout_s=90)
+    # The samples taken while Prometheus was down are stored at their own times, not lost.
+    # What the Collector queued while Prometheus was down arrives on its retry, at its own time.
+    def stored_while_down() -> bool:
+        (history,) = stack.prometheus.result(f"lezea_training_step{{{selector}}}[10m]")
+        return any(41 <= float(value) <= 60 for _time, value in history["values"])
+
+    wait_until(stored_while_down, "the steps logged while Prometheus was down", timeout_s=60)
+    for refused in ("otelcol_exporter_enqueue_failed", "otelcol_exporter_send_failed"):
+        assert collector_metric(stack.collector, refused) == 0, refused
+
+
+def recorded_ago(tracker: ExperimentTracker, seconds: float) -> int:
+    """Make a finished run's audit read as if it had been recorded ``seconds`` earlier (every record's
+    time moved back), as a run of last week looks when it is replayed today; its start time, in ns."""
+    shift = int(seconds * 1e9)
+    lines = []
+    for line in tracker.audit_path.read_text().splitlines():
+        record = json.loads(line)
+        record["time_unix_nano"] -= shift
+        moved = datetime.fromtimestamp(record["time_unix_nano"] / 1e9, tz=timezone.utc)
+        record["time"] = moved.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lines.append(json.dumps(record))
+    tracker.audit_path.write_text("\n".join(lines) + "\n")
+    return int(json.loads(lines[0])["time_unix_nano"])
+
+
+def export(run: ExperimentTracker, endpoint: str, runs_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`lezea-otel export RUN --endpoint URL`, as a user types it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LEZEA_RAISE"))}
+    return subprocess.run([sys.executable, "-m", "lezea_otel", "export", run.experiment_id, "--runs-dir",
+                           str(runs_dir), "--endpoint", endpoint], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("age", [3600, 7 * 86400, 40 * 86400], ids=["hour-old", "week-old", "40-days-old"])
+def test_a_replayed_run_reaches_each_backend_at_its_own_time(stack, tmp_path, monkeypatch, age):
+    """`lezea-otel export` of an older run, after live runs filled Prometheus's head: up to the 30 days the
+    stack keeps, every signal reaches its backend with the run's own timestamps, and the user is told that
+    Tempo makes no span metrics of it; older, the user is warned before, and what Prometheus refuses is
+    counted by the Collector, not lost silently."""
+    monkeypatch.setenv("LEZEA_METRIC_EXPORT_INTERVAL_MS", "300")
+    live = ExperimentTracker("live", runs_dir=tmp_path / "live", endpoint=stack.collector.http_endpoint,
+                             quiet=True)
+    live.start(prometheus_port=None)
+    train(live, 5)
+    live.finalize_experiment()
+    stack.prometheus.wait_for(f'lezea_training_step{{lezea_experiment_id="{live.experiment_id}"}} == 5')
+
+    runs_dir = tmp_path / "old"
+    old = ExperimentTracker("old", runs_dir=runs_dir, quiet=True)  # local mode: no collector then
+    old.start(prometheus_port=None)
+    train(old, 10)
+    old.finalize_experiment()
+    started_ns = recorded_ago(old, age)
+    done = export(old, stack.collector.http_endpoint, runs_dir)
+    assert done.returncode == 0, done.stderr
+    assert "Exported to" in done.stdout
+    assert "no span metrics" in done.stderr  # Tempo's metrics-generator drops spans older than 30 s
+    selector = f'lezea_experiment_id="{old.experiment_id}"'
+    at = started_ns / 1e9 + 60  # a minute after the run, the day it ran
+    then = f"last_over_time(lezea_training_loss{{{selector}}}[5m] @ {at:.3f})"
+
+    spans = file_spans(old)
+    wait_until(lambda: received_spans(stack.tempo.received).keys() >= spans.keys(), "the replayed spans")
+    arrived = received_spans(stack.tempo.received)
+    assert min(arrived[span_id].start_time_unix_nano for span_id in spans) == started_ns
+    wait_until(lambda: {r.trace_id.hex() for r in stack.loki.received.log_records()} >= {
+        json.loads(old.audit_path.read_text().splitlines()[0])["trace_id"]}, "the replayed logs")
+    if age < 30 * 86400:
+        assert "older than" not in done.stderr
+        (loss,) = stack.prometheus.wait_for(then)
+        assert float(loss["value"][1]) == pytest.approx(0.1)
+        assert stack.prometheus.result(f"lezea_training_loss{{{selector}}}") == []  # nothing stamped now
+    else:
+        assert "older than the 30 days the shipped stack keeps" in done.stderr
+        refused = 'otelcol_exporter_send_failed_metric_points'
+        wait_until(lambda: collector_metric(stack.collector, refused) > 0, "Prometheus's refusal, counted")
+        assert stack.prometheus.result(then) == []
+    for refused in ("otelcol_exporter_send_failed_spans", "otelcol_exporter_send_failed_log_records"):
+        assert collector_metric(stack.collector, refused) == 0
+    # The live run's samples were not taken along with anything refused.
+    assert stack.prometheus.result(f'lezea_training_step{{lezea_experiment_id="{live.experiment_id}"}}')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ def replay(run: str, endpoint: str | None, protocol: str | None, everything: boo
 
 def _export(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None,
             command: str) -> None:
-    from lezea_otel.exporter.offline import ExportError, ExportResult, export_run
+    from lezea_otel.exporter.offline import ExportError, ExportResult, export_run, replay_notices
 
     experiment = load(run, runs_dir)
     if any(member.status == "running" for member in experiment.members):
@@ -176,6 +177,8 @@ def _export(run: str, endpoint: str | None, protocol: str | None, everything: bo
         say(err, "error:", "red",
             " no OTLP endpoint: pass --endpoint URL or set OTEL_EXPORTER_OTLP_ENDPOINT")
         raise SystemExit(2)
+    for level, notice in replay_notices(experiment.start_ns or experiment.last_time_ns, time.time_ns()):
+        say(err, f"{level}:", "yellow", f" {notice}")
     result = ExportResult()
     for member in experiment.members:  # each rank and attempt has its own audit and its own cursors
         try:

@@ -25,9 +25,34 @@ from lezea_otel.config.settings import Settings
 from lezea_otel.exporter.assemble import otlp_destination
 from lezea_otel.exporter.follow import Follower
 
+SPAN_METRICS_SLACK_S = 30.0
+"""Tempo's metrics-generator makes span metrics only of spans that ended at most this long before they
+reach it (its ingestion slack): a replayed run gets none (``collector/tempo.yaml``)."""
+STACK_KEEPS_S = 30 * 86400.0
+"""How far back the shipped stack (``collector/``) keeps and still takes data: Prometheus's retention and
+out-of-order window, Loki's retention and oldest accepted line, Tempo's block retention."""
 REFUSED_FOR_GOOD_AFTER = 3
 """Refusals in a row of one batch, the collector taking an empty request, before it is split (no
 backoff here: someone is waiting at the terminal, and the collector answered)."""
+
+
+def replay_notices(start_ns: int, now_ns: int) -> list[tuple[str, str]]:
+    """What the shipped stack does with a run that started at ``start_ns``, sent now: (level, text) lines
+    for the user, before the export (every signal keeps its records' own times)."""
+    age_s = (now_ns - start_ns) / 1e9
+    notices = []
+    if age_s > STACK_KEEPS_S:
+        notices.append(("warning", f"the run started {age_s / 86400:.0f} days ago, older than the "
+                        f"{STACK_KEEPS_S / 86400:.0f} days the shipped stack keeps: Prometheus refuses its "
+                        "metrics after the Collector took them (counted there as "
+                        "otelcol_exporter_send_failed_metric_points), so does Loki with its logs, and Tempo "
+                        "deletes its spans at its next retention pass; the run's audit and OTLP files keep "
+                        "everything"))
+    if age_s > SPAN_METRICS_SLACK_S:
+        notices.append(("note", "Tempo makes no span metrics of spans this old (they end more than "
+                        f"{SPAN_METRICS_SLACK_S:.0f} s before they arrive): the Slow phases dashboard shows "
+                        "this run from lezea_phase_duration, at its own times"))
+    return notices
 
 
 class ExportError(Exception):
