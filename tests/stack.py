@@ -25,6 +25,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from lezea_otel import ExperimentTracker
+
+from .otlp_receiver import Received
+
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_DIR = ROOT / "collector"
 T = TypeVar("T")
@@ -55,6 +59,26 @@ def wait_until(check: Callable[[], T], what: str, timeout_s: float = 30.0, every
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(every_s)
+
+
+def local_file(tracker: ExperimentTracker, signal: str) -> list[dict[str, Any]]:
+    """The run's OTLP-JSON file of ``signal`` (spans, logs, metrics): what its exporter produced."""
+    path = tracker.audit_path.parent / "otlp" / f"{signal}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def file_spans(tracker: ExperimentTracker) -> dict[str, dict[str, Any]]:
+    return {span["spanId"]: span for request in local_file(tracker, "spans")
+            for rs in request["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]}
+
+
+def file_log_count(tracker: ExperimentTracker) -> int:
+    return sum(len(sl["logRecords"]) for request in local_file(tracker, "logs")
+               for rl in request["resourceLogs"] for sl in rl["scopeLogs"])
+
+
+def received_spans(received: Received) -> dict[str, Any]:
+    return {span.span_id.hex(): span for span in received.spans()}
 
 
 def _clean_environment() -> dict[str, str]:

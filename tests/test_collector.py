@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +13,7 @@ import yaml
 from lezea_otel import ExperimentTracker
 
 from .otlp_receiver import GrpcReceiver, HttpReceiver
-from .stack import COLLECTOR_DIR, Collector, Prometheus, wait_until
+from .stack import COLLECTOR_DIR, Collector, Prometheus, file_log_count, file_spans, wait_until
 
 AGENT_ENV = COLLECTOR_DIR / "systemd" / "lezea-agent.env"
 DROP_IN = COLLECTOR_DIR / "systemd" / "otelcol-contrib.service.d" / "lezea-agent.conf"
@@ -76,8 +75,8 @@ def test_the_systemd_drop_in_gives_the_agent_its_queue_directory():
 
 
 def test_agent_spreads_whole_traces_over_two_gateways(tmp_path, monkeypatch):
-    """Sixteen runs through one agent and two gateways: every span of a run's trace reaches the same
-    gateway, and so do its log records; both gateways get traces; every run's metrics reach Prometheus."""
+    """Runs through one agent and two gateways, until each gateway has had two: every span of a run's trace
+    reaches the same gateway, and so do its log records; every run's metrics reach Prometheus."""
     monkeypatch.setenv("LEZEA_EXPORTER", "thread")
     prometheus = Prometheus(tmp_path / "prometheus")
     prometheus.start()
@@ -92,48 +91,40 @@ def test_agent_spreads_whole_traces_over_two_gateways(tmp_path, monkeypatch):
     try:
         for collector in (*pool, agent):
             collector.start()
-        runs, logs_of = [], []
-        for index in range(16):
-            tracker = ExperimentTracker(f"balanced-{index}", runs_dir=tmp_path / "runs",
+        runs: list[tuple[ExperimentTracker, str, dict[str, int]]] = []  # (run, trace id, spans per gateway)
+        while len(runs) < 6 or not all(sum(1 for *_, at in runs if at[i]) >= 2 for i in range(2)):
+            assert len(runs) < 48, "every trace went to one gateway"
+            tracker = ExperimentTracker(f"balanced-{len(runs)}", runs_dir=tmp_path / "runs",
                                         endpoint=agent.grpc_endpoint, protocol="grpc", quiet=True)
             tracker.start(prometheus_port=None)
             with tracker.builder_scope("0"), tracker.span("forward"):
                 tracker.log_training_step(1, {"loss": 0.5})
             tracker.log_comment("done")
             tracker.finalize_experiment()
-            start = json.loads(tracker.audit_path.read_text().splitlines()[0])
-            spans = sum(len(ss["spans"]) for line in Path(tracker.audit_path.parent, "otlp", "spans.jsonl")
-                        .read_text().splitlines() for rs in json.loads(line)["resourceSpans"]
-                        for ss in rs["scopeSpans"])
-            runs.append((tracker.experiment_id, start["trace_id"], spans))
-            logs_of.append((tracker.audit_path.parent, start["trace_id"]))
+            trace = json.loads(tracker.audit_path.read_text().splitlines()[0])["trace_id"]
+            spans = file_spans(tracker).keys()
 
-        def landed() -> dict[str, list[int]] | None:
-            """Per trace, its spans at each gateway; None until every span has arrived somewhere."""
-            per_trace = {trace: [sum(1 for s in receiver.received.spans() if s.trace_id.hex() == trace)
-                                 for receiver in tempo] for _, trace, _ in runs}
-            complete = all(sum(per_trace[trace]) >= spans for _, trace, spans in runs)
-            return per_trace if complete else None
+            def landed(t: str = trace, expected: int = len(spans)) -> list[int] | None:
+                """The trace's spans at each gateway, once all of them have arrived somewhere."""
+                at = [sum(1 for s in receiver.received.spans() if s.trace_id.hex() == t)
+                      for receiver in tempo]
+                return at if sum(at) >= expected else None
 
-        per_trace = wait_until(landed, "every run's spans at a gateway's Tempo")
-        for _, trace, spans in runs:
-            assert sorted(per_trace[trace]) == [0, spans], (trace, per_trace[trace])  # whole, on one gateway
-        assert all(any(per_trace[trace][i] for _, trace, _ in runs) for i in range(2)), per_trace
+            at = wait_until(landed, f"the spans of trace {trace} at a gateway")
+            assert sorted(at) == [0, len(spans)], at  # whole, on one gateway
+            runs.append((tracker, trace, at))
         # Logs are spread by trace id too: each run's records whole on one gateway (the exporter hashes a
         # log's trace id as text and a span's as bytes, so not always the gateway of its spans).
-        for tracker_dir, trace in logs_of:
-            expected = sum(len(sl["logRecords"]) for line in (tracker_dir / "otlp" / "logs.jsonl")
-                           .read_text().splitlines() for rl in json.loads(line)["resourceLogs"]
-                           for sl in rl["scopeLogs"])
+        for tracker, trace, _ in runs:
 
-            def at_each_gateway(t: str = trace, n: int = expected) -> list[int] | None:
+            def at_each_gateway(t: str = trace, expected: int = file_log_count(tracker)) -> list[int] | None:
                 got = [sum(1 for r in receiver.received.log_records() if r.trace_id.hex() == t)
                        for receiver in loki]
-                return got if sum(got) >= n else None
+                return got if sum(got) >= expected else None
 
-            assert sorted(wait_until(at_each_gateway, f"the logs of trace {trace}")) == [0, expected]
-        for experiment_id, _, _ in runs:
-            prometheus.wait_for(f'lezea_training_loss{{lezea_experiment_id="{experiment_id}"}}')
+            counts = wait_until(at_each_gateway, f"the logs of trace {trace}")
+            assert sorted(counts) == [0, file_log_count(tracker)]
+            prometheus.wait_for(f'lezea_training_loss{{lezea_experiment_id="{tracker.experiment_id}"}}')
     finally:
         for collector in (agent, *pool):
             collector.kill()

@@ -27,7 +27,7 @@ from lezea_otel import ExperimentTracker
 
 from .fake_nvml import FakeGpu
 from .otlp_receiver import GrpcReceiver, HttpReceiver, Received
-from .stack import Collector, Prometheus, free_port, wait_until
+from .stack import Collector, Prometheus, file_log_count, file_spans, free_port, received_spans, wait_until
 from .test_dashboards import prometheus_queries, substitute
 from .test_observers_gpu import install as install_nvml
 
@@ -60,26 +60,6 @@ def stack(tmp_path):
     made = Stack(tmp_path / "stack")
     yield made
     made.close()
-
-
-def local_file(tracker: ExperimentTracker, signal: str) -> list[dict[str, Any]]:
-    """The run's OTLP-JSON file of ``signal`` (spans, logs, metrics): what its exporter produced."""
-    path = tracker.audit_path.parent / "otlp" / f"{signal}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def file_spans(tracker: ExperimentTracker) -> dict[str, dict[str, Any]]:
-    return {span["spanId"]: span for request in local_file(tracker, "spans")
-            for rs in request["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]}
-
-
-def file_log_count(tracker: ExperimentTracker) -> int:
-    return sum(len(sl["logRecords"]) for request in local_file(tracker, "logs")
-               for rl in request["resourceLogs"] for sl in rl["scopeLogs"])
-
-
-def received_spans(received: Received) -> dict[str, Any]:
-    return {span.span_id.hex(): span for span in received.spans()}
 
 
 def train(tracker: ExperimentTracker, steps: int, first: int = 1) -> None:
