@@ -13,7 +13,7 @@ import textwrap
 import threading
 
 import pytest
-import torch  # the CPU build the test command installs; tests/fake_cuda.py doubles its CUDA side
+import torch  # tests/fake_cuda.py doubles its CUDA side (there is no GPU)
 
 from lezea_otel import semconv as names
 from lezea_otel.testing import Capture
@@ -204,8 +204,20 @@ def test_nvtx_ranges_carry_the_span_names_when_turned_on(capture, monkeypatch, t
     assert {"builder", "forward", "data"} <= span_names
 
 
+class _CpuBuildNvtx:
+    """What ``torch.cuda.nvtx`` calls on a CPU build of torch (its ``_NVTXStub``): PyPI's torch for Linux
+    is a CUDA build, whose NVTX works without a GPU, so the CPU build's behaviour is put in its place."""
+
+    @staticmethod
+    def _fail(*_args: object) -> None:
+        raise RuntimeError("NVTX functions not installed. Are you sure you have a CUDA build?")
+
+    rangePushA = rangePop = markA = _fail  # noqa: N815 - torch's names
+
+
 def test_nvtx_on_a_cpu_build_of_torch_is_one_info_line_and_no_warning(capture, monkeypatch, caplog,
                                                                       lezea_warnings):
+    monkeypatch.setattr(torch.cuda.nvtx, "_nvtx", _CpuBuildNvtx())
     monkeypatch.setenv("LEZEA_NVTX", "1")
     caplog.set_level(logging.INFO, logger="lezea_otel")
     tracker = capture.tracker("cpu-nvtx", auto_start=True)
