@@ -5,9 +5,9 @@
 #     configs use, core and contrib at one release) built with the official builder
 #     (go.opentelemetry.io/collector/cmd/builder) of that release;
 #   - Prometheus at the release compose.yaml pins (prom/prometheus:vX.Y.Z is the Go module v0.XYY.Z),
-#     its cmd/prometheus built from the module's own go.mod and go.sum, without the service-discovery
-#     plugins the shipped prometheus.yaml does not use (-tags remove_all_sd) and without the web UI's
-#     assets (the API is all the suite and Grafana need).
+#     its cmd/prometheus (and cmd/promtool, left beside it) built from the module's own go.mod and
+#     go.sum, without the service-discovery plugins the shipped prometheus.yaml does not use
+#     (-tags remove_all_sd) and without the web UI's assets (the API is all the suite and Grafana need).
 # A binary already there, of the pinned versions and the same manifest, is reused: a second run takes a
 # second. Build output goes to .cache/stack-src/*.log, shown when a build fails.
 # Usage: bash scripts/stack-bin.sh
@@ -27,7 +27,7 @@ if [ "$OTELCOL_VERSION" != "$CONTRIB_IMAGE_VERSION" ]; then
 fi
 MANIFEST_HASH=$(sha256sum "$MANIFEST" | cut -c1-12)
 OTELCOL="$BIN/otelcol-lezea-$OTELCOL_VERSION-$MANIFEST_HASH"
-PROMETHEUS="$BIN/prometheus-$PROMETHEUS_VERSION"
+PROMETHEUS="$BIN/prometheus-$PROMETHEUS_VERSION"  # promtool-$PROMETHEUS_VERSION beside it
 
 run_logged() {  # run_logged LOG CMD...: quiet unless it fails
   local log=$1; shift
@@ -53,7 +53,7 @@ if [ ! -x "$OTELCOL" ]; then
   echo "stack-bin: collector built in $((SECONDS - started)) s" >&2
 fi
 
-if [ ! -x "$PROMETHEUS" ]; then
+if [ ! -x "$PROMETHEUS" ] || [ ! -x "$BIN/promtool-$PROMETHEUS_VERSION" ]; then
   started=$SECONDS
   echo "stack-bin: building Prometheus $PROMETHEUS_VERSION..." >&2
   IFS=. read -r major minor patch <<<"$PROMETHEUS_VERSION"
@@ -61,9 +61,12 @@ if [ ! -x "$PROMETHEUS" ]; then
   run_logged "$SRC/prometheus-download.log" go mod download -json "github.com/prometheus/prometheus@$module_version"
   dir=$(sed -n 's/^\t"Dir": "\(.*\)",$/\1/p' "$SRC/prometheus-download.log")
   # The module's go.work names folders its published zip leaves out: build from its go.mod alone.
-  run_logged "$SRC/prometheus-build.log" env -C "$dir" GOWORK=off go build -tags remove_all_sd \
-    -ldflags "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
-    -o "$PWD/$PROMETHEUS.tmp" ./cmd/prometheus
+  for command in prometheus promtool; do  # promtool checks and unit-tests the rule files
+    run_logged "$SRC/$command-build.log" env -C "$dir" GOWORK=off go build -tags remove_all_sd \
+      -ldflags "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+      -o "$PWD/$BIN/$command-$PROMETHEUS_VERSION.tmp" "./cmd/$command"
+  done
+  mv "$BIN/promtool-$PROMETHEUS_VERSION.tmp" "$BIN/promtool-$PROMETHEUS_VERSION"
   mv "$PROMETHEUS.tmp" "$PROMETHEUS"
   echo "stack-bin: Prometheus built in $((SECONDS - started)) s" >&2
 fi

@@ -202,10 +202,17 @@ class Prometheus(_Process):
 
     name = "prometheus"
 
-    def __init__(self, workdir: Path, targets: list[int] | tuple[int, ...] = ()) -> None:
+    def __init__(self, workdir: Path, targets: list[int] | tuple[int, ...] = (),
+                 rules: list[Path] | None = None, evaluation_interval: str | None = None) -> None:
+        """``rules``: rule files in place of the shipped ones (``rule_files``, relative to collector/), e.g.
+        the same rules written with short thresholds; ``evaluation_interval``: in place of the global one."""
         super().__init__(workdir)
         self.port = free_port()
         config = yaml.safe_load((COLLECTOR_DIR / "prometheus.yaml").read_text())
+        config["rule_files"] = [str(path) for path in rules] if rules is not None else [
+            str(COLLECTOR_DIR / pattern) for pattern in config.get("rule_files", [])]
+        if evaluation_interval:
+            config["global"]["evaluation_interval"] = evaluation_interval
         config["scrape_configs"] = [{
             "job_name": "lezea", "scrape_interval": "1s", "scrape_timeout": "1s",
             "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in targets]}]}] if targets else []

@@ -43,4 +43,5 @@ GAUGES = {
                                                          "this is 'time since last step'")),
     names.RUN_START_TIME: (
         names.UNIT_SECONDS, "Unix time the run started: 'started at' and run duration on dashboards"),
+    names.COST_LIMIT: ("", "The run's cost limit in EUR (LEZEA_COST_LIMIT_EUR), when one is set"),
 }

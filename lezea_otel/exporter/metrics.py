@@ -294,6 +294,9 @@ class MetricsBuilder:
             self.max_names = cap
         self._gauge(record, names.RUN_STATE, 1.0, {names.RUN_STATUS: "running"})
         self._gauge(record, names.RUN_START_TIME, record.time_ns / 1e9)
+        limit = record.data.get("cost_limit_eur")
+        if _is_number(limit):
+            self._gauge(record, names.COST_LIMIT, limit)
 
     def _experiment_end(self, record: AuditRecord) -> None:
         status = str(record.data.get("status") or "finished")
@@ -306,8 +309,11 @@ class MetricsBuilder:
     def _phase(self, record: AuditRecord) -> None:
         duration, name = record.data.get("duration_s"), record.data.get("name")
         if isinstance(duration, (int, float)) and isinstance(name, str):
-            self._observe(record, names.PHASE_DURATION, float(duration), {names.PHASE_NAME: name},
-                          record.scope, True)
+            labels = {names.PHASE_NAME: name}
+            attributes = record.data.get("attributes")
+            if isinstance(attributes, dict) and attributes.get(names.PHASE_KIND) == names.DATA_WAIT:
+                labels[names.PHASE_KIND] = names.DATA_WAIT  # the data-wait share (alert, dashboards)
+            self._observe(record, names.PHASE_DURATION, float(duration), labels, record.scope, True)
             gpu = record.data.get("gpu_duration_s")
             if isinstance(gpu, (int, float)) and not isinstance(gpu, bool):
                 self._observe(record, names.PHASE_GPU_DURATION, float(gpu), {names.PHASE_NAME: name},

@@ -59,7 +59,7 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric as Family
 from prometheus_client.registry import Collector
 
-__all__ = ["LatestMetrics", "ScrapeClock", "serve"]
+__all__ = ["LatestMetrics", "ScrapeClock", "prometheus_label", "prometheus_name", "serve"]
 
 logger = logging.getLogger("lezea_otel")  # the project's one logger (warnings tests filter on it)
 
@@ -113,6 +113,21 @@ def _unit(unit: str, gauge: bool) -> str:
         top, bottom = _UNITS.get(top, top), _PER_UNITS.get(bottom, bottom)
         return f"{top}_per_{bottom}" if top else f"per_{bottom}"
     return _NAME_RUNS.sub("_", unit).strip("_")
+
+
+def prometheus_name(name: str, unit: str = "", kind: str = "gauge") -> str:
+    """The name Prometheus stores an OTel metric under, on /metrics and through the Collector alike
+    (``kind``: gauge, counter or histogram; a histogram's series add ``_bucket``, ``_sum``, ``_count``):
+    what rules and dashboards query, made from the names module instead of retyped."""
+    base, suffix = _name(name), _unit(unit, kind == "gauge")
+    if suffix and not base.endswith(f"_{suffix}"):
+        base = f"{base}_{suffix}"
+    return f"{base}_total" if kind == "counter" else base
+
+
+def prometheus_label(key: str) -> str:
+    """The label an attribute key becomes (``lezea.experiment.id`` -> ``lezea_experiment_id``)."""
+    return _label(key)
 
 
 def _factory(data: Any) -> _Factory | None:

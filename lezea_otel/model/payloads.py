@@ -106,6 +106,8 @@ class ExperimentStart(TypedDict):
     pid: int
     host: str
     max_metric_names: int
+    cost_limit_eur: float | None
+    """``LEZEA_COST_LIMIT_EUR`` (or ``cost_limit_eur=``): the exporter's ``lezea.cost.limit`` gauge."""
     worker: bool
     launch: LaunchFacts
     rank_lane: bool
