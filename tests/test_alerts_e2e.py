@@ -8,7 +8,6 @@ A run that stops stepping while alive, a run killed with SIGKILL, a NaN loss and
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -52,7 +51,8 @@ import json, os, sys, time
 from pathlib import Path
 from lezea_otel import ExperimentTracker
 folder = Path(sys.argv[1])
-tracker = ExperimentTracker("ranks", runs_dir=folder / "runs", quiet=True).start(prometheus_port=int(sys.argv[2]))
+tracker = ExperimentTracker("ranks", runs_dir=folder / "runs", quiet=True)
+tracker.start(prometheus_port=int(sys.argv[2]))
 start = next(r for r in map(json.loads, tracker.audit_path.read_text().splitlines())
              if r["kind"] == "experiment_start")
 rank = os.environ["RANK"]
@@ -118,8 +118,8 @@ def test_real_runs_raise_the_shipped_alerts(tmp_path):
             "LezeaRunDied": killed_id, "LezeaRunStalled": scraped["stalls"][0], "LezeaNonFiniteLoss": nan_id,
             "LezeaStragglerRank": ranks_id, "LezeaSlowPhaseRank": ranks_id}
         for alert, experiment_id in raised.items():
-            wait_until(lambda a=alert, e=experiment_id: firing(prometheus, a, e), f"{alert} for {experiment_id}",
-                       timeout_s=60)
+            wait_until(lambda a=alert, e=experiment_id: firing(prometheus, a, e),
+                       f"{alert} for {experiment_id}", timeout_s=60)
         for alert in ("LezeaStragglerRank", "LezeaSlowPhaseRank"):
             assert {a["metric"]["dl_rank"] for a in firing(prometheus, alert, ranks_id)} == {"2"}, alert
         (stalled,) = firing(prometheus, "LezeaRunStalled", scraped["stalls"][0])
