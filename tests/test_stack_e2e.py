@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from lezea_otel import ExperimentTracker
+from lezea_otel.mixin.rules import EXPERIMENT, rules
 
 from .fake_nvml import FakeGpu
 from .otlp_receiver import GrpcReceiver, HttpReceiver, Received
@@ -158,6 +160,7 @@ def test_every_dashboard_query_answers_the_same_on_both_metric_paths(stack, tmp_
     monkeypatch.setenv("LEZEA_EXPORTER", "thread")  # the observers read the NVML double in this process
     monkeypatch.setenv("LEZEA_METRIC_EXPORT_INTERVAL_MS", "500")
     monkeypatch.setenv("LEZEA_OBSERVE_INTERVAL", "0.5")
+    monkeypatch.setenv("LEZEA_COST_LIMIT_EUR", "100")  # the cost limit gauge the cost alert reads
     install_nvml(monkeypatch, [FakeGpu("GPU-00000000-0000-0000-0000-000000000001",
                                        processes=[(os.getpid(), 2 * 2**30)])])
     scrape_port = free_port()
@@ -176,7 +179,8 @@ def test_every_dashboard_query_answers_the_same_on_both_metric_paths(stack, tmp_
         step = 1
         while not stop.is_set():
             step += 1
-            train(tracker, 1, first=step)
+            for _batch in tracker.iterate([step]):  # a data-wait phase, as a DataLoader loop has
+                train(tracker, 1, first=step)
             stop.wait(0.05)
 
     loop = threading.Thread(target=training)
@@ -202,6 +206,21 @@ def test_every_dashboard_query_answers_the_same_on_both_metric_paths(stack, tmp_
                 compared += 1
         assert differing == [], json.dumps(differing, indent=1)
         assert compared >= 40 and len(from_traces) == 4
+
+        # The alerting and recording rules name only metrics the run produces, on both paths (the
+        # collector's own telemetry aside), and each recording rule has data for this run.
+        groups = rules()["groups"]
+        exprs = [rule["expr"] for group in groups for rule in group["rules"]]
+        named = {name for expr in exprs for name in re.findall(r"([a-zA-Z_][a-zA-Z0-9_:]*)\s*[{\[]", expr)
+                 if not name.startswith("otelcol_")}
+        assert {"lezea_training_step", "hw_gpu_utilization_ratio", "lezea_cost_limit"} <= named
+        for prometheus in (pushed, scraping):
+            missing = [name for name in sorted(named) if not prometheus.result(
+                f'count({{__name__="{name}", lezea_experiment_id="{tracker.experiment_id}"}})')]
+            assert missing == [], missing
+            for rule in groups[0]["rules"]:  # the recording rules
+                answer = prometheus.result(rule["expr"])
+                assert [r for r in answer if r["metric"][EXPERIMENT] == tracker.experiment_id], rule["record"]
     finally:
         stop.set()
         loop.join()
