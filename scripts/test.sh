@@ -26,6 +26,6 @@ fi
 # (minutes on a fresh machine, reused after); the tests start them from the shipped configs.
 bash scripts/stack-bin.sh
 # Lint and type errors fail the run before the suite starts (the rules and line length: pyproject.toml).
-.venv/bin/ruff check lezea_otel tests scripts --select E,F,B,UP,SIM,I
-.venv/bin/python -m mypy --strict lezea_otel
+.venv/bin/ruff check lezea_otel lezea_mlops tests scripts --select E,F,B,UP,SIM,I
+.venv/bin/python -m mypy --strict lezea_otel lezea_mlops
 exec .venv/bin/python -m pytest "$@"

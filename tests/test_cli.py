@@ -84,6 +84,14 @@ class TestListAndShow:
 
 
 class TestErrors:
+    def test_runs_of_a_folder_that_does_not_exist_is_an_error(self, tmp_path):
+        """A mistyped folder exits 2 and says so; an empty one lists nothing, with exit 0."""
+        result = cli("runs", str(tmp_path / "nonexistent"))
+        assert result.returncode == 2 and "no such directory" in result.stderr
+        (tmp_path / "empty").mkdir()
+        result = cli("runs", str(tmp_path / "empty"))
+        assert result.returncode == 0 and "No runs in" in result.stdout
+
     def test_missing_run_lists_close_matches(self, demo_runs):
         """An unknown run id exits 2 and names close matches."""
         runs, run_id = demo_runs

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import subprocess
+import sys
 import uuid
 
+import orjson
 import pytest
 
 import lezea_otel
@@ -239,3 +244,39 @@ class TestSpecExamples:
         for tracker in trackers:
             uuid.UUID(tracker.experiment_id)
             tracker.finalize_experiment()
+
+
+SPEC_EXAMPLE = '''
+from lezea_mlops.tracker import ExperimentTracker
+
+tracker = ExperimentTracker("Demo", purpose="sanity", auto_start=True)
+tracker.log_lezea_config(64, 4, "SAC", hyperparameters={"lr":3e-4})
+for step in range(1, 6):
+    tracker.log_training_step(step, {"loss": 1.0/step})
+tracker.log_reward("t0", 0.77)
+tracker.finalize_experiment()
+'''
+"""The connector spec's "Minimal End-to-End Example", verbatim, its import line included."""
+
+
+def test_the_spec_example_runs_unchanged_with_its_own_import(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LEZEA_"))}
+    done = subprocess.run([sys.executable, "-c", SPEC_EXAMPLE], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (audit,) = (tmp_path / "runs").glob("*/events.jsonl")
+    kinds = [json.loads(line)["kind"] for line in audit.read_text().splitlines()]
+    assert kinds.count("training_step") == 5 and kinds[-1] == "experiment_end"
+    from lezea_mlops import ExperimentTracker as Exported
+    from lezea_mlops import NetworkType
+    from lezea_mlops.tracker import ExperimentTracker as FromTracker
+    assert Exported is FromTracker is lezea_otel.ExperimentTracker and NetworkType is lezea_otel.NetworkType
+
+
+def test_the_summary_is_plain_json_for_orjson(capture):
+    """ML code serialises with orjson, which takes ``str`` keys only (no ``StrEnum`` subclass)."""
+    tracker = capture.tracker("orjson", auto_start=True)
+    with tracker.builder_scope("1"), tracker.span("forward"):
+        tracker.log_training_step(1, {"loss": 0.5})
+    summary = tracker.finalize_experiment()
+    assert json.loads(orjson.dumps(summary))["calls"]["training_step"] == 1

@@ -467,13 +467,17 @@ class TestDeclaredTable:
         from lezea_otel.cli import main
 
         env = {"LEZEA_RUNS_DIR": str(tmp_path / "r"), "LEZEA_OBSERVE_INTERVAL": "2.5",
-               "OTEL_SPAN_EVENT_COUNT_LIMIT": "64", "LEZEA_PROMETHEUS_PORT": None}
+               "OTEL_SPAN_EVENT_COUNT_LIMIT": "64", "LEZEA_PROMETHEUS_PORT": None,
+               "LEZEA_CHECKPOINT_HASH_MAX_MB": "0.5"}
         result = CliRunner().invoke(main, ["doctor", "--port", "0"], env=env)
         assert result.exit_code == 0, result.output
         rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
                 for line in result.output.splitlines() if line.count("│") >= 4}
         assert rows["LEZEA_OBSERVE_INTERVAL"] == ["2.5", "LEZEA_OBSERVE_INTERVAL"]
-        assert rows["LEZEA_SHUTDOWN_TIMEOUT"] == ["5.0", "default"]
+        assert rows["LEZEA_SHUTDOWN_TIMEOUT"] == ["5", "default"]
+        # in the unit the variable is written in, not the one Settings holds (bytes, seconds)
+        assert rows["LEZEA_CHECKPOINT_HASH_MAX_MB"] == ["0.5", "LEZEA_CHECKPOINT_HASH_MAX_MB"]
+        assert rows["LEZEA_METRIC_EXPORT_INTERVAL_MS, OTEL_METRIC_EXPORT_INTERVAL"] == ["15000", "default"]
         assert rows["OTEL_SPAN_EVENT_COUNT_LIMIT"] == ["64", "OTEL_SPAN_EVENT_COUNT_LIMIT"]
         assert "OTEL_SPAN_LINK_COUNT_LIMIT" not in rows  # SDK variables at their defaults stay out of the way
 

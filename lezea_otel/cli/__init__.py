@@ -56,7 +56,11 @@ def list_runs(directory: str | None, name: str | None, tags: tuple[str, ...], st
     many ranks are in which state, its tags, and rank 0's figures (the headline metric's last and best)."""
     from lezea_otel.cli.merged import parse_since, print_runs, runs_data
 
-    data = runs_data(runs_dir(directory), name, tags, statuses,
+    folder = runs_dir(directory)
+    if directory is not None and not folder.is_dir():  # a typo, not an empty folder: say so, exit 2
+        say(err, "error:", "red", f" {folder} is not a folder of runs (no such directory)")
+        raise SystemExit(2)
+    data = runs_data(folder, name, tags, statuses,
                      parse_since(since) if since is not None else None)
     print_json(data) if as_json else print_runs(data)
 

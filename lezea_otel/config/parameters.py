@@ -69,6 +69,8 @@ class Parameter:
     """A constructor argument of this name beats the variables."""
     convert: Callable[[Any], Any] | None = None
     """From the unit a user writes to the one ``Settings`` holds (ms to s, MB to bytes)."""
+    convert_back: Callable[[Any], Any] | None = None
+    """The inverse of ``convert``: ``doctor`` shows a value in the unit its variable is written in."""
     shown: str | None = None
     """README's rendering of the default, where the value itself would not say it well."""
     unset: str | None = ""
@@ -90,6 +92,10 @@ class Parameter:
         """The value as ``Settings`` holds it."""
         return self.convert(value) if self.convert is not None and value is not None else value
 
+    def written(self, value: Any) -> Any:
+        """A value ``Settings`` holds, in the unit a user writes it in (what ``doctor`` shows)."""
+        return self.convert_back(value) if self.convert_back is not None and value is not None else value
+
     def render(self, value: Any) -> str | None:
         """The value as the SDK reads it from the environment."""
         if value is None:
@@ -107,6 +113,14 @@ def _ms_to_s(value: float) -> float:
 
 def _mb_to_bytes(value: float) -> int:
     return int(value * 2**20)
+
+
+def _s_to_ms(value: float) -> float:
+    return value * 1000
+
+
+def _bytes_to_mb(value: int) -> float:
+    return value / 2**20
 
 
 def _limit(variable: str, default: int | None, what: str) -> Parameter:
@@ -169,7 +183,7 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               shown="—"),
     _otlp("timeout", "TIMEOUT", 10_000.0, Number(100, DAY_MS, "ms"),
           "per export, in **milliseconds** as the OTel specification says (the Python SDK alone: seconds)",
-          convert=_ms_to_s),
+          convert=_ms_to_s, convert_back=_s_to_ms),
     _otlp("headers", "HEADERS", {}, headers,
           "`key=value` pairs, comma-separated, values URL-encoded (never echoed)", shown="—"),
     _otlp("compression", "COMPRESSION", "none", Choice(("gzip", "deflate", "none")), "OTLP compression"),
@@ -214,7 +228,8 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
     Parameter("max_metric_names", ("LEZEA_MAX_METRIC_NAMES",), 256, Number(1, 100_000, integer=True),
               "distinct training keys before the overflow series"),
     Parameter("checkpoint_hash_max_bytes", ("LEZEA_CHECKPOINT_HASH_MAX_MB",), 64.0, Number(0, 2**20, "MB"),
-              "checkpoints up to this size get a sha256", convert=_mb_to_bytes),
+              "checkpoints up to this size get a sha256", convert=_mb_to_bytes,
+              convert_back=_bytes_to_mb),
     Parameter("env_allowlist", ("LEZEA_ENV_ALLOWLIST",), (), variable_names,
               "comma-separated extra environment variables to record"),
     Parameter("observers", ("LEZEA_OBSERVERS",), True, flag, "GPU/process/host observers"),

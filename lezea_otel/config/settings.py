@@ -142,6 +142,10 @@ _FIELDS: Final = frozenset(f.name for f in fields(Settings))
 
 
 def _shown(parameter: Parameter, value: Any) -> str:
+    """A value as ``doctor`` prints it: in the unit its variable is written in (MB, not bytes)."""
+    value = parameter.written(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if parameter.name.endswith("headers"):
         return "(hidden)" if value else "none"
     if isinstance(value, frozenset):

@@ -348,7 +348,7 @@ class RunState:
             "phases": {key: dict(value) for key, value in self.phases.items()},
             "comments": list(self.comments),
             "conclusion": self.conclusion,
-            "calls": dict(self.counts),
+            "calls": {str(kind): count for kind, count in self.counts.items()},  # plain str: orjson
             "folded": dict(self.folded),
         }
 
