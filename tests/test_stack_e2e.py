@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from lezea_otel import ExperimentTracker
-from lezea_otel.mixin.rules import EXPERIMENT, rules
+from lezea_otel.mixin.promql import EXPERIMENT
+from lezea_otel.mixin.rules import rules
 
 from .fake_nvml import FakeGpu
 from .otlp_receiver import GrpcReceiver, HttpReceiver, Received

@@ -8,7 +8,7 @@ the dashboards share (step rate, phase p95 and data-wait share per rank), named 
 Every threshold and duration is in :data:`THRESHOLDS`, with the reason for its value: a user changes them
 in one place (``python scripts/rules.py --set stalled_after=30m``), and the tests make them short the
 same way. Metric names and labels come from the names module through :func:`prometheus_name`, the
-naming a run's /metrics and the Collector's path to Prometheus share.
+naming a run's /metrics and the Collector's path to Prometheus share (``mixin.promql``).
 
 Why these expressions hold up on both metric paths: a scraped gauge gets a sample every scrape, a pushed
 one only when its value changes (``exporter.metrics``), so a value that stays the same (a run's status,
@@ -25,8 +25,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from lezea_otel import semconv as names
-from lezea_otel.exporter.instruments import COUNTERS, GAUGES, HISTOGRAMS, metric_name
-from lezea_otel.exporter.prometheus import prometheus_label, prometheus_name
+from lezea_otel.mixin.promql import (
+    BY_RANK,
+    COST,
+    COST_KIND,
+    COST_LIMIT,
+    ENDED,
+    ERROR_TYPE,
+    EXPERIMENT,
+    EXPERIMENT_NAME,
+    GPU_MEMORY_LIMIT,
+    GPU_MEMORY_USAGE,
+    GPU_UTILIZATION,
+    HEARTBEAT,
+    HW_ERRORS,
+    HW_ID,
+    LAST_STEP_TIME,
+    LOSS,
+    METRIC_KEY,
+    NONFINITE,
+    ON_RANK,
+    PHASE,
+    PHASE_DURATION,
+    PHASE_KIND,
+    RUN_STATE,
+    SCOPE,
+    SPLIT,
+    STATUS,
+    STEP,
+)
 from lezea_otel.model.recommendations import DATA_WAIT_SHARE
 
 
@@ -84,38 +111,6 @@ THRESHOLDS: dict[str, Threshold] = {
     "queue_for": Threshold("5m", "How long the queue must stay that full (a backend restart fills it "
                            "for a moment)."),
 }
-
-EXPERIMENT = prometheus_label(names.EXPERIMENT_ID)
-EXPERIMENT_NAME = prometheus_label(names.EXPERIMENT_NAME)
-RANK = prometheus_label(names.DL_RANK)
-PHASE = prometheus_label(names.PHASE_NAME)
-PHASE_KIND = prometheus_label(names.PHASE_KIND)
-STATUS = prometheus_label(names.RUN_STATUS)
-METRIC_KEY = prometheus_label(names.METRIC_KEY)
-HW_ID = prometheus_label(names.HW_ID)
-ERROR_TYPE = prometheus_label(names.ERROR_TYPE)
-COST_KIND = prometheus_label(names.COST_KIND)
-SCOPE = prometheus_label(names.SCOPE_PATH)
-SPLIT = prometheus_label(names.DATA_SPLIT)
-BY_RANK = f"{EXPERIMENT}, {EXPERIMENT_NAME}, {RANK}"
-"""A run's rank (a single-process run has no dl_rank: it matches as the empty value)."""
-ON_RANK = f"{EXPERIMENT}, {RANK}"
-
-STEP = prometheus_name(names.TRAINING_STEP, GAUGES[names.TRAINING_STEP][0])
-LAST_STEP_TIME = prometheus_name(names.TRAINING_LAST_STEP_TIME, GAUGES[names.TRAINING_LAST_STEP_TIME][0])
-HEARTBEAT = prometheus_name(names.RUN_HEARTBEAT, names.UNIT_SECONDS)
-RUN_STATE = prometheus_name(names.RUN_STATE)
-NONFINITE = prometheus_name(names.TRAINING_NONFINITE, COUNTERS[names.TRAINING_NONFINITE][0], "counter")
-LOSS = prometheus_name(metric_name("loss"))
-PHASE_DURATION = prometheus_name(names.PHASE_DURATION, HISTOGRAMS[names.PHASE_DURATION][0], "histogram")
-GPU_UTILIZATION = prometheus_name(names.GPU_UTILIZATION, names.UNIT_RATIO)
-GPU_MEMORY_USAGE = prometheus_name(names.GPU_MEMORY_USAGE, names.UNIT_BYTES)
-GPU_MEMORY_LIMIT = prometheus_name(names.GPU_MEMORY_LIMIT, names.UNIT_BYTES)
-HW_ERRORS = prometheus_name(names.HW_ERRORS, kind="counter")
-COST = prometheus_name(names.COST)
-COST_LIMIT = prometheus_name(names.COST_LIMIT, GAUGES[names.COST_LIMIT][0])
-ENDED = "finished|failed|terminated"
-"""The statuses of a run that ended by itself (``lezea.run.status``); a killed one never reports one."""
 
 # The Collector's own telemetry (its /metrics, scraped as job otel-collector: collector/prometheus.yaml).
 COLLECTOR_QUEUE_SIZE = "otelcol_exporter_queue_size"
