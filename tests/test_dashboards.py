@@ -212,7 +212,7 @@ def test_dashboards_across_ranks(prometheus_for, ranks):
 
     values = {"experiment": experiment_id, "experiment_name": ".+", "__range": "10m", "__rate_interval": "1m",
               "__interval": "15s", "stale_after": str(STALE_AFTER_S), "value": "lezea_training_loss",
-              "phase": ".+", "rank": ".*"}
+              "phase": ".+", "rank": ".*", "collector": ".+"}
 
     def answer(board: str, title: str, ref: str = "A", **chosen: str) -> list[dict]:
         (expr,) = [t["expr"] for t in panel(boards[board], title)["targets"] if t["refId"] == ref]
@@ -307,7 +307,7 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
 
     values = {"experiment": "|".join(ids.values()), "experiment_name": ".+", "__range": "10m",
               "__rate_interval": "1m", "__interval": "15s", "stale_after": str(STALE_AFTER_S),
-              "value": "lezea_training_loss", "phase": ".+", "rank": ".*"}
+              "value": "lezea_training_loss", "phase": ".+", "rank": ".*", "collector": ".+"}
     training = boards["training"]
     (runs_table,) = [p for p in panels(training["panels"]) if p["title"] == "Runs" and p["type"] == "table"]
     runs_query = substitute(runs_table["targets"][0]["expr"], values)

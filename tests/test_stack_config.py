@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR = ROOT / "collector"
 GRAFANA = ROOT / "grafana"
-DASHBOARDS = GRAFANA / "dashboards"
+DASHBOARDS = DASHBOARDS_DIR = GRAFANA / "dashboards"
 COLLECTOR_CONFIGS = ("otelcol-config.yaml", "otelcol-agent.yaml", "otelcol-gateway.yaml")
 EXPECTED_IMAGES = {
     "otel-collector": "otel/opentelemetry-collector-contrib:0.161.0",
@@ -405,9 +408,12 @@ class TestGrafana:
 
     def test_dashboards(self):
         boards = dashboards()
-        assert set(boards) == {"training.json", "resources.json", "slow-phases.json", "logs.json"}
+        assert set(boards) == {"training.json", "resources.json", "slow-phases.json", "logs.json", "cost.json",
+                               "pipeline.json"}
         assert dashboard_problems(boards, provisioned_uids(datasources())) == []
-        for board in boards.values():
+        for file, board in boards.items():
+            if file == "pipeline.json":  # the collector's health, not a run's: no run variables
+                continue
             variables = {v["name"]: v for v in board["templating"]["list"]}
             query = variables["experiment"]["query"]
             assert re.fullmatch(r"label_values\(lezea_run_state(\{.*\})?, lezea_experiment_id\)",
@@ -442,3 +448,27 @@ class TestGrafana:
         assert "$stale_after" in table["targets"][0]["expr"] and "$__range" in table["targets"][0]["expr"]
         variables = {v["name"]: v for v in board["templating"]["list"]}
         assert variables["stale_after"]["type"] == "custom"
+
+
+class TestDashboardsFromCode:
+    def test_every_committed_dashboard_is_what_its_code_makes(self, tmp_path):
+        """grafana/dashboards/ is written by scripts/dashboards.py (grafana-foundation-sdk); a file edited by
+        hand, or code changed without regenerating, fails here."""
+        checked = subprocess.run([sys.executable, "scripts/dashboards.py", "--check"], cwd=ROOT,
+                                 capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        from lezea_otel.mixin.dashboards import DASHBOARDS
+        assert set(DASHBOARDS) == {path.name for path in DASHBOARDS_DIR.glob("*.json")}
+        edited = tmp_path / "dashboards"
+        shutil.copytree(DASHBOARDS_DIR, edited)
+        (edited / "logs.json").write_text((edited / "logs.json").read_text().replace("Errors", "Mistakes"))
+        checked = subprocess.run([sys.executable, "scripts/dashboards.py", "--check", "-o", str(edited)],
+                                 cwd=ROOT, capture_output=True, text=True)
+        assert checked.returncode == 1 and "logs.json" in checked.stdout
+
+    def test_every_panel_says_in_one_line_what_it_shows(self):
+        for file, board in dashboards().items():
+            for panel in all_panels(board["panels"]):
+                if panel["type"] != "row":
+                    description = panel.get("description", "")
+                    assert description and "\n" not in description, (file, panel["title"])

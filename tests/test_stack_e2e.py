@@ -43,12 +43,15 @@ class Stack:
     def __init__(self, workdir: Path) -> None:
         self.tempo = GrpcReceiver(keep_alive=True)
         self.loki = HttpReceiver(keep_alive=True)
-        self.prometheus = Prometheus(workdir / "prometheus")
-        self.prometheus.start()
         self.collector = Collector(workdir / "otelcol",
-                                   PROMETHEUS_OTLP_ENDPOINT=self.prometheus.otlp_endpoint,
                                    TEMPO_OTLP_ENDPOINT=f"127.0.0.1:{self.tempo.port}",
                                    LOKI_OTLP_ENDPOINT=f"{self.loki.endpoint}/otlp")
+        # It scrapes the collector's own telemetry (job otel-collector in the shipped config) and evaluates
+        # the shipped rules every second.
+        self.prometheus = Prometheus(workdir / "prometheus", targets=[self.collector.telemetry_port],
+                                     evaluation_interval="1s")
+        self.prometheus.start()
+        self.collector.env["PROMETHEUS_OTLP_ENDPOINT"] = self.prometheus.otlp_endpoint
         self.collector.start()
 
     def close(self) -> None:
@@ -193,20 +196,23 @@ def test_every_dashboard_query_answers_the_same_on_both_metric_paths(stack, tmp_
             prometheus.wait_for(f"count_over_time(hw_gpu_memory_usage_bytes{{{selector}}}[1m]) >= 3")
         values = {"experiment": tracker.experiment_id, "experiment_name": ".+", "__range": "10m",
                   "__rate_interval": "1m", "__interval": "15s", "stale_after": "60", "rank": ".*",
-                  "value": "lezea_training_loss", "phase": ".+"}
-        compared, from_traces, differing = 0, [], []
+                  "value": "lezea_training_loss", "phase": ".+", "collector": ".+"}
+        compared, collector, from_traces, differing = 0, 0, [], []
         for where, expr in dashboard_queries():
             query = substitute(expr, values)
             answers = pushed.result(query), scraping.result(query)
             if "traces_spanmetrics" in expr:  # Tempo's metrics-generator writes these; it does not run here
                 from_traces.append(where)
                 assert answers == ([], []), where
+            elif "otelcol_" in expr:  # the collector's own telemetry: scraped by the pushed-to Prometheus
+                assert answers[0], (where, query)
+                collector += 1
             elif not (answers[0] and answers[1]) or series(answers[0]) != series(answers[1]):
                 differing.append((where, query, series(answers[0]), series(answers[1])))
             else:
                 compared += 1
         assert differing == [], json.dumps(differing, indent=1)
-        assert compared >= 40 and len(from_traces) == 4
+        assert compared >= 50 and len(from_traces) == 4 and collector >= 8
 
         # The alerting and recording rules name only metrics the run produces, on both paths (the
         # collector's own telemetry aside), and each recording rule has data for this run.
@@ -360,6 +366,11 @@ def test_a_replayed_run_reaches_each_backend_at_its_own_time(stack, tmp_path, mo
         assert "older than the 30 days the shipped stack keeps" in done.stderr
         refused = 'otelcol_exporter_send_failed_metric_points'
         wait_until(lambda: collector_metric(stack.collector, refused) > 0, "Prometheus's refusal, counted")
+        # ... and the shipped alert on the collector's own telemetry fires, naming the exporter.
+        (alert,) = stack.prometheus.wait_for('ALERTS{alertname="LezeaCollectorDroppingData", '
+                                             'alertstate="firing"}', timeout_s=60)
+        assert alert["metric"]["exporter"] == "otlp_http/prometheus"
+        assert alert["metric"]["signal"] == "metric_points"
         assert stack.prometheus.result(then) == []
     for refused in ("otelcol_exporter_send_failed_spans", "otelcol_exporter_send_failed_log_records"):
         assert collector_metric(stack.collector, refused) == 0

@@ -95,3 +95,19 @@ GPU_THROTTLE_REASONS = prometheus_name(names.GPU_THROTTLE_REASONS)
 HW_ERRORS = prometheus_name(names.HW_ERRORS, kind="counter")
 ENDED = "finished|failed|terminated"
 """The statuses of a run that ended by itself (``lezea.run.status``); a killed one never reports one."""
+
+# --- the Collector's own telemetry (not lezea_otel's names) ------------------------------------------
+# Scraped from its /metrics (job otel-collector: collector/prometheus.yaml). Its counters have no _total:
+# Prometheus 3 scrapes them in the protobuf format, which names them as the Collector does (checked on a
+# real scrape by tests/test_stack_e2e.py). ``{}`` stands for the signal (COLLECTOR_SIGNALS).
+COLLECTOR_SIGNALS = ("spans", "metric_points", "log_records")
+COLLECTOR_ACCEPTED = "otelcol_receiver_accepted_{}"
+COLLECTOR_REFUSED = "otelcol_receiver_refused_{}"
+COLLECTOR_SENT = "otelcol_exporter_sent_{}"
+COLLECTOR_SEND_FAILED = "otelcol_exporter_send_failed_{}"
+COLLECTOR_ENQUEUE_FAILED = "otelcol_exporter_enqueue_failed_{}"
+COLLECTOR_QUEUE_SIZE = "otelcol_exporter_queue_size"
+COLLECTOR_QUEUE_CAPACITY = "otelcol_exporter_queue_capacity"
+COLLECTOR_UPTIME = "otelcol_process_uptime"
+COLLECTOR_MEMORY = "otelcol_process_memory_rss"
+COLLECTOR_CPU = "otelcol_process_cpu_seconds"

@@ -27,6 +27,12 @@ from typing import Any
 from lezea_otel import semconv as names
 from lezea_otel.mixin.promql import (
     BY_RANK,
+    COLLECTOR_ENQUEUE_FAILED,
+    COLLECTOR_QUEUE_CAPACITY,
+    COLLECTOR_QUEUE_SIZE,
+    COLLECTOR_REFUSED,
+    COLLECTOR_SEND_FAILED,
+    COLLECTOR_SIGNALS,
     COST,
     COST_KIND,
     COST_LIMIT,
@@ -112,11 +118,6 @@ THRESHOLDS: dict[str, Threshold] = {
                            "for a moment)."),
 }
 
-# The Collector's own telemetry (its /metrics, scraped as job otel-collector: collector/prometheus.yaml).
-COLLECTOR_QUEUE_SIZE = "otelcol_exporter_queue_size"
-COLLECTOR_QUEUE_CAPACITY = "otelcol_exporter_queue_capacity"
-COLLECTOR_SIGNALS = ("spans", "metric_points", "log_records")
-
 # Recording rules: the dashboards and the alerts read these.
 STEP_RATE = f"lezea_rank:{STEP}:deriv"
 PHASE_P95 = f"lezea_rank:{PHASE_DURATION}:p95"
@@ -167,6 +168,14 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str,
 _WHO = ("{{ $labels.lezea_experiment_name }} ({{ $labels.lezea_experiment_id }})"
         "{{ with $labels.dl_rank }}, rank {{ . }}{{ end }}")
 """The experiment and, for a rank of a distributed run, the rank: in every summary."""
+
+
+def _counted(counter: str, window: str) -> str:
+    """What ``counter`` counted in ``window``, its first count included: a counter made at its first event
+    (the Collector's failure counters) appears already at N, where ``increase()`` sees nothing; a series
+    absent ``window`` ago counts whole (the two parts are disjoint: ``or`` matches ignoring __name__)."""
+    return (f"((increase({counter}[{window}]) and {counter} offset {window}) "
+            f"or ({counter} unless {counter} offset {window}))")
 
 
 def _alive(t: dict[str, str]) -> str:
@@ -269,7 +278,7 @@ def _gpu(t: dict[str, str]) -> list[dict[str, Any]]:
                "{{ $value | humanizePercentage }} of its memory is in use."),
         _alert("LezeaGpuHardwareErrors",
                f"sum by ({BY_RANK}, {HW_ID}, {ERROR_TYPE}) "
-               f"(increase({HW_ERRORS}[{t['pipeline_window']}])) > 0",
+               f"({_counted(HW_ERRORS, t['pipeline_window'])}) > 0",
                "0m", "critical", f"GPU {{{{ $labels.hw_id }}}} reports {{{{ $labels.error_type }}}} "
                f"memory errors: {_WHO}",
                "{{ $value }} new ECC errors: an uncorrected one corrupts results and usually ends in an "
@@ -283,12 +292,12 @@ def _pipeline(t: dict[str, str]) -> list[dict[str, Any]]:
     def increase(counter: str) -> str:
         """The increase of the Collector's counter ``counter`` of every signal, each series labelled with
         its signal (``or`` keeps one of two series with the same labels)."""
-        return " or ".join(f'label_replace(increase({counter.format(signal)}[{window}]), "signal", '
+        return " or ".join(f'label_replace({_counted(counter.format(signal), window)}, "signal", '
                            f'"{signal}", "", "")' for signal in COLLECTOR_SIGNALS)
 
-    failed = increase("otelcol_exporter_send_failed_{}_total")
-    enqueue = increase("otelcol_exporter_enqueue_failed_{}_total")
-    refused = increase("otelcol_receiver_refused_{}_total")
+    failed = increase(COLLECTOR_SEND_FAILED)
+    enqueue = increase(COLLECTOR_ENQUEUE_FAILED)
+    refused = increase(COLLECTOR_REFUSED)
     where = "collector {{ $labels.instance }}, exporter {{ $labels.exporter }}"
     return [
         _alert("LezeaCollectorDroppingData", f"sum by (job, instance, exporter, signal) ({failed}) > 0",

@@ -7,9 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lezea_otel.mixin.dashboards import logs
+from lezea_otel.mixin.dashboards import cost, logs, pipeline, resources, slow_phases, training
 
 DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
+    "training.json": training.build,
+    "resources.json": resources.build,
+    "slow-phases.json": slow_phases.build,
+    "cost.json": cost.build,
     "logs.json": logs.build,
+    "pipeline.json": pipeline.build,
 }
 """File name in grafana/dashboards/ -> the function that makes it."""

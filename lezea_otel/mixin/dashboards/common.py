@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard, loki, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard, loki, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_model
@@ -37,7 +37,8 @@ RUNS_AND_RANKS = f'{RUNS}, {RANK}=~"$rank"'
 def promql(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
            exemplar: bool = False, table: bool = False) -> prometheus.Dataquery:
     """A Prometheus query of a panel (``table``: its series as table rows, for table panels)."""
-    query = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(PROMETHEUS)
+    query = (prometheus.Dataquery().expr(expr).ref_id(ref).datasource(PROMETHEUS)
+             .editor_mode(prometheus_model.QueryEditorMode.CODE))  # the builder mode would rewrite them
     if legend:
         query = query.legend_format(legend)
     query = query.instant() if instant else query.range()
@@ -54,11 +55,25 @@ def logql(expr: str, legend: str = "", ref: str = "A", instant: bool = False) ->
     return query.legend_format(legend) if legend else query
 
 
+class Table(table.Panel):
+    """The SDK's table panel with a setter for its cells' field options (``fieldConfig.defaults.custom``),
+    which its builder lacks."""
+
+    def field_options(self, options: common_builders.TableFieldOptions) -> Self:
+        if self._internal.field_config is None:
+            self._internal.field_config = model.FieldConfigSource()
+        if self._internal.field_config.defaults is None:
+            self._internal.field_config.defaults = model.FieldConfig()
+        self._internal.field_config.defaults.custom = options.build()
+        return self
+
+
 def graph(title: str, description: str, queries: Sequence[Builder[Any]], unit: str = "none",
           width: int = 12, height: int = 8, datasource: model.DataSourceRef = PROMETHEUS) -> timeseries.Panel:
     """A time series panel: lines, no points, the legend under it, every series in the tooltip."""
     panel = (timeseries.Panel().title(title).description(description).datasource(datasource).unit(unit)
-             .span(width).height(height).line_width(1).fill_opacity(0).span_nulls(True)
+             .span(width).height(height).draw_style(common_model.GraphDrawStyle.LINE).line_width(1)
+             .fill_opacity(0).span_nulls(True)
              .show_points(common_model.VisibilityMode.NEVER)
              .legend(common_builders.VizLegendOptions().display_mode(common_model.LegendDisplayMode.LIST)
                      .placement(common_model.LegendPlacement.BOTTOM).show_legend(True))
@@ -81,9 +96,17 @@ def single(title: str, description: str, query: Builder[Any], unit: str = "none"
             .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
 
 
-def query_variable(name: str, label: str, query: str, all_value: str = ".+",
+def legend(*labels: str) -> str:
+    """A legend of the labels' values (``{{label}}``), separated by spaces."""
+    return " ".join("{{" + label + "}}" for label in labels)
+
+
+def query_variable(name: str, label: str, query: str | dict[str, object], all_value: str = ".+",
                    datasource: model.DataSourceRef = PROMETHEUS) -> dashboard.QueryVariable:
-    """A multi-select variable with All, refreshed on time range change, sorted."""
+    """A multi-select variable with All, refreshed on time range change, sorted. A Prometheus query is
+    written in the form Grafana's variable editor saves (``{"query": ...}``)."""
+    if datasource is PROMETHEUS and isinstance(query, str):
+        query = {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"}
     return (dashboard.QueryVariable(name).label(label).datasource(datasource).query(query).multi(True)
             .include_all(True).all_value(all_value).refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(model.VariableSort.ALPHABETICAL_ASC)
@@ -103,11 +126,12 @@ def run_variables(ranks: bool = False) -> list[dashboard.QueryVariable]:
 
 
 def board(uid: str, title: str, description: str, variables: Sequence[Builder[Any]],
-          items: Sequence[Builder[Any]]) -> dict[str, Any]:
+          items: Sequence[Builder[Any]], since: str = "now-1h") -> dict[str, Any]:
     """The dashboard as the JSON object Grafana provisions: ``items`` are panels and rows, laid out in
-    order (12 of 24 columns by default); panels numbered from 1; links to the other lezea dashboards."""
+    order (12 of 24 columns by default); panels numbered from 1; links to the other lezea dashboards;
+    ``since``: the start of its default time range."""
     builder = (dashboard.Dashboard(title).uid(uid).description(description).tags(TAGS).editable()
-               .tooltip(model.DashboardCursorSync.CROSSHAIR).refresh("30s").time("now-1h", "now")
+               .tooltip(model.DashboardCursorSync.CROSSHAIR).refresh("30s").time(since, "now")
                .timezone("browser")
                .link(dashboard.DashboardLink("lezea").type(model.DashboardLinkType.DASHBOARDS).tags(["lezea"])
                      .as_dropdown(True).include_vars(True).keep_time(True)))
