@@ -48,6 +48,12 @@ CPU_MODE = prometheus_label(names.CPU_MODE)
 DISK_IO_DIRECTION = prometheus_label(names.DISK_IO_DIRECTION)
 NETWORK_IO_DIRECTION = prometheus_label(names.NETWORK_IO_DIRECTION)
 COMPONENT_ID = prometheus_label(names.COMPONENT_ID)
+HOST_NAME = prometheus_label(names.HOST_NAME)
+HW_NAME = prometheus_label(names.HW_NAME)
+HW_PARENT = prometheus_label(names.HW_PARENT)
+MEMORY_STATE = prometheus_label(names.MEMORY_STATE)
+BY_RUN = f"{EXPERIMENT_NAME}, {EXPERIMENT}"
+"""A run (its ranks together)."""
 BY_RANK = f"{EXPERIMENT}, {EXPERIMENT_NAME}, {RANK}"
 """A run's rank (a single-process run has no dl_rank: it matches as the empty value)."""
 ON_RANK = f"{EXPERIMENT}, {RANK}"

@@ -13,17 +13,15 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard, timeseries
 
-from lezea_otel import semconv as names
-from lezea_otel.exporter.prometheus import prometheus_label
 from lezea_otel.mixin.dashboards.common import RUNS, board, graph, legend, promql, run_variables, single
 from lezea_otel.mixin.promql import (
+    BY_RUN,
     COMPONENT_CPU,
     COMPONENT_GPU,
     COMPONENT_ID,
     CPU_MODE,
     DISK_IO_DIRECTION,
     ERROR_TYPE,
-    EXPERIMENT,
     EXPERIMENT_NAME,
     GPU_CLOCK_GRAPHICS,
     GPU_CLOCK_MEMORY,
@@ -37,9 +35,13 @@ from lezea_otel.mixin.promql import (
     GPU_TEMPERATURE,
     GPU_THROTTLE_REASONS,
     GPU_UTILIZATION,
+    HOST_NAME,
     HW_ERRORS,
     HW_ID,
+    HW_NAME,
+    HW_PARENT,
     HW_TYPE,
+    MEMORY_STATE,
     NETWORK_IO_DIRECTION,
     PROCESS_COUNT,
     PROCESS_CPU_TIME,
@@ -53,13 +55,6 @@ from lezea_otel.mixin.promql import (
     SYSTEM_MEMORY_UTILIZATION,
 )
 
-# Labels only the legends read (not in mixin.promql).
-HOST_NAME = prometheus_label(names.HOST_NAME)
-HW_NAME = prometheus_label(names.HW_NAME)
-HW_PARENT = prometheus_label(names.HW_PARENT)
-MEMORY_STATE = prometheus_label(names.MEMORY_STATE)
-
-BY_RUN = f"{EXPERIMENT_NAME}, {EXPERIMENT}"
 GPUS = f'{HW_TYPE}="gpu"'
 """The ``hw.*`` series of GPUs (``hw.power`` and ``hw.energy`` are shared with other hardware types)."""
 

@@ -125,8 +125,8 @@ def _from_traces() -> list[Builder[Any]]:
         graph("Phase p95 by span name (Tempo span metrics)",
               "From Tempo's span metrics (collector/tempo.yaml). "
               f"{NO_SPAN_METRICS}; the lezea_phase_duration panels below show every run.",
-              [promql(f"histogram_quantile(0.95, {_span_latency('$__rate_interval')})",
-                            legend(SPAN_NAME), exemplar=True)],
+              [promql(f"histogram_quantile(0.95, {_span_latency('$__rate_interval')})", legend(SPAN_NAME),
+                      exemplar=True)],
               unit="s"),
         (bargauge.Panel().title("Slowest phases in range (p95)")
          .description("The ten slowest phases by p95 over the range, from Tempo's span metrics (none for "
