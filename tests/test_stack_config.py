@@ -408,8 +408,8 @@ class TestGrafana:
 
     def test_dashboards(self):
         boards = dashboards()
-        assert set(boards) == {"training.json", "resources.json", "slow-phases.json", "logs.json", "cost.json",
-                               "pipeline.json"}
+        assert set(boards) == {"training.json", "resources.json", "slow-phases.json", "logs.json",
+                               "cost.json", "pipeline.json"}
         assert dashboard_problems(boards, provisioned_uids(datasources())) == []
         for file, board in boards.items():
             if file == "pipeline.json":  # the collector's health, not a run's: no run variables
