@@ -277,8 +277,8 @@ def _gpu(t: dict[str, str]) -> list[dict[str, Any]]:
                t["gpu_memory_for"], "warning", f"GPU {{{{ $labels.hw_id }}}} memory almost full: {_WHO}",
                "{{ $value | humanizePercentage }} of its memory is in use."),
         _alert("LezeaGpuHardwareErrors",
-               f"sum by ({BY_RANK}, {HW_ID}, {ERROR_TYPE}) "
-               f"({_counted(HW_ERRORS, t['pipeline_window'])}) > 0",
+               f"sum by ({BY_RANK}, {HW_ID}, {ERROR_TYPE}) "  # NVML's counts are there from the first
+               f"(increase({HW_ERRORS}[{t['pipeline_window']}])) > 0",  # sample: only a rise is news
                "0m", "critical", f"GPU {{{{ $labels.hw_id }}}} reports {{{{ $labels.error_type }}}} "
                f"memory errors: {_WHO}",
                "{{ $value }} new ECC errors: an uncorrected one corrupts results and usually ends in an "
