@@ -372,6 +372,18 @@ class TestResources:
         assert line["data"]["component_id"] == "tasker#0"
         assert line["data"]["memory_mb"] == 512.0 and line["data"]["cpu_percent"] == 12.5
 
+    def test_a_figure_never_given_is_none_not_zero(self, tracker, lezea_warnings):
+        """A refused value ("lots") is left out with one warning, and the summary says nothing of it rather
+        than a 0 that reads as measured; the valid part of the call is kept."""
+        tracker.log_resource("x", cpu="lots", gpu=40.0)
+        tracker.log_resource("x", gpu=60.0)
+        assert [m for m in lezea_warnings() if "cpu" in m] == ["log_resource: cpu is not a number: got str "
+                                                               "'lots'; ignored"]
+        totals = tracker.get_experiment_summary()["resources"]["x"]
+        assert totals["gpu_percent_mean"] == 50.0 and totals["samples"] == 2
+        assert totals["cpu_percent_mean"] is totals["cpu_percent_max"] is None
+        assert totals["memory_mb_peak"] is totals["io_operations_total"] is None
+
     def test_component_resources(self, tracker, capture):
         """log_component_resources adds the component type and io operations; totals reach the summary."""
         tracker.log_component_resources(component_id="builder#1", component_type="builder", cpu_percent=20.0,

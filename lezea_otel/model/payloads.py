@@ -38,15 +38,16 @@ class SplitIds(TypedDict):
 
 
 class ComponentTotals(TypedDict):
-    """One component over the run, from its ``log_resource`` calls (``RunState.resource_totals``)."""
+    """One component over the run, from its ``log_resource`` calls (``RunState.resource_totals``); a figure
+    no call gave (or whose value was refused) is None."""
     component_type: str | None
     samples: int
-    cpu_percent_mean: float
-    cpu_percent_max: float
+    cpu_percent_mean: float | None
+    cpu_percent_max: float | None
     gpu_percent_mean: float | None
     gpu_percent_max: float | None
-    memory_mb_peak: float
-    io_operations_total: float
+    memory_mb_peak: float | None
+    io_operations_total: float | None
 
 
 class ObservedTotals(TypedDict, total=False):

@@ -226,21 +226,22 @@ class RunState:
         data = record.data
         entry = self._entry(self.resources, "resources", "log_resource", data["component_id"], lambda: {
             "component_type": data.get("component_type"), "samples": 0, "cpu_percent_sum": 0.0,
-            "cpu_percent_max": 0.0, "gpu_percent_sum": 0.0, "gpu_samples": 0, "gpu_percent_max": 0.0,
-            "memory_mb_max": 0.0, "io_operations": 0.0,
+            "cpu_samples": 0, "cpu_percent_max": 0.0, "gpu_percent_sum": 0.0, "gpu_samples": 0,
+            "gpu_percent_max": 0.0, "memory_mb_max": None, "io_operations": None,
         })
         entry["samples"] += 1
         if data.get("cpu_percent") is not None:
             entry["cpu_percent_sum"] += data["cpu_percent"]
+            entry["cpu_samples"] += 1
             entry["cpu_percent_max"] = max(entry["cpu_percent_max"], data["cpu_percent"])
         if data.get("gpu_percent") is not None:
             entry["gpu_percent_sum"] += data["gpu_percent"]
             entry["gpu_samples"] += 1
             entry["gpu_percent_max"] = max(entry["gpu_percent_max"], data["gpu_percent"])
-        if data.get("memory_mb") is not None:
-            entry["memory_mb_max"] = max(entry["memory_mb_max"], data["memory_mb"])
+        if data.get("memory_mb") is not None:  # a value never given (or refused) stays None, not 0
+            entry["memory_mb_max"] = max(entry["memory_mb_max"] or 0.0, data["memory_mb"])
         if data.get("io_operations") is not None:
-            entry["io_operations"] += data["io_operations"]
+            entry["io_operations"] = (entry["io_operations"] or 0.0) + data["io_operations"]
 
     def _on_resource_cost(self, record: Record) -> None:
         for key, value in record.data.items():
@@ -311,11 +312,11 @@ class RunState:
     def resource_totals(self) -> dict[str, Any]:
         out = {}
         for component, entry in self.resources.items():
-            samples = entry["samples"] or 1
+            cpu = entry["cpu_samples"]
             out[component] = {
                 "component_type": entry["component_type"], "samples": entry["samples"],
-                "cpu_percent_mean": entry["cpu_percent_sum"] / samples,
-                "cpu_percent_max": entry["cpu_percent_max"],
+                "cpu_percent_mean": entry["cpu_percent_sum"] / cpu if cpu else None,
+                "cpu_percent_max": entry["cpu_percent_max"] if cpu else None,
                 "gpu_percent_mean": (entry["gpu_percent_sum"] / entry["gpu_samples"]
                                      if entry["gpu_samples"] else None),
                 "gpu_percent_max": entry["gpu_percent_max"] if entry["gpu_samples"] else None,
