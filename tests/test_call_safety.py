@@ -267,3 +267,38 @@ class TestOtlpValues:
             assert all(encodable(k) and encodable(v) for k, v in (record.log_record.attributes or {}).items())
 
 
+
+
+TEN_SILENT_MISTAKES = [
+    ("log_training_step", lambda t: t.log_training_step(None, {"loss": 1.0}), "step is None"),
+    ("log_training_step", lambda t: t.log_training_step(2, {"": 1.0, "acc": 0.5}), "an empty key"),
+    ("log_training_step", lambda t: t.log_training_step(3, {"k" * 5000: 1.0}), "longer than 200 characters"),
+    ("log_training_step", lambda t: t.log_training_step(4, {f"k{i}": 1.0 for i in range(5000)}),
+     "more than 256 training keys"),
+    ("log_data_splits", lambda t: t.log_data_splits(None, None, None), "no split given"),
+    ("log_lezea_config", lambda t: t.log_lezea_config(1, 1, "SAC", hyperparameters={"act": print}),
+     "is no JSON value"),
+    ("log_modification_tree_stats", lambda t: t.log_modification_tree_stats(None), "statistics is None"),
+    ("log_modification_stats", lambda t: t.log_modification_stats({"depth": "deep"}),
+     "value for 'depth' is not a number"),
+    ("log_resource_cost", lambda t: t.log_resource_cost(cost_eur=-5.0), "cost_eur is negative"),
+    ("log_results", lambda t: t.log_results(), "nothing to record"),
+]
+"""Inputs that passed without a word (a fuzzing session's findings), the call each is made on and the
+words of the one warning each must give."""
+
+
+@pytest.mark.parametrize("async_mode", [False, True], ids=["sync", "async"])
+def test_every_quiet_mistake_now_says_so_once_and_keeps_the_valid_part(capture, lezea_warnings, async_mode):
+    tracker = capture.tracker("mistakes", auto_start=True, async_mode=async_mode)
+    for _call, mistake, _words in TEN_SILENT_MISTAKES:
+        mistake(tracker)
+    summary = tracker.finalize_experiment()
+    said = lezea_warnings()
+    for call, _mistake, words in TEN_SILENT_MISTAKES:
+        matching = [m for m in said if m.startswith(f"{call}:") and words in m]
+        assert len(matching) == 1, (call, words, said)
+    metrics = summary["metrics"]
+    assert "acc" in metrics and "k" * 200 in metrics  # the valid part, and the long key cut
+    assert metrics["loss"]["count"] == 1  # the step without a number is still recorded
+    assert summary["folded"]["metrics"] > 0

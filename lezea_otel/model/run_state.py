@@ -134,7 +134,12 @@ class RunState:
         """The statistics of a key in one scope/split, admitting it while the caps allow; past them the
         value goes to the ``(other)`` entry and nothing about the key is kept."""
         series = self._series.get(key)
-        if series is None and len(self._series) >= self.max_metric_names:  # /metrics folds it too, and warns
+        if series is None and len(self._series) >= self.max_metric_names:  # the exporter folds it too
+            if self._warn is not None and not self.folded["metrics"]:
+                self._warn("log_training_step", f"more than {self.max_metric_names} training keys "
+                           "(LEZEA_MAX_METRIC_NAMES)", f"{key[:80]!r} and later new keys are folded into the "
+                           f"summary's {OTHER!r} entry and the {names.TRAINING_OVERFLOW} gauge; the audit "
+                           "keeps every value")
             return self._other(self.metrics, "metrics", "", key, lambda: MetricStats(OTHER))
         name = metric_name(record, key, split)
         stats = self.metrics.get(name)

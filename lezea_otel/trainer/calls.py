@@ -59,9 +59,12 @@ def population(warn: Warn, name: str, raw: Any) -> int | float | None:
     return number
 
 
-def statistics(warn: Warn, stats: Any, what: str = "statistics") -> dict[str, Any]:
-    """Numbers are kept as floats (they become metrics); other values are kept as data only."""
+def statistics(warn: Warn, stats: Any, what: str = "statistics", required: bool = False) -> dict[str, Any]:
+    """Numbers are kept as floats (they become metrics); other values are kept as data only, with a
+    warning. ``required``: the call has nothing else to record, so None is a mistake too."""
     if stats is None:
+        if required:
+            warn(f"{what} is None", "nothing recorded")
         return {}
     if not values.is_mapping(stats):
         warn(f"{what} must be a dict", f"got {values.describe(stats)}; ignored")
@@ -70,7 +73,12 @@ def statistics(warn: Warn, stats: Any, what: str = "statistics") -> dict[str, An
     for key, value in values.items_of(stats, what, warn):
         key = values.text_key(key, what, warn)
         number = values.to_float(value, f"{what}: value for {key!r}", warn)
-        out[key] = number if values.is_number(number) else values.plain(value, what, warn)
+        if values.is_number(number):
+            out[key] = number
+        else:
+            warn(f"{what}: value for {key!r} is not a number", f"got {values.describe(value)}; kept in the "
+                 "audit, no metric made of it")
+            out[key] = values.plain(value, what, warn)
     return out
 
 

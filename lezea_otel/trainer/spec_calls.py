@@ -99,16 +99,19 @@ class SpecCalls:
             clean = metrics
             for key, value in metrics.items():  # plain floats, ints within 64 bits, ASCII keys; else shaped
                 if type(value) is float:
-                    if value - value != 0 or type(key) is not str or not key.isascii():
+                    if value - value != 0 or type(key) is not str or not key.isascii() \
+                            or not 0 < len(key) <= values.MAX_KEY:
                         clean = None
                         break
                 elif type(value) is not int or not -9223372036854775808 <= value <= 9223372036854775807 \
-                        or type(key) is not str or not key.isascii():
+                        or type(key) is not str or not key.isascii() or not 0 < len(key) <= values.MAX_KEY:
                     clean = None
                     break
         if clean is None:
             clean = values.numbers(metrics, "metrics", self._session.warner("log_training_step"))
         if type(step) is not int or not 0 <= step <= 9223372036854775807:
+            if step is None:
+                self._session.warnings.warn("log_training_step", "step is None", "recorded without a step")
             step = values.step_value(step, "step", self._session.warner("log_training_step"))
         if data_split is not None and (type(data_split) is not str or len(data_split) > values.MAX_LABEL
                                        or not data_split.isascii()):
@@ -171,13 +174,13 @@ class SpecCalls:
         if self._session.ready("log_modification_tree_stats"):
             warn = self._session.warner("log_modification_tree_stats")
             self._session.emit(Kind.MODIFICATION_TREE_STATS, values.step_value(step, "step", warn),
-                               {"statistics": calls.statistics(warn, statistics)})
+                               {"statistics": calls.statistics(warn, statistics, required=True)})
 
     def log_modification_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
         if self._session.ready("log_modification_stats"):
             warn = self._session.warner("log_modification_stats")
             self._session.emit(Kind.MODIFICATION_STATS, values.step_value(step, "step", warn),
-                               {"statistics": calls.statistics(warn, statistics)})
+                               {"statistics": calls.statistics(warn, statistics, required=True)})
 
     def log_data_splits(self, train_ids: Any = None, val_ids: Any = None, test_ids: Any = None) -> None:
         """Split sizes as metrics; the ids (up to 10,000 each) and a digest of all in the audit."""
@@ -185,6 +188,9 @@ class SpecCalls:
             return
         warn = self._session.warner("log_data_splits")
         data = {}
+        if train_ids is None and val_ids is None and test_ids is None:
+            warn("no split given", "train_ids, val_ids and test_ids are all None; nothing recorded")
+            return
         for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
             if ids is None:  # an omitted split is not an empty one
                 continue
@@ -271,6 +277,10 @@ class SpecCalls:
         if not self._session.ready("log_results"):
             return
         warn = self._session.warner("log_results")
+        if result_dict is None and tasker_rewards is None and builder_rewards is None \
+                and action_outputs is None:
+            warn("nothing to record", "no result_dict, tasker_rewards, builder_rewards or action_outputs")
+            return
         data: dict[str, Any] = {}
         if result_dict is not None:
             data["result_dict"] = values.numbers(result_dict, "result_dict", warn)
@@ -304,6 +314,9 @@ class SpecCalls:
         data = {name: values.number(raw, name, warn) for name, raw in (
             ("cpu_hours", cpu_hours), ("gpu_hours", gpu_hours), ("mem_gb", mem_gb), ("io_bytes", io_bytes),
             ("cost_eur", cost_eur)) if raw is not None}
+        for name, value in data.items():
+            if value is not None and value < 0:  # totals add up: a refund lowers them, a typo too
+                warn(f"{name} is negative", f"got {values.format_number(value)}; added as given")
         self._session.emit(Kind.RESOURCE_COST, None, {k: v for k, v in data.items() if v is not None})
 
     def log_comment(self, comment: str) -> None:

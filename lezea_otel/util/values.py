@@ -44,18 +44,20 @@ from lezea_otel.util.readable import (
     valid_text,
 )
 
-__all__ = ["FLOAT_MAX", "INT64_MAX", "INT64_MIN", "MAX_DEPTH", "MAX_LABEL", "MAX_LIST_ITEMS", "MAX_NODES",
-           "MAX_TEXT", "REDACTED", "UINT64_MAX", "Warn", "as_number", "as_text", "attribute_value",
-           "describe", "error_text", "flat_attributes", "format_float", "format_number", "getattr_quiet",
-           "id_list", "identifier", "ignore", "is_a", "is_mapping", "is_number", "items_of", "iterable",
-           "iterate", "json_default", "json_text", "label", "looks_secret_key", "number", "numbers",
-           "plain", "sanitise", "scalar", "scrub", "scrub_text", "step_value", "tags", "text", "text_key",
-           "to_float", "valid_text"]
+__all__ = ["FLOAT_MAX", "INT64_MAX", "INT64_MIN", "MAX_DEPTH", "MAX_KEY", "MAX_LABEL", "MAX_LIST_ITEMS",
+           "MAX_NODES", "MAX_TEXT", "REDACTED", "UINT64_MAX", "Warn", "as_number", "as_text",
+           "attribute_value", "describe", "error_text", "flat_attributes", "format_float", "format_number",
+           "getattr_quiet", "id_list", "identifier", "ignore", "is_a", "is_mapping", "is_number",
+           "items_of", "iterable", "iterate", "json_default", "json_text", "label", "looks_secret_key",
+           "number", "numbers", "plain", "sanitise", "scalar", "scrub", "scrub_text", "step_value", "tags",
+           "text", "text_key", "to_float", "valid_text"]
 """Also re-exported: the text and probe helpers of :mod:`readable`, so callers keep one import."""
 
 MAX_LIST_ITEMS = 10_000
 """Longest id list an audit line keeps; longer ones keep this many plus a digest of all."""
 MAX_DEPTH = 8
+MAX_KEY = 200
+"""Longest metric key kept whole (a metric name is ``lezea.training.<key>``, at most 255 characters)."""
 MAX_NODES = 100_000
 """Most values one free-form argument may hold: a cyclic or exploding nest stops here, not in memory."""
 _NOT_A_NUMBER = object()
@@ -173,6 +175,13 @@ def numbers(metrics: Any, what: str, warn: Warn) -> dict[str, float]:
             type(v) is dict or (type(v) not in _PLAIN and is_mapping(v)) for v in metrics.values()):
         pairs = _flatten(metrics, what, warn, [MAX_NODES])
     for key, value in pairs:
+        if not 0 < len(key) <= MAX_KEY:
+            if not key:
+                warn(f"{what}: an empty key", "its value was skipped")
+                continue
+            warn(f"{what}: key {key[:40]!r}... is longer than {MAX_KEY} characters",
+                 f"recorded under its first {MAX_KEY}")
+            key = key[:MAX_KEY]
         result = to_float(value, f"{what}: value for {key!r}", warn)
         if result is _NOT_A_NUMBER:
             warn(f"{what}: value for {key!r} is not a number", f"got {describe(value)}; that key was skipped")
@@ -291,7 +300,9 @@ class _Plain:
         tolist = getattr(value, "tolist", None)
         if tolist is not None and callable(tolist):
             return self.value(tolist(), depth + 1)
-        return safe_repr(value)
+        text = safe_repr(value)
+        self.warn(f"{self.what}: {describe(value)} is no JSON value", f"stored as its text {text[:60]!r}")
+        return text
 
     def text(self, value: str) -> str:
         value = valid_text(value, self.what, self.warn)
