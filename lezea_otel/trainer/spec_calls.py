@@ -18,6 +18,7 @@ from lezea_otel.trainer.session import Session
 from lezea_otel.util import values
 
 _MB = 2**20
+_MAX_KEY = values.MAX_KEY  # read per key on the hot path: a module global, not an attribute
 _MAX_SERIES = 10_000
 """Scope/split series whose last step and loss are kept for ``delta_loss`` and the step-order check."""
 _MAX_KEY = 1000
@@ -100,11 +101,11 @@ class SpecCalls:
             for key, value in metrics.items():  # plain floats, ints within 64 bits, ASCII keys; else shaped
                 if type(value) is float:
                     if value - value != 0 or type(key) is not str or not key.isascii() \
-                            or not 0 < len(key) <= values.MAX_KEY:
+                            or not 0 < len(key) <= _MAX_KEY:
                         clean = None
                         break
                 elif type(value) is not int or not -9223372036854775808 <= value <= 9223372036854775807 \
-                        or type(key) is not str or not key.isascii() or not 0 < len(key) <= values.MAX_KEY:
+                        or type(key) is not str or not key.isascii() or not 0 < len(key) <= _MAX_KEY:
                     clean = None
                     break
         if clean is None:
