@@ -18,10 +18,11 @@ from lezea_otel.trainer.session import Session
 from lezea_otel.util import values
 
 _MB = 2**20
-_MAX_KEY = values.MAX_KEY  # read per key on the hot path: a module global, not an attribute
+_MAX_KEY = values.MAX_KEY
+"""The longest metric key (``log_training_step`` cuts longer ones, ``define_metric`` refuses them); a module
+global: the hot path reads it per key."""
 _MAX_SERIES = 10_000
 """Scope/split series whose last step and loss are kept for ``delta_loss`` and the step-order check."""
-_MAX_KEY = 1000
 
 
 def read_now(metrics: dict[Any, Any]) -> None:
