@@ -2,8 +2,9 @@
 
 Monitoring-mixin conventions: alerts are CamelCase with the ``Lezea`` prefix, carry a ``severity``
 (critical, warning, info), and ``summary``/``description`` annotations naming the experiment and rank; each
-has a runbook entry in README (``#alert-<name in lower case>``). Recording rules hold what the alerts and
-the dashboards share (step rate, phase p95 and data-wait share per rank), named ``level:metric:operation``.
+has a runbook entry in README (``#alert-<name in lower case>``). Recording rules hold what several alerts
+read (step rate, phase p95 and data-wait share per rank, over ``window``), named ``level:metric:operation``;
+the dashboards compute the same over Grafana's rate interval.
 
 Every threshold and duration is in :data:`THRESHOLDS`, with the reason for its value: a user changes them
 in one place (``python scripts/rules.py --set stalled_after=30m``), and the tests make them short the
@@ -118,7 +119,7 @@ THRESHOLDS: dict[str, Threshold] = {
                            "for a moment)."),
 }
 
-# Recording rules: the dashboards and the alerts read these.
+# Recording rules: the alerts read these (so can any query over the fixed ``window``).
 STEP_RATE = f"lezea_rank:{STEP}:deriv"
 PHASE_P95 = f"lezea_rank:{PHASE_DURATION}:p95"
 DATA_WAIT = "lezea_rank:lezea_data_wait:share"
