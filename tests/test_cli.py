@@ -83,6 +83,24 @@ class TestListAndShow:
         assert "data_loading" in page
 
 
+class TestDemo:
+    def test_the_commands_the_demo_suggests_work_as_printed(self, tmp_path):
+        """README's demo command runs .venv/bin/lezea-otel without activating the virtualenv: the "Next:"
+        commands it prints must run as printed, from the same folder and PATH."""
+        path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                               if Path(p).resolve() != SCRIPT.parent.resolve())
+        env = {"PATH": path}
+        result = cli("demo", "--steps", "3", env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        suggested = result.stdout.split("Next:", 1)[1].strip().splitlines()
+        assert len(suggested) == 4 and all(line.strip().startswith(str(SCRIPT)) for line in suggested)
+        for line in suggested:
+            environment = {k: v for k, v in os.environ.items() if not k.startswith(("LEZEA_", "OTEL_"))}
+            done = subprocess.run(["bash", "-c", line.strip()], cwd=tmp_path, capture_output=True, text=True,
+                                  timeout=120, env=environment | env)
+            assert done.returncode == 0, (line, done.stderr)
+
+
 class TestErrors:
     def test_runs_of_a_folder_that_does_not_exist_is_an_error(self, tmp_path):
         """A mistyped folder exits 2 and says so; an empty one lists nothing, with exit 0."""

@@ -33,9 +33,31 @@ def demo(steps: int, endpoint: str | None, runs_dir: str | None) -> None:
     tracker = run(steps, endpoint, runs_dir)
     console.print(f"Run {tracker.experiment_id} written to {tracker.run_dir}")
     console.print("Next:")
+    invoked = _invocation()
     for command in ("runs", f"show {tracker.experiment_id[:8]}", f"slow {tracker.experiment_id[:8]}",
                     f"report {tracker.experiment_id[:8]} -o report.html"):
-        console.print(f"  lezea-otel {command}" + (f" --runs-dir {runs_dir}" if runs_dir else ""))
+        console.print(f"  {invoked} {command}" + (f" --runs-dir {runs_dir}" if runs_dir else ""))
+
+
+def _invocation() -> str:
+    """How to run this command again from here, as the user ran it: ``lezea-otel`` when that is the one on
+    PATH, else the path it was started by (``.venv/bin/lezea-otel`` when the virtualenv is not active), or
+    ``python -m lezea_otel`` with the interpreter that runs it."""
+    import os
+    import shlex
+    import shutil
+
+    def here(path: str) -> str:
+        relative = os.path.relpath(path)
+        return relative if not relative.startswith("..") else path
+
+    started = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(started) != "lezea-otel":  # python -m lezea_otel
+        return f"{shlex.quote(here(sys.executable))} -m lezea_otel"
+    on_path = shutil.which("lezea-otel")
+    if on_path is not None and os.path.samefile(on_path, started):
+        return "lezea-otel"
+    return shlex.quote(here(started))
 
 
 @main.command("runs")
