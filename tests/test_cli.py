@@ -201,3 +201,23 @@ class TestCrashedRun:
         assert "status crashed" in shown.stdout and "no end record" in shown.stdout
         assert "last step 3" in shown.stdout
         assert "[critical] The run stopped without an end record after step 3: loss was nan" in shown.stdout
+
+
+def test_calls_after_finalize_do_not_change_the_answer(tmp_path):
+    """finalize's summary is the run's answer: a call after it is in the audit only, and `show` says the
+    same steps and headline as finalize returned, with a line counting that call."""
+    from lezea_otel import ExperimentTracker
+
+    tracker = ExperimentTracker("late", runs_dir=tmp_path / "runs", quiet=True)
+    tracker.start(prometheus_port=None)
+    for step in range(1, 11):
+        tracker.log_training_step(step, {"loss": 3.0 / step})
+    summary = tracker.finalize_experiment()
+    tracker.log_training_step(11, {"loss": 0.1})  # after finalize: one warning, the audit only
+    assert '"step":11' in tracker.audit_path.read_text()
+    shown = json.loads(cli("show", tracker.experiment_id, "--runs-dir", str(tmp_path / "runs"),
+                           "--json").stdout)["run"]
+    assert shown["steps"] == summary["steps"] and shown["headline"] == summary["headline"]
+    assert shown["steps"]["count"] == 10 and shown["run"]["calls_after_end"] == 1
+    text = cli("show", tracker.experiment_id, "--runs-dir", str(tmp_path / "runs")).stdout
+    assert "after finalize: 1 call(s), in the audit only" in text

@@ -31,7 +31,7 @@ def run_data(loaded: Run) -> dict[str, Any]:
                       "purpose": loaded.start.get("purpose") or None, "tags": tags_of(loaded),
                       "targets": list(loaded.start.get("targets", [])), "last_record_ns": loaded.last_time_ns,
                       "error": error_line(loaded.end["error"]) if loaded.end and loaded.end.get("error")
-                      else None}
+                      else None, "calls_after_end": loaded.after_end}
     summary["recommendations"] = loaded.recommendations()
     return summary
 
@@ -100,6 +100,9 @@ def print_run(summary: dict[str, Any], title: str | None = None) -> None:
         console.print(f"conclusion: {summary['conclusion']}")
     targets = summary["run"]["targets"]
     console.print("delivery: " + ("; ".join(targets) if targets else "local audit only"))
+    if summary["run"].get("calls_after_end"):
+        console.print(f"after finalize: {summary['run']['calls_after_end']} call(s), in the audit only (not "
+                      "in these figures, as finalize returned them)")
     for item in summary["recommendations"]:
         console.print(f"[{item['severity']}] {item['message']}", markup=False)
     workers = summary["workers"]

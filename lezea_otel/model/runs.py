@@ -79,6 +79,8 @@ class Run:
     first_step_at: tuple[int, int | None] | None = None
     """(time, step) of the process's own first training step record; ``last_step_at`` the last."""
     last_step_at: tuple[int, int | None] | None = None
+    after_end: int = 0
+    """Calls made after finalize: in the audit (``events``), not in the answer, as finalize returned it."""
 
     @property
     def launch(self) -> dict[str, Any]:
@@ -199,6 +201,9 @@ def load_run(path: Path) -> Run:
     for source, event in merged:
         kind, worker = event["kind"], source > 0
         if worker and kind in WORKER_OWN:
+            continue
+        if run.end is not None and not worker:  # a call after finalize: the audit only (README)
+            run.after_end += 1
             continue
         run.events.append(event)
         record = record_of(event)
