@@ -584,6 +584,24 @@ class TestRecommendations:
             tracker.log_training_step(step, {"loss": 2.0 - 0.01 * step})
         assert not {"loss_plateau", "nonfinite_loss", "loss_rising"} & set(rules(tracker))
 
+    def test_a_loss_that_climbs_away_from_its_best_is_rising_once(self, tracker):
+        for step in range(1, 21):
+            tracker.log_training_step(step, {"loss": 1.0 / step})  # best 0.05
+        for step in range(21, 31):
+            tracker.log_training_step(step, {"loss": 0.05 * (step - 18)})  # 0.15 ... 0.6
+        (rising,) = rules(tracker)["loss_rising"]
+        assert rising["evidence"]["best"] == 0.05 and rising["evidence"]["key"] == "loss"
+
+    def test_noisy_minibatches_over_fifty_epochs_are_not_rising(self, tracker):
+        """A healthy run: an epoch scope per epoch, the loss falling with minibatch noise and a spike now
+        and then (the last value of a few epochs over twice their best): no loss_rising."""
+        for epoch in range(50):
+            with tracker.builder_scope(f"epoch-{epoch}"):
+                for batch in range(10):
+                    noise = 2.5 if batch in (3, 9) else 1.0 + 0.1 * (batch % 3)
+                    tracker.log_training_step(epoch * 10 + batch + 1, {"loss": noise / (epoch + 1)})
+        assert "loss_rising" not in rules(tracker)
+
     def test_cost_over_limit(self, capture):
         """With cost_limit_eur=5, logging cost_eur=8 gives cost_over_limit with both figures."""
         tracker = capture.tracker("cost", auto_start=True, cost_limit_eur=5)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the experiment is made of runs, whose advice is this module
 
 PLATEAU_MIN_POINTS = 20
 PLATEAU_REL_CHANGE = 0.01
+RISING_POINTS = 5
+"""Values in a row over twice a loss's best before it counts as rising (the LezeaLossDiverging alert's
+rule, in values rather than minutes)."""
 GPU_IDLE_PERCENT = 30.0
 SLOW_PHASE_SHARE = 0.5
 DATA_WAIT_SHARE = 0.2
@@ -92,12 +95,16 @@ def recommend(state: RunState, cost_limit_eur: float | None, duration_s: float) 
                     f"is within {PLATEAU_REL_CHANGE:.0%} of the {half} before ({before:.4g}). Consider a "
                     "learning-rate schedule, early stopping, or more capacity.",
                     key=key, before=before, after=after, points=len(recent)))
-        if (math.isfinite(stats.best) and math.isfinite(stats.last) and stats.count >= 5
-                and stats.last > 2 * stats.best and stats.best > 0):
+        # Rising: even the best of its last RISING_POINTS values is over twice its best (one noisy
+        # minibatch is not a trend), judged on the series logged last (an earlier epoch's is history).
+        lately = recent[-RISING_POINTS:]
+        if (len(lately) == RISING_POINTS and stats is latest.get((stats.key, stats.split))
+                and math.isfinite(stats.best) and stats.best > 0 and min(lately) > 2 * stats.best):
             out.append(_item(
                 "loss_rising", "warning",
-                f"{key} is {stats.last:.4g} now, more than twice its best {stats.best:.4g} "
-                f"(step {stats.best_step}): training may be diverging or overfitting.",
+                f"{key} is {stats.last:.4g} now, and none of its last {RISING_POINTS} values came within "
+                f"twice its best {stats.best:.4g} (step {stats.best_step}): training may be diverging or "
+                "overfitting.",
                 key=key, last=stats.last, best=stats.best, best_step=stats.best_step))
     waited = {name: phase for name, phase in state.phases.items() if phase.get("data_wait")}
     wait_s = sum(phase["total_s"] for phase in waited.values())
