@@ -76,13 +76,13 @@ def harness():
 @pytest.fixture
 def prometheus(tmp_path):
     """Starts a Prometheus 3 (shipped flags and prometheus.yaml) scraping the given ports every second;
-    returns its base URL. Stopped after the test."""
+    stopped after the test."""
     started: list[Prometheus] = []
 
-    def start(*target_ports: int) -> str:
+    def start(*target_ports: int) -> Prometheus:
         started.append(Prometheus(tmp_path / f"prometheus-{len(started)}", targets=target_ports))
         started[-1].start()
-        return started[-1].url
+        return started[-1]
 
     yield start
     for server in started:

@@ -18,16 +18,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from lezea_otel.testing import Capture
 
-from .test_prometheus_e2e import free_port, wait_for
+from .stack import Prometheus, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -66,15 +63,6 @@ while not stop.is_set():  # until the test closes stdin
 tracker.finalize_experiment()
 """
 SLOW_RANK = 2
-
-
-def promql(base: str, expr: str) -> dict:
-    """The answer of an instant query, errors included (HTTP 400/422 carry the parser's message)."""
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    try:
-        return json.loads(urllib.request.urlopen(url, timeout=10).read())
-    except urllib.error.HTTPError as error:
-        return json.loads(error.read() or b"{}") | {"http": error.code}
 
 
 def substitute(expr: str, values: dict[str, str]) -> str:
@@ -121,12 +109,10 @@ def rank_variable(board: dict) -> str:
     return variable["query"]["query"]
 
 
-def label_values(base: str, query: str, values: dict[str, str]) -> list[str]:
+def label_values(server: Prometheus, query: str, values: dict[str, str]) -> list[str]:
     """What Grafana offers for a ``label_values(selector, label)`` variable: Prometheus' label values API."""
     selector, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query).groups()
-    url = f"{base}/api/v1/label/{label}/values?" + urllib.parse.urlencode(
-        {"match[]": substitute(selector, values), "start": time.time() - 600})
-    return json.loads(urllib.request.urlopen(url, timeout=10).read())["data"]
+    return server.label_values(label, substitute(selector, values))
 
 
 def status_texts(board: dict, title: str = "Runs") -> dict[str, str]:
@@ -139,7 +125,7 @@ def status_texts(board: dict, title: str = "Runs") -> dict[str, str]:
 
 @pytest.fixture
 def prometheus_for(prometheus):
-    """Prometheus scraping a list of ports; its base URL."""
+    """Prometheus scraping a list of ports."""
     return lambda target_ports: prometheus(*target_ports)
 
 
@@ -203,11 +189,11 @@ def test_dashboards_across_ranks(prometheus_for, ranks):
     children, experiment_ids, ports = ranks(free_port())
     (experiment_id,) = experiment_ids  # one launch, one experiment
     assert len(set(ports)) == 4
-    base = prometheus_for(ports)
+    server = prometheus_for(ports)
     selector = f'lezea_experiment_id="{experiment_id}"'
     # Every rank scraped at least three times with its phase count growing: rate() and deriv() have samples.
-    wait_for(base, f"count(count_over_time(lezea_training_step{{{selector}}}[1m]) >= 3) == 4", timeout_s=30)
-    wait_for(base, f"count(increase(lezea_phase_duration_seconds_count{{{selector}}}[1m]) > 0) == 4",
+    server.wait_for( f"count(count_over_time(lezea_training_step{{{selector}}}[1m]) >= 3) == 4", timeout_s=30)
+    server.wait_for( f"count(increase(lezea_phase_duration_seconds_count{{{selector}}}[1m]) > 0) == 4",
              timeout_s=30)
 
     values = {"experiment": experiment_id, "experiment_name": ".+", "__range": "10m", "__rate_interval": "1m",
@@ -216,17 +202,17 @@ def test_dashboards_across_ranks(prometheus_for, ranks):
 
     def answer(board: str, title: str, ref: str = "A", **chosen: str) -> list[dict]:
         (expr,) = [t["expr"] for t in panel(boards[board], title)["targets"] if t["refId"] == ref]
-        result = promql(base, substitute(expr, values | chosen))
+        result = server.query(substitute(expr, values | chosen))
         assert result.get("status") == "success", (title, ref, result)
         return result["data"]["result"]
 
     # The rank variable offers the four ranks; every query is valid with All, one rank and several
     # (Grafana's multi-value regex), and filters by it.
     for board in boards.values():
-        assert sorted(label_values(base, rank_variable(board), values), key=int) == ["0", "1", "2", "3"]
+        assert sorted(label_values(server, rank_variable(board), values), key=int) == ["0", "1", "2", "3"]
         for rank in (".*", "2", "(0|2)"):
             for where, expr in prometheus_queries(board):
-                result = promql(base, substitute(expr, values | {"rank": rank}))
+                result = server.query(substitute(expr, values | {"rank": rank}))
                 assert result.get("status") == "success", (where, rank, expr, result)
     chosen = answer("training", "Step by rank", rank="(0|2)")
     assert sorted(r["metric"]["dl_rank"] for r in chosen) == ["0", "2"]
@@ -287,7 +273,7 @@ def test_dashboards_across_ranks(prometheus_for, ranks):
 def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_run):
     boards = {path.stem: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
     live_port, finished_port, killed_port = free_port(), free_port(), free_port()
-    base = prometheus_for([live_port, finished_port, killed_port])
+    server = prometheus_for([live_port, finished_port, killed_port])
     child = killed_run(killed_port)
 
     live = capture.tracker("live")
@@ -314,14 +300,14 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
     texts = status_texts(training)
 
     def statuses() -> dict[str, str]:
-        answer = promql(base, runs_query)
+        answer = server.query(runs_query)
         assert answer["status"] == "success", answer
         shown = {r["metric"]["lezea_experiment_id"]: texts[r["value"][1]] for r in answer["data"]["result"]}
         return {name: shown.get(run_id, "absent") for name, run_id in ids.items()}
 
     # Two scrapes of every run, so rate()/deriv() have samples to work on.
     for run_id in ids.values():
-        wait_for(base,
+        server.wait_for(
                  f'count_over_time(lezea_run_heartbeat_seconds{{lezea_experiment_id="{run_id}"}}[1m]) >= 2',
                  timeout_s=30)
     assert statuses() == {"live": "running", "finished": "running", "killed": "running"}
@@ -333,17 +319,17 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
 
     # finalize waits (bounded) for one more scrape, so Prometheus sees the final status.
     finished.finalize_experiment()
-    assert promql(base, f'lezea_run_state{{lezea_experiment_id="{ids["finished"]}", '
+    assert server.query(f'lezea_run_state{{lezea_experiment_id="{ids["finished"]}", '
                         f'lezea_run_status="finished"}} == 1')["data"]["result"]
 
     # (a) Every Prometheus query of every dashboard is valid PromQL once the variables are filled in.
     for board in boards.values():
         for where, expr in prometheus_queries(board):
-            answer = promql(base, substitute(expr, values))
+            answer = server.query(substitute(expr, values))
             assert answer.get("status") == "success", (where, expr, answer)
     # ... and the Training dashboard's queries find the runs.
     empty = [(where, expr) for where, expr in prometheus_queries(training)
-             if not promql(base, substitute(expr, values))["data"]["result"]]
+             if not server.query(substitute(expr, values))["data"]["result"]]
     assert empty == []
 
     # (b) The killed run turns "stopped" once its heartbeat is older than stale_after; the others keep theirs.
@@ -353,16 +339,16 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
     assert shown == {"live": "running", "finished": "finished", "killed": "stopped"}
     assert time.monotonic() - killed_at >= STALE_AFTER_S - 1.5  # not stopped before the threshold
     # Its series went stale on the failed scrapes, yet the table still lists it with its last step.
-    stale = promql(base, f'lezea_run_heartbeat_seconds{{lezea_experiment_id="{killed_id}"}}')
+    stale = server.query(f'lezea_run_heartbeat_seconds{{lezea_experiment_id="{killed_id}"}}')
     assert stale["data"]["result"] == []
     (step_query,) = [t["expr"] for t in runs_table["targets"] if t["refId"] == "B"]
     steps = {r["metric"]["lezea_experiment_id"]: r["value"][1]
-             for r in promql(base, substitute(step_query, values))["data"]["result"]}
+             for r in server.query(substitute(step_query, values))["data"]["result"]}
     assert steps == {ids["live"]: "6", ids["finished"]: "5", killed_id: "3"}
     # A single process has no dl_rank: the rank variable offers nothing, All (.*) still matches it.
-    assert label_values(base, rank_variable(training), values) == []
+    assert label_values(server, rank_variable(training), values) == []
     (ranks_query,) = [t["expr"] for t in runs_table["targets"] if t["refId"] == "F"]
     ranks = {r["metric"]["lezea_experiment_id"]: r["value"][1]
-             for r in promql(base, substitute(ranks_query, values))["data"]["result"]}
+             for r in server.query(substitute(ranks_query, values))["data"]["result"]}
     assert ranks == {run_id: "1" for run_id in ids.values()}
     live.finalize_experiment()

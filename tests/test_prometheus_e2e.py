@@ -4,33 +4,9 @@ experiment id."""
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.parse
-import urllib.request
-
 import pytest
 
 from .stack import free_port
-
-
-def query(base: str, promql: str) -> list[dict]:
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    try:
-        answer = json.loads(urllib.request.urlopen(url, timeout=5).read())
-    except OSError:
-        return []
-    return answer.get("data", {}).get("result", [])
-
-
-def wait_for(base: str, promql: str, timeout_s: float = 45.0) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = query(base, promql)
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"Prometheus never answered {promql!r}")
 
 
 def test_promql_finds_the_run(capture, prometheus):
@@ -38,18 +14,19 @@ def test_promql_finds_the_run(capture, prometheus):
     port = free_port()
     tracker = capture.tracker("e2e")
     tracker.start(prometheus_port=port)
-    base = prometheus(port)
+    server = prometheus(port)
     with tracker.builder_scope("42"):
         for step in range(1, 6):
             with tracker.span("forward"):
                 tracker.log_training_step(step, {"loss": 1.0 / step}, data_split="train")
     selector = f'lezea_experiment_id="{tracker.experiment_id}"'
-    (loss,) = wait_for(base, f'lezea_training_loss{{{selector}}}')
+    (loss,) = server.wait_for(f'lezea_training_loss{{{selector}}}')
     assert float(loss["value"][1]) == pytest.approx(0.2)
     assert loss["metric"]["lezea_scope"] == "builder:42" and loss["metric"]["lezea_data_split"] == "train"
-    (count,) = wait_for(base, f'lezea_phase_duration_seconds_count{{{selector}, lezea_phase_name="forward"}}')
+    (count,) = server.wait_for(
+        f'lezea_phase_duration_seconds_count{{{selector}, lezea_phase_name="forward"}}')
     assert float(count["value"][1]) == 5
-    assert wait_for(base, f'lezea_training_step{{{selector}}}')[0]["value"][1] == "5"
-    info = wait_for(base, 'target_info{job="lezea"}')[0]["metric"]
+    assert server.wait_for(f'lezea_training_step{{{selector}}}')[0]["value"][1] == "5"
+    info = server.wait_for('target_info{job="lezea"}')[0]["metric"]
     assert info["lezea_experiment_id"] == tracker.experiment_id and info["service_name"] == "lezea"
     tracker.finalize_experiment()

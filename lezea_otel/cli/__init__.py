@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,10 +46,6 @@ def _invocation() -> str:
     """How to run this command again from here, as the user ran it: ``lezea-otel`` when that is the one on
     PATH, else the path it was started by (``.venv/bin/lezea-otel`` when the virtualenv is not active), or
     ``python -m lezea_otel`` with the interpreter that runs it."""
-    import os
-    import shlex
-    import shutil
-
     def here(path: str) -> str:
         relative = os.path.relpath(path)
         return relative if not relative.startswith("..") else path

@@ -179,8 +179,8 @@ def numbers(metrics: Any, what: str, warn: Warn) -> dict[str, float]:
             if not key:
                 warn(f"{what}: an empty key", "its value was skipped")
                 continue
-            warn(f"{what}: key {key[:40]!r}... is longer than {MAX_KEY} characters",
-                 f"recorded under its first {MAX_KEY}")
+            warn(f"{what}: a key longer than {MAX_KEY} characters",  # one warning, whichever keys
+                 f"{key[:40]!r}... recorded under its first {MAX_KEY}")
             key = key[:MAX_KEY]
         result = to_float(value, f"{what}: value for {key!r}", warn)
         if result is _NOT_A_NUMBER:
@@ -301,7 +301,8 @@ class _Plain:
         if tolist is not None and callable(tolist):
             return self.value(tolist(), depth + 1)
         text = safe_repr(value)
-        self.warn(f"{self.what}: {describe(value)} is no JSON value", f"stored as its text {text[:60]!r}")
+        self.warn(f"{self.what}: a value that is no JSON value", f"{describe(value)} stored as its text "
+                  f"{text[:60]!r}")
         return text
 
     def text(self, value: str) -> str:
