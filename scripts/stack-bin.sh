@@ -29,6 +29,13 @@ MANIFEST_HASH=$(sha256sum "$MANIFEST" | cut -c1-12)
 OTELCOL="$BIN/otelcol-lezea-$OTELCOL_VERSION-$MANIFEST_HASH"
 PROMETHEUS="$BIN/prometheus-$PROMETHEUS_VERSION"  # promtool-$PROMETHEUS_VERSION beside it
 
+need_go() {  # only to build: binaries already there are used without it
+  if ! command -v go >/dev/null 2>&1; then
+    echo "stack-bin: building needs Go 1.26 or newer and its module proxy (this project's machines have both)" >&2
+    exit 1
+  fi
+}
+
 run_logged() {  # run_logged LOG CMD...: quiet unless it fails
   local log=$1; shift
   if ! "$@" >"$log" 2>&1; then
@@ -39,6 +46,7 @@ run_logged() {  # run_logged LOG CMD...: quiet unless it fails
 }
 
 if [ ! -x "$OTELCOL" ]; then
+  need_go
   started=$SECONDS
   echo "stack-bin: building the collector $OTELCOL_VERSION ($MANIFEST)..." >&2
   BUILDER="$SRC/builder-$OTELCOL_VERSION"
@@ -54,6 +62,7 @@ if [ ! -x "$OTELCOL" ]; then
 fi
 
 if [ ! -x "$PROMETHEUS" ] || [ ! -x "$BIN/promtool-$PROMETHEUS_VERSION" ]; then
+  need_go
   started=$SECONDS
   echo "stack-bin: building Prometheus $PROMETHEUS_VERSION..." >&2
   IFS=. read -r major minor patch <<<"$PROMETHEUS_VERSION"
