@@ -110,6 +110,29 @@ BUSINESS: Final = "lezea.business"
 COMMENTS: Final = "lezea.comment.count"
 WARNINGS: Final = "lezea.tracker.warnings"
 
+# The exporter's delivery report as metrics (the Pipeline health dashboard, the LezeaExporter* alerts):
+# per destination (``local``: the run's files and /metrics; ``otlp``: the collector) and signal.
+EXPORT_ITEMS: Final = "lezea.export.items"
+"""Spans, metric batches and log records by outcome (:data:`EXPORT_OUTCOMES`)."""
+EXPORT_FAILURES: Final = "lezea.export.failures"
+"""Export requests a destination did not take (each retry of a held batch counts)."""
+EXPORT_LEFT: Final = "lezea.export.left"
+"""Items produced and not (yet) taken: held for a retry, or left in the audit for ``lezea-otel export``."""
+EXPORT_LAG_RECORDS: Final = "lezea.export.lag.records"
+"""Audit records the trainer wrote that the destination has not taken yet."""
+EXPORT_LAG_TIME: Final = "lezea.export.lag.time"
+"""How far the destination's data is behind the audit: the newest record written minus the newest taken,
+in the trainer's time (0 when caught up; it does not grow while the trainer writes nothing)."""
+EXPORT_DURATION: Final = "lezea.export.duration"
+"""Time one export request took, taken or not."""
+EXPORT_DESTINATION: Final = "lezea.export.destination"
+EXPORT_SIGNAL: Final = "lezea.export.signal"
+EXPORT_OUTCOME: Final = "lezea.export.outcome"
+EXPORT_OUTCOMES: Final = ("produced", "exported", "dropped", "rejected")
+"""``dropped``: refused by a destination that does not retry (a local file that cannot be written);
+``rejected``: refused for good by a collector that took the rest. The audit keeps both."""
+EXPORT_SIGNALS: Final = ("traces", "metrics", "logs")
+
 UNIT_SECONDS: Final = "s"
 UNIT_BYTES: Final = "By"
 UNIT_RATIO: Final = "1"
@@ -221,3 +244,35 @@ LOCAL_DESTINATION: Final = "local"
 CURSOR_FILE: Final = "{destination}-{audit}.json"
 """A cursor under ``exporter/``: per destination, per audit file (``run``, or ``workers-<pid>``)."""
 MAIN_AUDIT: Final = "run"
+
+# --- phases made without writing spans: tracker.watch() and lezea_otel.integrations ---------------
+PHASE_SOURCE: Final = "lezea.phase.source"
+"""What made a phase when the user wrote no span: ``torch.hooks`` (``tracker.watch``), ``lightning``,
+``transformers``; absent on the user's own ``tracker.span`` phases."""
+SOURCE_TORCH_HOOKS: Final = "torch.hooks"
+SOURCE_LIGHTNING: Final = "lightning"
+SOURCE_TRANSFORMERS: Final = "transformers"
+PHASE_DATA: Final = "data"
+"""The wait for the next batch (``lezea.phase.kind = data_wait``), as ``tracker.iterate`` names it."""
+PHASE_FORWARD: Final = "forward"
+PHASE_BACKWARD: Final = "backward"
+PHASE_OPTIMIZER: Final = "optimizer"
+"""``optimizer.step()``: the step itself (its pre to its post hook), not ``zero_grad``."""
+PHASE_TRAINING_STEP: Final = "training_step"
+"""One whole training step of a framework that hides its inner calls (the Transformers ``Trainer``)."""
+PHASE_VALIDATION: Final = "validation"
+PHASE_CHECKPOINT: Final = "checkpoint"
+"""Saving a checkpoint (the phase's ``lezea.checkpoint.path`` attribute names the file or folder)."""
+CHECKPOINT_PATH: Final = "lezea.checkpoint.path"
+SPLIT_TRAIN: Final = "train"
+SPLIT_VAL: Final = "val"
+SPLIT_TEST: Final = "test"
+EXPERIMENT_ID_VARIABLE: Final = "LEZEA_EXPERIMENT_ID"
+"""The variables an integration sets while it makes the tracker of a rank its framework launched itself
+(Lightning's DDP launcher sets none a launcher of ours reads): every rank then derives the same experiment
+and trace, and writes its own rank folder."""
+RANK_VARIABLE: Final = "LEZEA_RANK"
+WORLD_SIZE_VARIABLE: Final = "LEZEA_WORLD_SIZE"
+LAUNCHER_RANK_VARIABLES: Final = ("LEZEA_RANK", "RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMIX_RANK",
+                                  "PMI_RANK")
+"""Where the tracker reads a process's rank from: one of them set, the launch already says who is who."""

@@ -2,8 +2,9 @@
 one sent over OTLP through the shipped Collector), the rules written by ``scripts/rules.py`` with short
 thresholds (``--set``, as a user changes them) and evaluated every second.
 
-A run that stops stepping while alive, a run killed with SIGKILL, a NaN loss and the slow rank of a 4-rank
-``torchrun`` each raise their alert (``ALERTS{alertstate="firing"}``); a healthy run raises none.
+A run that stops stepping while alive, a run killed with SIGKILL, a NaN loss, the slow rank of a 4-rank
+``torchrun`` and a run whose collector does not answer each raise their alert
+(``ALERTS{alertstate="firing"}``); a healthy run raises none.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .stack import ROOT, Collector, Prometheus, free_port, wait_until
 
 SHORT = {"interval": "1s", "window": "10s", "lookback": "10m", "stalled_after": "4s", "stalled_for": "0s",
          "dead_after": "4s", "died_for": "0s", "straggler_for": "3s", "slow_phase_for": "3s",
-         "straggler_share": "0.5", "slow_phase_factor": "4"}
+         "straggler_share": "0.5", "slow_phase_factor": "4", "behind_after": "5s", "behind_for": "0s"}
 """Thresholds a few seconds long, set the way a user sets them (scripts/rules.py --set). The slow rank works
 12 times longer per step than the others: the straggler margins are wide so that a fast rank briefly starved
 of CPU on this 2-core machine (four ranks and five servers share it) is no straggler."""
@@ -94,6 +95,8 @@ def test_real_runs_raise_the_shipped_alerts(tmp_path):
     prometheus = collector = None
     try:
         scraped = {mode: run(mode, free_port()) for mode in ("healthy", "stalls", "killed")}
+        # its collector's port answers nothing: the exporter falls behind for the otlp destination only
+        scraped["behind"] = run("behind", free_port(), OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
         torchrun = subprocess.Popen(
             [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node=4",
              "--no-python", sys.executable, "-c", RANK, str(tmp_path), str(free_port())],
@@ -116,7 +119,8 @@ def test_real_runs_raise_the_shipped_alerts(tmp_path):
         os.kill(children[2].pid, signal.SIGKILL)
         raised = {
             "LezeaRunDied": killed_id, "LezeaRunStalled": scraped["stalls"][0], "LezeaNonFiniteLoss": nan_id,
-            "LezeaStragglerRank": ranks_id, "LezeaSlowPhaseRank": ranks_id}
+            "LezeaStragglerRank": ranks_id, "LezeaSlowPhaseRank": ranks_id,
+            "LezeaExporterBehind": scraped["behind"][0]}
         for alert, experiment_id in raised.items():
             wait_until(lambda a=alert, e=experiment_id: firing(prometheus, a, e),
                        f"{alert} for {experiment_id}", timeout_s=60)
@@ -124,6 +128,8 @@ def test_real_runs_raise_the_shipped_alerts(tmp_path):
             assert {a["metric"]["dl_rank"] for a in firing(prometheus, alert, ranks_id)} == {"2"}, alert
         (stalled,) = firing(prometheus, "LezeaRunStalled", scraped["stalls"][0])
         assert stalled["metric"]["severity"] == "warning" and "dl_rank" not in stalled["metric"]
+        (behind,) = firing(prometheus, "LezeaExporterBehind", scraped["behind"][0])
+        assert behind["metric"]["lezea_export_destination"] == "otlp"
         healthy_id, _ = scraped["healthy"]
         assert prometheus.result(f'ALERTS{{lezea_experiment_id="{healthy_id}"}}') == []
         assert prometheus.result(f'ALERTS{{lezea_experiment_id="{ranks_id}", dl_rank!="2"}}') == []

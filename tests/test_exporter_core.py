@@ -29,8 +29,8 @@ from lezea_otel.exporter import AuditCursor, AuditRecord, Batch, RunConverter, m
 from lezea_otel.model.audit import read_events
 from lezea_otel.testing import Capture
 
-OBSERVED = ("process.", "system.", "hw.", "lezea.gpu.", "lezea.torch.", "lezea.process.")
-"""Metrics of the observers and liveness (a later slice of the exporter): not made from records."""
+OBSERVED = ("process.", "system.", "hw.", "lezea.gpu.", "lezea.torch.", "lezea.process.", "lezea.export.")
+"""Metrics of the observers, liveness and the exporter's own delivery: not made from records."""
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from lezea_otel import semconv as names
 from lezea_otel.config.settings import Settings
 from lezea_otel.exporter.destination import Destination
+from lezea_otel.exporter.records import resource_constants
 from lezea_otel.exporter.service import ExporterService
 from lezea_otel.util.readable import error_text
 
@@ -110,12 +111,9 @@ def observers_factory(settings: Settings, trainer_pid: int, warn: Warn,
         return None
 
     def make(resource: Resource) -> Any:
-        attributes = resource.attributes
-        constant = {names.EXPERIMENT_ID: attributes.get(names.EXPERIMENT_ID, ""),
-                    names.EXPERIMENT_NAME: attributes.get(names.EXPERIMENT_NAME, ""),
-                    **({names.DL_RANK: attributes[names.DL_RANK]} if names.DL_RANK in attributes else {})}
-        observed = ObservedMetrics(resource, constant, trainer_pid, interval_s=settings.observe_interval_s,
-                                   gpus=settings.gpus, observers=settings.observers, warn=warn, info=info,
+        observed = ObservedMetrics(resource, resource_constants(resource), trainer_pid,
+                                   interval_s=settings.observe_interval_s, gpus=settings.gpus,
+                                   observers=settings.observers, warn=warn, info=info,
                                    high_water=settings.phase_memory)
         observed.start()
         return observed

@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from lezea_otel import semconv as names
 from lezea_otel.exporter.logs import LogRecordExporter, ReadableLogRecord, succeeded
 from lezea_otel.util.safety import raise_internal
 
@@ -54,8 +55,10 @@ class Destination:
     key: str = ""
     on_drop: Callable[[str, int], None] | None = None
     """Told once per signal, at its first drop (``signal``, items): a local file that cannot be written."""
+    on_request: Callable[[str, str, float], None] | None = None
+    """Told of every export request (destination name, signal, seconds it took, taken or not)."""
     counts: dict[str, SignalCounts] = field(default_factory=lambda: {
-        signal: SignalCounts() for signal in ("traces", "metrics", "logs")})
+        signal: SignalCounts() for signal in names.EXPORT_SIGNALS})
     last_taken: float = field(default_factory=time.monotonic)
     """When it last took something (``time.monotonic``): how long a collector has been taking nothing."""
     _shut: bool = field(default=False, repr=False)
@@ -105,7 +108,10 @@ class Destination:
 
     def _send(self, signal: str, items: Sequence[Any], exports: list[Callable[[], bool]]) -> bool:
         counts = self.counts[signal]
+        began = time.perf_counter()
         ok = all([self._attempt(export) for export in exports])  # noqa: C419 - each tries, whatever the first did
+        if self.on_request is not None:
+            self.on_request(self.name, signal, time.perf_counter() - began)
         if ok:
             counts.exported += len(items)
             self.last_taken = time.monotonic()

@@ -236,6 +236,25 @@ class Follower:
         return {"destination": self.destination.name, "signals": signals, "problems": problems[:100],
                 **({"withheld_spans": withheld} if withheld else {})}
 
+    def left(self) -> dict[str, int]:
+        """Spans and log records produced and not taken, when the destination gets them: held for a
+        retry, or left in the audit once given up on (``lezea-otel export`` sends them)."""
+        left = {}
+        for signal in ("traces", "logs"):
+            if self.destination.takes(signal):
+                c = self.destination.counts[signal]
+                left[signal] = max(0, c.produced - c.exported - c.dropped - c.rejected)
+        return left
+
+    def lag(self) -> tuple[int, float]:
+        """(records, seconds) the destination is behind the audit files: records written and not taken,
+        and the most any file's newest record written is ahead of its newest taken."""
+        records, seconds = 0, 0.0
+        for source in list(self._sources.values()):
+            behind, behind_s = source.cursor.behind(source.taken_ns)
+            records, seconds = records + behind, max(seconds, behind_s)
+        return records, seconds
+
     # --- internals ------------------------------------------------------------------------------
 
     def _scan(self, now: float, final: bool) -> None:

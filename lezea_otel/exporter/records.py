@@ -219,3 +219,12 @@ def constant_attributes(start: AuditRecord | None) -> dict[str, Any]:
     return encodable_attributes({names.EXPERIMENT_ID: str(data.get("experiment_id") or ""),
                                  names.EXPERIMENT_NAME: str(data.get("name") or ""),
                                  **({names.DL_RANK: rank} if rank is not None else {})})
+
+
+def resource_constants(resource: Resource) -> dict[str, Any]:
+    """:func:`constant_attributes` as the trainer's resource holds them: for the metrics the exporter makes
+    without a record (the observers', the delivery metrics)."""
+    attributes = resource.attributes
+    return {names.EXPERIMENT_ID: attributes.get(names.EXPERIMENT_ID, ""),
+            names.EXPERIMENT_NAME: attributes.get(names.EXPERIMENT_NAME, ""),
+            **({names.DL_RANK: attributes[names.DL_RANK]} if names.DL_RANK in attributes else {})}

@@ -1,4 +1,5 @@
-"""The exporter of one run: a follower per destination, the observers, ``/metrics``; a thread or a process.
+"""The exporter of one run: a follower per destination, the observers, the delivery metrics, ``/metrics``;
+in a thread or a process.
 
 Destinations, each followed on a thread of its own so that a collector that is down or slow holds up
 only itself: the local OTLP-JSON files (with any test exporters and the Prometheus endpoint's latest
@@ -26,8 +27,11 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from lezea_otel import semconv as names
 from lezea_otel.config.settings import Settings
+from lezea_otel.exporter.delivery_metrics import DeliveryMetrics
 from lezea_otel.exporter.follow import Destination, Follower, wind_down
 from lezea_otel.exporter.logs import LogRecordExporter
+from lezea_otel.exporter.records import resource_constants
+from lezea_otel.exporter.run import merge_metrics
 from lezea_otel.util.readable import error_text
 from lezea_otel.util.safety import raise_internal, report_internal_error
 
@@ -111,6 +115,10 @@ class ExporterService:
             self.followers.append(Follower(run_dir, otlp, state_dir=state_dir, metric_interval_s=interval,
                                            extra_metrics=self._extra_metrics, progress=progress,
                                            windows=self.windows))
+        self._delivery: DeliveryMetrics | None = None
+        """The delivery report as metrics, made with the observers once the trainer's resource is read."""
+        for follower in self.followers:
+            follower.destination.on_request = self._request_done
         self._locks = [threading.Lock() for _ in self.followers]
         self._final = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -307,11 +315,24 @@ class ExporterService:
 
     def _extra_metrics(self) -> MetricsData | None:
         with self._observed_lock:  # two followers ask: one set of observers
-            return self._observed_metrics()
+            observed = self._observed_now()
+            delivery = self._delivery_now()
+            return merge_metrics([observed.collect() if observed is not None else None,
+                                  delivery.collect() if delivery is not None else None])
 
-    def _observed_metrics(self) -> MetricsData | None:
-        observed = self._observed_now()
-        return observed.collect() if observed is not None else None
+    def _delivery_now(self) -> DeliveryMetrics | None:
+        """Under ``_observed_lock``: the delivery metrics, made once a follower has read the resource."""
+        if self._delivery is None:
+            resource = next((f.resource for f in self.followers if f.resource is not None), None)
+            if resource is not None:
+                self._delivery = DeliveryMetrics(resource, resource_constants(resource), self.followers)
+        return self._delivery
+
+    def _request_done(self, destination: str, signal: str, seconds: float) -> None:
+        with self._observed_lock:
+            delivery = self._delivery_now()
+        if delivery is not None:
+            delivery.request_done(destination, signal, seconds)
 
     def _observed_now(self) -> Any:
         """Under ``_observed_lock``: the observers, made once a follower has read the trainer's resource."""

@@ -42,6 +42,8 @@ class Source:
         self.taken = self._load_taken()
         if self.cursor.committed.seq:
             self._catch_up_state(path, self.cursor.committed)
+        self.taken_ns = self.converter.last_time_ns
+        """The time of the newest record delivered (committed): how far behind the destination is."""
 
     def _catch_up_state(self, path: Path, committed: Position) -> None:
         replay = AuditCursor(path)
@@ -92,7 +94,9 @@ class Source:
             os.replace(temporary, self.taken_path)
 
     def committed(self, position: Position) -> None:
-        """The cursor was committed at ``position``: marks it passed are done with."""
+        """The cursor was committed at ``position``: marks it passed are done with. Nothing past it was
+        read (a batch is held until taken), so the converter's newest record is the newest delivered."""
+        self.taken_ns = self.converter.last_time_ns
         if self.taken and position.seq >= max(self.taken.values()):
             self.taken = {}
             if self.taken_path is not None:

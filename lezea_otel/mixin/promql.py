@@ -9,6 +9,7 @@ dimensionless gauge, ``_total`` on a counter. A histogram's series add ``_bucket
 from __future__ import annotations
 
 from lezea_otel import semconv as names
+from lezea_otel.exporter.delivery_metrics import UNITS as EXPORT_UNITS
 from lezea_otel.exporter.instruments import COUNTERS, GAUGES, HISTOGRAMS, metric_name
 from lezea_otel.exporter.prometheus import prometheus_label, prometheus_name
 
@@ -101,6 +102,19 @@ GPU_THROTTLE_REASONS = prometheus_name(names.GPU_THROTTLE_REASONS)
 HW_ERRORS = prometheus_name(names.HW_ERRORS, kind="counter")
 ENDED = "finished|failed|terminated"
 """The statuses of a run that ended by itself (``lezea.run.status``); a killed one never reports one."""
+
+# --- the exporter's delivery of a run (exporter.delivery_metrics) ------------------------------------
+EXPORT_ITEMS = prometheus_name(names.EXPORT_ITEMS, EXPORT_UNITS[names.EXPORT_ITEMS], "counter")
+EXPORT_FAILURES = prometheus_name(names.EXPORT_FAILURES, EXPORT_UNITS[names.EXPORT_FAILURES], "counter")
+EXPORT_LEFT = prometheus_name(names.EXPORT_LEFT, EXPORT_UNITS[names.EXPORT_LEFT])
+EXPORT_LAG_RECORDS = prometheus_name(names.EXPORT_LAG_RECORDS, EXPORT_UNITS[names.EXPORT_LAG_RECORDS])
+EXPORT_LAG_TIME = prometheus_name(names.EXPORT_LAG_TIME, EXPORT_UNITS[names.EXPORT_LAG_TIME])
+EXPORT_DURATION = prometheus_name(names.EXPORT_DURATION, EXPORT_UNITS[names.EXPORT_DURATION], "histogram")
+DESTINATION = prometheus_label(names.EXPORT_DESTINATION)
+SIGNAL = prometheus_label(names.EXPORT_SIGNAL)
+OUTCOME = prometheus_label(names.EXPORT_OUTCOME)
+REFUSED_OUTCOMES = "dropped|rejected"
+"""The outcomes of items a destination refused (``names.EXPORT_OUTCOMES``); the audit keeps them."""
 
 # --- the Collector's own telemetry (not lezea_otel's names) ------------------------------------------
 # Scraped from its /metrics (job otel-collector: collector/prometheus.yaml). Its counters have no _total:

@@ -37,10 +37,13 @@ from lezea_otel.mixin.promql import (
     COST,
     COST_KIND,
     COST_LIMIT,
+    DESTINATION,
     ENDED,
     ERROR_TYPE,
     EXPERIMENT,
     EXPERIMENT_NAME,
+    EXPORT_ITEMS,
+    EXPORT_LAG_TIME,
     GPU_MEMORY_LIMIT,
     GPU_MEMORY_USAGE,
     GPU_UTILIZATION,
@@ -52,11 +55,14 @@ from lezea_otel.mixin.promql import (
     METRIC_KEY,
     NONFINITE,
     ON_RANK,
+    OUTCOME,
     PHASE,
     PHASE_DURATION,
     PHASE_KIND,
+    REFUSED_OUTCOMES,
     RUN_STATE,
     SCOPE,
+    SIGNAL,
     SPLIT,
     STATUS,
     STEP,
@@ -112,6 +118,13 @@ THRESHOLDS: dict[str, Threshold] = {
     "gpu_memory_share": Threshold("0.95", "GPU memory used over its limit above which the next larger "
                                   "batch or a fragmentation spike is an out-of-memory error."),
     "gpu_memory_for": Threshold("5m", "How long the memory must stay that full."),
+    "behind_after": Threshold("2m", "A run's exporter this far behind its audit (the newest record taken "
+                              "against the newest written, in the trainer's time): it delivers within a "
+                              "second when all is well, and retries a collector that is down at most every "
+                              "30 s; minutes behind is a collector down or refusing, or an exporter that "
+                              "cannot keep up with the trainer."),
+    "behind_for": Threshold("5m", "How long it must stay that far behind (a collector restart or a burst of "
+                            "records catches up within a minute or two)."),
     "pipeline_window": Threshold("10m", "Window in which a refused, failed or dropped item of telemetry "
                                  "fires the pipeline alerts."),
     "queue_share": Threshold("0.8", "A collector exporter's queue this full is close to refusing new data."),
@@ -296,11 +309,26 @@ def _pipeline(t: dict[str, str]) -> list[dict[str, Any]]:
         return " or ".join(f'label_replace({_counted(counter.format(signal), window)}, "signal", '
                            f'"{signal}", "", "")' for signal in COLLECTOR_SIGNALS)
 
+    refused_items = _counted(f'{EXPORT_ITEMS}{{{OUTCOME}=~"{REFUSED_OUTCOMES}"}}', window)
     failed = increase(COLLECTOR_SEND_FAILED)
     enqueue = increase(COLLECTOR_ENQUEUE_FAILED)
     refused = increase(COLLECTOR_REFUSED)
     where = "collector {{ $labels.instance }}, exporter {{ $labels.exporter }}"
     return [
+        _alert("LezeaExporterBehind",
+               f"max by ({BY_RANK}, {DESTINATION}) ({EXPORT_LAG_TIME}) > {seconds(t['behind_after'])}",
+               t["behind_for"], "warning",
+               f"Telemetry behind the run ({{{{ $labels.{DESTINATION} }}}}): {_WHO}",
+               "The newest data this destination took is {{ $value | humanizeDuration }} older than the "
+               "newest record the trainer wrote: the collector is down or refusing, or the exporter cannot "
+               "keep up. Nothing is lost (the audit holds it); the dashboards lag meanwhile."),
+        _alert("LezeaTelemetryRefused",
+               f"sum by ({BY_RANK}, {DESTINATION}, {SIGNAL}) ({refused_items}) > 0",
+               "0m", "warning",
+               f"{{{{ $labels.{SIGNAL} }}}} refused ({{{{ $labels.{DESTINATION} }}}}): {_WHO}",
+               "{{ $value }} items refused for good: a run file that could not be written (local), or "
+               "items the collector rejected while taking the rest (otlp). The audit keeps them: "
+               "`lezea-otel export --all` sends the run again."),
         _alert("LezeaCollectorDroppingData", f"sum by (job, instance, exporter, signal) ({failed}) > 0",
                "0m", "critical", f"Telemetry dropped after the collector took it: {where}",
                "{{ $value }} spans, points or log records refused for good by the backend (Prometheus: "
