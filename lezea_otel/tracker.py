@@ -25,6 +25,7 @@ from lezea_otel.trainer.scope_calls import NetworkType, ScopeCalls
 from lezea_otel.trainer.scopes import TracedBlock
 from lezea_otel.trainer.session import Session
 from lezea_otel.trainer.spec_calls import SpecCalls
+from lezea_otel.trainer.watch import Watches
 from lezea_otel.util.safety import SELF, flag, guarded, guarded_constructor
 
 __all__ = ["ExperimentTracker", "NetworkType"]
@@ -77,6 +78,7 @@ class ExperimentTracker:
         self._warnings = session.warnings  # the guards count their warnings here
         self._calls = SpecCalls(session)
         self._scopes = ScopeCalls(session)
+        self._watches = Watches(session, self._scopes.iterate)
         if flag(auto_start, "auto_start", session.warner("ExperimentTracker")):
             self.start()
 
@@ -216,6 +218,34 @@ class ExperimentTracker:
             An iterator over the same items; the iterable's own exceptions are raised unchanged.
         """
         return self._scopes.iterate(iterable, phase)
+
+    @guarded()
+    def watch(self, model: Any, optimizer: Any = None, loader: Any = None) -> None:
+        """Record the forward, backward and optimizer phases of ``model`` through PyTorch's own hooks, for
+        a loop nobody wrapped in :meth:`span`; given ``loader``, the wait for each batch too (``data``).
+
+        Example:
+            ```py
+            tracker.watch(model, optimizer, loader=loader)
+            for x, y in loader:             # a "data" phase per batch
+                loss = loss_fn(model(x), y)  # "forward"
+                loss.backward()             # "backward"
+                optimizer.step()            # "optimizer"
+                tracker.log_training_step(step, {"loss": loss.item()})
+            tracker.unwatch(model)
+            ```
+        The phases nest under the scope open at the time, with GPU time where CUDA is used, and belong to
+        the step as written phases do. ``optimizer``: one optimizer, a list of them, or None. A second
+        ``watch`` of the same model is a warning, never double phases. What a hook cannot see is in the
+        README (gradient accumulation, several optimizers, ``torch.compile``).
+        """
+        self._watches.watch(model, optimizer, loader)
+
+    @guarded()
+    def unwatch(self, model: Any = None) -> None:
+        """Remove every hook :meth:`watch` put on ``model`` (on every model this tracker watches when
+        None) and give its loader its own class back."""
+        self._watches.unwatch(model)
 
     # --- the spec's calls ------------------------------------------------------------------------
 
