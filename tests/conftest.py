@@ -75,12 +75,14 @@ def harness():
 
 @pytest.fixture
 def prometheus(tmp_path):
-    """Starts a Prometheus 3 (shipped flags and prometheus.yaml) scraping the given ports every second;
-    stopped after the test."""
+    """Starts a Prometheus 3 (shipped flags and prometheus.yaml) scraping the given ports every second and
+    evaluating the shipped rules every second (the dashboards read the recording rules); stopped after the
+    test."""
     started: list[Prometheus] = []
 
     def start(*target_ports: int) -> Prometheus:
-        started.append(Prometheus(tmp_path / f"prometheus-{len(started)}", targets=target_ports))
+        started.append(Prometheus(tmp_path / f"prometheus-{len(started)}", targets=target_ports,
+                                  evaluation_interval="1s"))
         started[-1].start()
         return started[-1]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from lezea_otel.mixin.rules import PHASE_P95, STEP_RATE
 from lezea_otel.testing import Capture
 
 from .stack import Prometheus, free_port
@@ -195,6 +196,8 @@ def test_dashboards_across_ranks(prometheus_for, ranks):
     server.wait_for( f"count(count_over_time(lezea_training_step{{{selector}}}[1m]) >= 3) == 4", timeout_s=30)
     server.wait_for( f"count(increase(lezea_phase_duration_seconds_count{{{selector}}}[1m]) > 0) == 4",
              timeout_s=30)
+    for recorded in (STEP_RATE, PHASE_P95):  # the recording rules the per-rank panels read, for every rank
+        server.wait_for(f"count({recorded}{{{selector}}} >= 0) == 4", timeout_s=30)
 
     values = {"experiment": experiment_id, "experiment_name": ".+", "__range": "10m", "__rate_interval": "1m",
               "__interval": "15s", "stale_after": str(STALE_AFTER_S), "value": "lezea_training_loss",
@@ -310,6 +313,7 @@ def test_dashboards_against_real_runs(capture, tmp_path, prometheus_for, killed_
         server.wait_for(
                  f'count_over_time(lezea_run_heartbeat_seconds{{lezea_experiment_id="{run_id}"}}[1m]) >= 2',
                  timeout_s=30)
+    server.wait_for(f'{STEP_RATE}{{lezea_experiment_id="{ids["live"]}"}}')  # the rule evaluated on them
     assert statuses() == {"live": "running", "finished": "running", "killed": "running"}
 
     os.kill(child.pid, signal.SIGKILL)

@@ -9,18 +9,22 @@ are also driven directly, on a fake clock.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from lezea_otel import ExperimentTracker
 from lezea_otel.cli import main as cli
@@ -139,6 +143,24 @@ def _exporter_log_lines(tracker: ExperimentTracker, caplog) -> list[str]:
     log = (tracker.run_dir / "exporter" / "exporter.log").read_text().splitlines()
     return [line.split()[2] for line in log if len(line.split()) > 2 and line.split()[2].startswith(
         "opentelemetry.exporter.otlp")]
+
+
+def scraped(port: int, sample: str, destination: str, signal: str | None = None,
+            outcome: str | None = None) -> float:
+    """The value of one delivery metric sample on a run's /metrics, for a destination (and a signal and an
+    outcome); NaN when it is not there (yet: the exporter process serves /metrics once it runs)."""
+    wanted = {"lezea_export_destination": destination}
+    wanted |= {"lezea_export_signal": signal} if signal else {}
+    wanted |= {"lezea_export_outcome": outcome} if outcome else {}
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except urllib.error.URLError:
+        return math.nan
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == sample and wanted.items() <= found.labels.items():
+                return float(found.value)
+    return math.nan
 
 
 def _export(*args: str) -> Any:
@@ -445,6 +467,39 @@ class TestCollectorOutageMidRun:
         assert spans["failed_attempts"] >= 1  # the report says the retry was needed (spans go first)
         settings = resolve_settings({"endpoint": receiver.endpoint, "protocol": protocol})
         assert export_run(tracker.run_dir, settings, crashed=False).sent == {}  # nothing left for export
+
+    def test_the_delivery_report_is_live_on_metrics_while_the_collector_is_down(self, tmp_path, fast_export):
+        """The run's /metrics says what the report says at the end, while it happens: a collector that is
+        down shows as failed requests, spans left to deliver and the otlp destination falling behind the
+        audit (the local files keep up); once it is back, the gap is delivered and the lag and the items
+        left drain to zero."""
+        port, metrics_port = closed_port(), closed_port()
+        tracker = ExperimentTracker("live-report", runs_dir=tmp_path, endpoint=f"http://127.0.0.1:{port}",
+                                    protocol="http/protobuf", quiet=True).start(prometheus_port=metrics_port)
+        receiver = None
+        try:
+            _step_spans(tracker, 1, 10)
+            _wait(lambda: scraped(metrics_port, "lezea_export_failures_total", "otlp", "traces") >= 1)
+            _wait(lambda: scraped(metrics_port, "lezea_export_lag_time_seconds", "otlp") > 0)
+            assert scraped(metrics_port, "lezea_export_left", "otlp", "traces") > 0
+            assert scraped(metrics_port, "lezea_export_lag_records", "otlp") > 0
+            _wait(lambda: scraped(metrics_port, "lezea_export_lag_records", "local") == 0)
+            assert scraped(metrics_port, "lezea_export_left", "local", "traces") == 0
+            assert scraped(metrics_port, "lezea_export_items_total", "otlp", "traces", "exported") == 0
+
+            receiver = receiver_for("http/protobuf", port=port)
+            _wait(lambda: len(_steps(receiver.received)) == 10, timeout_s=40)  # the backoff ends
+            _wait(lambda: scraped(metrics_port, "lezea_export_lag_records", "otlp") == 0)
+            assert scraped(metrics_port, "lezea_export_lag_time_seconds", "otlp") == 0
+            assert scraped(metrics_port, "lezea_export_left", "otlp", "traces") == 0
+            exported = scraped(metrics_port, "lezea_export_items_total", "otlp", "traces", "exported")
+            assert exported == scraped(metrics_port, "lezea_export_items_total", "otlp", "traces", "produced")
+            assert exported == len(receiver.received.spans())
+            assert scraped(metrics_port, "lezea_export_duration_seconds_count", "otlp", "traces") >= 2
+            tracker.finalize_experiment()
+        finally:
+            if receiver is not None:
+                receiver.stop()
 
     def test_slow_collector_never_makes_training_wait_and_finalize_is_bounded(self, monkeypatch, tmp_path):
         """A collector that answers only after 3 s: calls return at once, finalize returns within

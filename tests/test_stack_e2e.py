@@ -26,7 +26,7 @@ import pytest
 
 from lezea_otel import ExperimentTracker
 from lezea_otel.mixin.promql import EXPERIMENT
-from lezea_otel.mixin.rules import rules
+from lezea_otel.mixin.rules import DATA_WAIT, PHASE_P95, STEP_RATE, rules
 
 from .fake_nvml import FakeGpu
 from .otlp_receiver import GrpcReceiver, HttpReceiver, Received
@@ -168,7 +168,7 @@ def test_every_dashboard_query_answers_the_same_on_both_metric_paths(stack, tmp_
     install_nvml(monkeypatch, [FakeGpu("GPU-00000000-0000-0000-0000-000000000001",
                                        processes=[(os.getpid(), 2 * 2**30)])])
     scrape_port = free_port()
-    scraping = Prometheus(tmp_path / "scraping", targets=[scrape_port])
+    scraping = Prometheus(tmp_path / "scraping", targets=[scrape_port], evaluation_interval="1s")
     scraping.start()
     pushed = stack.prometheus
     tracker = ExperimentTracker("both-paths", runs_dir=tmp_path / "runs",
@@ -194,6 +194,8 @@ def test_every_dashboard_query_answers_the_same_on_both_metric_paths(stack, tmp_
         for prometheus in (pushed, scraping):  # samples enough for rate(), deriv() and increase()
             prometheus.wait_for(f"count_over_time(lezea_training_step{{{selector}}}[1m]) >= 4")
             prometheus.wait_for(f"count_over_time(hw_gpu_memory_usage_bytes{{{selector}}}[1m]) >= 3")
+            for recorded in (STEP_RATE, PHASE_P95, DATA_WAIT):  # read by the per-rank panels
+                prometheus.wait_for(f"{recorded}{{{selector}}}")
         values = {"experiment": tracker.experiment_id, "experiment_name": ".+", "__range": "10m",
                   "__rate_interval": "1m", "__interval": "15s", "stale_after": "60", "rank": ".*",
                   "value": "lezea_training_loss", "phase": ".+", "collector": ".+"}

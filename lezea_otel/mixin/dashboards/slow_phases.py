@@ -1,8 +1,10 @@
 """lezea / Slow phases: which ``tracker.span()`` phases are slow, and on which rank. Tempo's span metrics
 give each phase's p95, calls and errors per second, and a TraceQL table lists the phase spans slower than a
 chosen duration with their traces; the ``lezea_phase_duration_seconds`` histogram (every run, replayed ones
-too) gives the p95, the distribution and each phase's share of wall time; per rank, the p95 of each phase and
-the straggler of each phase (the rank with the highest p95 against the median rank's).
+too) gives the p95, the distribution and each phase's share of wall time; per rank, the p95 of each phase,
+the straggler of each phase (the rank with the highest p95 against the median rank's) and the data-wait
+share. The per-rank graphs read the recording rules the alerts read (``mixin.rules``): what a panel shows is
+what an alert fires on.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lezea_otel.mixin.dashboards.common import (
     run_variables,
 )
 from lezea_otel.mixin.promql import EXPERIMENT, EXPERIMENT_NAME, PHASE, PHASE_DURATION, RANK
+from lezea_otel.mixin.rules import DATA_WAIT, PHASE_P95, THRESHOLDS
 
 # Tempo's metrics-generator names these (span metrics, ``collector/tempo.yaml``), not lezea_otel.
 SPAN_LATENCY = "traces_spanmetrics_latency"
@@ -223,12 +226,18 @@ def _ranks() -> list[Builder[Any]]:
     return [
         dashboard.Row(f"Ranks (stragglers, from {PHASE_DURATION})"),
         graph("Phase p95 by rank",
-              f"p95 of each phase on each rank ({RANK}); every rank exports its phase histogram even when "
-              "its spans are not exported.",
-              [promql(_p95_by_rank("$__rate_interval"),
-                            f"{legend(EXPERIMENT_NAME, PHASE)} rank {legend(RANK)}")],
+              f"p95 of each phase on each rank ({RANK}) over {THRESHOLDS['window'].value}: the recording "
+              f"rule {PHASE_P95} that LezeaSlowPhaseRank reads. Every rank exports its phase histogram even "
+              "when its spans are not exported.",
+              [promql(f"{PHASE_P95}{{{CHOSEN}}}", f"{legend(EXPERIMENT_NAME, PHASE)} rank {legend(RANK)}")],
               unit="s", height=9),
         straggler,
+        graph("Data-wait share by rank",
+              f"Share of wall time each rank waits for its next batch (tracker.iterate) over "
+              f"{THRESHOLDS['window'].value}: the recording rule {DATA_WAIT} that LezeaDataLoaderStarved "
+              "reads.", [promql(f"{DATA_WAIT}{{{RUNS_AND_RANKS}}}", f"{legend(EXPERIMENT_NAME)} rank "
+                                f"{legend(RANK)}")],
+              unit="percentunit", width=24, height=7),
     ]
 
 

@@ -52,6 +52,7 @@ from lezea_otel.mixin.promql import (
     STEP,
     TRAINING_PREFIX,
 )
+from lezea_otel.mixin.rules import STEP_RATE, THRESHOLDS
 
 BY_RUN = f"{EXPERIMENT_NAME}, {EXPERIMENT}"
 BY_RUN_RANK = f"{BY_RUN}, {RANK}"
@@ -280,10 +281,11 @@ def _ranks_row() -> list[Builder[Any]]:
         sort_by="Rank", height=9, numeric=["Rank"])
     return [
         dashboard.Row("Ranks (distributed runs)"),
-        _graph("Steps per second by rank", f"One line per rank ({RANK}). A rank below the others is a "
+        _graph("Steps per second by rank", f"One line per rank ({RANK}), over {THRESHOLDS['window'].value}: "
+               f"the recording rule {STEP_RATE} that LezeaStragglerRank reads. A rank below the others is a "
                "straggler, unless the ranks synchronise every step (all_reduce): then all step at the "
                "slowest one's pace; compare phase durations per rank (Slow phases, Ranks row) instead.",
-               _steps_per_second(BY_RUN_RANK, "$__rate_interval"), RANK_LEGEND),
+               _chosen(STEP_RATE), RANK_LEGEND),
         _by_thresholds(_now(
             "Slowest rank (steps per second below the median)", "Per run: the rank stepping slowest over "
             "the time range (its name) and how far below the median rank's steps per second it is (0% = "
