@@ -90,6 +90,14 @@ class Capture:
             tracker.start(prometheus_port=None)
         return tracker
 
+    def close(self) -> None:
+        """Finalize the trackers still open (a test that ends without): each ends now, not whenever the
+        garbage collector drops it (then it would end ``abandoned`` on a thread of its own, during a later
+        test)."""
+        for tracker in self._trackers:
+            if tracker._session.started:  # one never started leaves nothing to end
+                tracker.finalize_experiment()
+
     def sync(self) -> None:
         """What the trackers recorded so far reaches the capture now (with the exporter in a thread)."""
         for tracker in self._trackers:

@@ -15,6 +15,7 @@ warning on the ``lezea_otel`` logger and the valid part is still recorded.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,6 +80,8 @@ class ExperimentTracker:
         self._calls = SpecCalls(session)
         self._scopes = ScopeCalls(session)
         self._watches = Watches(session, self._scopes.iterate)
+        # Dropped without finalize (garbage-collected, or alive at exit): the run still ends, records kept.
+        weakref.finalize(self, session.abandon)
         if flag(auto_start, "auto_start", session.warner("ExperimentTracker")):
             self.start()
 

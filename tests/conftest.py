@@ -32,8 +32,11 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 
 
 @pytest.fixture
-def capture(tmp_path) -> Capture:
-    return Capture(tmp_path / "runs")
+def capture(tmp_path):
+    """The in-memory capture; the trackers a test left open are finalized when it ends."""
+    made = Capture(tmp_path / "runs")
+    yield made
+    made.close()
 
 
 @pytest.fixture

@@ -9,6 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from lezea_otel.cli import main as cli
+
 SCRIPT = """
 import os, sys
 from lezea_otel import ExperimentTracker
@@ -50,7 +55,7 @@ class TestExitWithoutFinalize:
         assert proc.returncode == 0, proc.stderr
         end = _events(run_dir)[-1]
         assert end["kind"] == "experiment_end"
-        assert end["data"]["status"] == "finished" and end["data"]["ended_by"] == "atexit"
+        assert end["data"]["status"] == "abandoned" and end["data"]["ended_by"] == "atexit"
         assert [e["step"] for e in _events(run_dir) if e["kind"] == "training_step"] == [1, 2, 3]
         assert _root_span(run_dir).get("status", {}).get("code") in (None, "STATUS_CODE_UNSET", 0)
 
@@ -65,6 +70,69 @@ class TestExitWithoutFinalize:
         root = _root_span(run_dir)
         assert root["status"]["code"] in ("STATUS_CODE_ERROR", 2)
         assert any(event["name"] == "exception" for event in root.get("events", []))
+
+
+DROPPED = """
+import gc, sys
+from lezea_otel import ExperimentTracker
+def train():
+    t = ExperimentTracker("dropped", runs_dir=sys.argv[1], quiet=True, async_mode=sys.argv[2] == "async")
+    t.start(prometheus_port=None)
+    for i in range(100):
+        t.log_training_step(i, {"loss": 1.0})
+    print(t.experiment_id, flush=True)
+train(); gc.collect()
+"""
+
+
+def _cli_status(tmp_path: Path, run_dir: Path) -> str:
+    """The status ``lezea-otel runs`` lists for the one run in ``tmp_path``."""
+    listed = CliRunner().invoke(cli, ["runs", str(tmp_path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)["runs"]
+    assert row["id"] == run_dir.name
+    return str(row["status"])
+
+
+class TestAbandoned:
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_a_tracker_dropped_without_finalize_ends_its_run_with_every_record(self, tmp_path, mode):
+        """The issue's reproduction: a tracker made in a function that returns, then collected. Every step
+        is in the audit, the run ends ``abandoned`` (ended by the garbage collection), the exporter's files
+        hold its root span, and ``runs`` says so."""
+        env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
+        proc = subprocess.run([sys.executable, "-c", DROPPED, str(tmp_path), mode], capture_output=True,
+                              text=True, timeout=60, env=env, check=False)
+        assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr
+        run_dir = tmp_path / proc.stdout.split()[0]
+        events = _events(run_dir)
+        assert [e["step"] for e in events if e["kind"] == "training_step"] == list(range(100))
+        assert (events[-1]["kind"], events[-1]["data"]["status"], events[-1]["data"]["ended_by"]) == (
+            "experiment_end", "abandoned", "garbage_collected")
+        assert _root_span(run_dir)["name"] == "experiment"
+        assert _cli_status(tmp_path, run_dir) == "abandoned"
+
+    def test_a_tracker_alive_at_exit_without_finalize_is_abandoned_not_finished(self, tmp_path):
+        proc, run_dir = _run(tmp_path, "")
+        assert proc.returncode == 0, proc.stderr
+        assert _cli_status(tmp_path, run_dir) == "abandoned"
+
+    def test_a_tracker_never_started_leaves_no_folder(self, tmp_path):
+        """Made and dropped, or alive at exit, without start(): nothing was recorded, no folder is left."""
+        script = ("import sys; from lezea_otel import ExperimentTracker\n"
+                  "dropped = ExperimentTracker('dropped', runs_dir=sys.argv[1]); del dropped\n"
+                  "kept = ExperimentTracker('kept', runs_dir=sys.argv[1]); print(kept.run_dir, flush=True)\n")
+        proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert Path(proc.stdout.strip()).parent == tmp_path
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_run_folder_without_a_record_is_listed_not_started(self, tmp_path):
+        """A tracker killed before start() leaves its folder with an empty audit: ``runs`` says so."""
+        (tmp_path / "empty-run").mkdir()
+        (tmp_path / "empty-run" / "events.jsonl").write_bytes(b"")
+        assert _cli_status(tmp_path, tmp_path / "empty-run") == "not started"
 
 
 class TestFork:

@@ -540,6 +540,6 @@ def test_a_users_handler_that_exits_anywhere_leaves_whole_lines(sigterm_runs):
         events = [json.loads(line) for line in raw.splitlines()]
         seqs = [e["seq"] for e in events]
         assert seqs == sorted(set(seqs))  # a call cut short may have drawn its number and written nothing
-        assert (_the_end(events)["status"], _the_end(events)["ended_by"]) == ("finished", "atexit")
+        assert (_the_end(events)["status"], _the_end(events)["ended_by"]) == ("abandoned", "atexit")
         steps = _steps(events)
         assert steps == sorted(set(steps)) and set(range(1, result["last_step"] + 1)) <= set(steps)

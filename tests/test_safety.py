@@ -325,3 +325,27 @@ class TestGarbageNeverRaises:
         summary = tracker.finalize_experiment()
         assert summary is not None and summary["steps"]["count"] == 1
         assert Path(tracker.audit_path).is_file()
+
+
+class _Untruthy:
+    """A value whose truth cannot be told (``__bool__`` raises, as a numpy array's or a proxy's does)."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value is ambiguous")
+
+
+class _Unsized:
+    """Falls back to ``__len__`` for its truth, which raises."""
+
+    def __len__(self) -> int:
+        raise TypeError("no length")
+
+
+@pytest.mark.parametrize("strict", [_Untruthy(), _Unsized()], ids=["bool", "len"])
+def test_start_with_a_strict_value_of_no_truth_warns_once_and_starts(capture, lezea_warnings, strict):
+    tracker = capture.tracker("strict")
+    assert tracker.start(strict=strict, prometheus_port=None) is tracker
+    messages = lezea_warnings()
+    assert len(messages) == 1 and messages[0].startswith("start") and "strict" in messages[0], messages
+    tracker.log_training_step(1, {"loss": 0.5})
+    assert tracker.finalize_experiment()["steps"]["count"] == 1

@@ -442,7 +442,7 @@ class TestGrafana:
         (status,) = [o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Status"]
         (mappings,) = [p["value"] for p in status["properties"] if p["id"] == "mappings"]
         texts = {key: option["text"] for key, option in mappings[0]["options"].items()}
-        assert set(texts.values()) == {"running", "finished", "failed", "terminated", "stopped"}
+        assert set(texts.values()) == {"running", "finished", "failed", "terminated", "stopped", "abandoned"}
         stopped = next(o for o in mappings[0]["options"].values() if o["text"] == "stopped")
         assert stopped["color"] == "red"
         assert "$stale_after" in table["targets"][0]["expr"] and "$__range" in table["targets"][0]["expr"]

@@ -100,7 +100,7 @@ GPU_IO = prometheus_name(names.GPU_IO, names.UNIT_BYTES, "counter")
 GPU_ENERGY = prometheus_name(names.HW_ENERGY, names.UNIT_JOULES, "counter")
 GPU_THROTTLE_REASONS = prometheus_name(names.GPU_THROTTLE_REASONS)
 HW_ERRORS = prometheus_name(names.HW_ERRORS, kind="counter")
-ENDED = "finished|failed|terminated"
+ENDED = f"failed|terminated|{names.STATUS_ABANDONED}|finished"
 """The statuses of a run that ended by itself (``lezea.run.status``); a killed one never reports one."""
 
 # --- the exporter's delivery of a run (exporter.delivery_metrics) ------------------------------------

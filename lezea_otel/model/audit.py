@@ -12,6 +12,7 @@ hold (shaping let it through) is made plain and the line written anyway: never l
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -263,6 +264,13 @@ class AuditWriter:
     def close(self) -> None:
         """Flushed and fsynced, whatever the policy; later lines are still appended, one at a time."""
         self._file.close()
+
+    def remove_if_empty(self) -> None:
+        """The file, when no line was ever written to it, and its folder when that is left empty."""
+        with contextlib.suppress(OSError):
+            if self.seq == 0 and self.path.stat().st_size == 0:
+                self.path.unlink()
+                self.path.parent.rmdir()
 
     @property
     def lost_lines(self) -> int:

@@ -12,11 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from lezea_otel import semconv as names
 from lezea_otel.model.experiment import Experiment
 from lezea_otel.model.runs import Run, Timed
 from lezea_otel.model.timing import percentile, slow_table
 
-STATUSES = ("finished", "failed", "crashed", "running", "terminated", "degraded", "unknown")
+STATUSES = ("finished", "failed", "crashed", "running", "terminated", names.STATUS_ABANDONED, "degraded",
+            names.STATUS_NOT_STARTED, "unknown")
 """What ``runs --status`` takes: an experiment's status (``Experiment.status``)."""
 _MISSING = object()
 

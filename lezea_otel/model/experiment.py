@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lezea_otel import semconv as names
 from lezea_otel.model.layout import is_member, members, parse_member
 from lezea_otel.model.recommendations import recommend_ranks
 from lezea_otel.model.runs import Run, Timed, load_run
@@ -22,7 +23,7 @@ from lezea_otel.model.timing import (
     straggler,
 )
 
-ENDED = ("crashed", "failed", "terminated", "finished")
+ENDED = ("crashed", "failed", "terminated", names.STATUS_ABANDONED, "finished")
 """The statuses of a member that ended, in the order one wins over the next for a whole experiment."""
 BROKEN = frozenset(ENDED[:3])
 LIVE = ("running", "unknown")
@@ -140,16 +141,16 @@ class Experiment:
         """From the ranks' latest attempts: any rank that ended crashed, failed or terminated while another
         still runs (or cannot be told, on another host) -> ``degraded``; otherwise ``running`` while one
         runs (``unknown`` when the live ones are all elsewhere); once all ended, the first of crashed,
-        failed, terminated, finished that any rank has wins: crashed before failed (a failure said why,
-        a crash did not) and both before terminated (someone stopped it). Unseen ranks are counted in
-        ``state_text``, not here: a rank that never wrote a record has no state to tell."""
+        failed, terminated, abandoned, finished that any rank has wins: crashed before failed (a failure
+        said why, a crash did not) and both before terminated (someone stopped it). Unseen ranks are counted
+        in ``state_text``, not here: a rank that never wrote a record has no state to tell."""
         states = {m.status for m in self.current}
         live = states & set(LIVE)
         if live:
             if states & BROKEN:
                 return "degraded"
             return "running" if "running" in live else "unknown"
-        return next((status for status in ENDED if status in states), "finished")
+        return next((status for status in (*ENDED, names.STATUS_NOT_STARTED) if status in states), "finished")
 
     def state_text(self) -> str:
         """``4 ranks: 3 finished, 1 crashed`` (with ``, 1 not seen`` and the restarts when there are)."""

@@ -154,7 +154,7 @@ class Config(TypedDict, total=False):
 class ExperimentEnd(TypedDict):
     """``Session.finalize``, once: how the run ended (``ended_by``: ``finalize_experiment``, ``atexit``,
     ``sigterm``, ``worker_exit``), ``exception`` when one ended it; its time is the root span's end."""
-    status: Literal["finished", "failed", "terminated"]
+    status: Literal["finished", "failed", "terminated", "abandoned"]
     ended_by: str
     duration_s: float
     error: str | None

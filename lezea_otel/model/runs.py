@@ -107,10 +107,13 @@ class Run:
 
     @property
     def status(self) -> str:
-        """finished/failed from the end record; otherwise running, or crashed when its process is gone."""
+        """finished/failed/abandoned from the end record; otherwise running, or crashed when its process is
+        gone; ``not started`` when its audit holds no record."""
         if self.end is not None:
             status: str = self.end.get("status", "finished")  # cleaned: a required text
             return status
+        if not self.events:
+            return names.STATUS_NOT_STARTED
         pid, host = self.start.get("pid"), self.start.get("host")
         if pid and host == host_name():
             try:

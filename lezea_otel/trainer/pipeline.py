@@ -194,6 +194,15 @@ class Pipeline:
         with self._lock:
             self.audit.close()
 
+    def discard(self) -> None:
+        """A run never started: nothing was written, so its audit file and the folders made for it go
+        (a folder that holds anything else stays)."""
+        self._stop.set()
+        with self._lock:
+            self.disabled = True
+            self.audit.close()
+            self.audit.remove_if_empty()
+
     def _after_fork_in_child(self) -> None:
         # The child must never write the parent's files or queued data; a lock held by the
         # parent's worker at fork time would deadlock it, so nothing here takes the old lock.

@@ -47,6 +47,8 @@ from lezea_otel.util.safety import (
 )
 from lezea_otel.version import __version__
 
+ABANDONED_BY = ("atexit", names.ENDED_BY_GARBAGE_COLLECTION)
+"""Ends of a run nobody finalized: its status is ``abandoned`` (a forked worker's ends as ``finished``)."""
 _SDK_TRACE = "opentelemetry.sdk.trace"
 """Loaded when anything in the process records OTel spans (the user's SDK, Logfire, an exporter thread):
 with ``LEZEA_OTEL_CONTEXT=auto`` scopes and phases are then the current context, for those spans to nest
@@ -105,6 +107,8 @@ class Session:
         self.port_held: ports.Reservation | None = None
         """The ``/metrics`` port, locked against other runs on this host until the run ends."""
 
+        self.pid = os.getpid()
+        """The process that made the tracker (a forked child's copy of it is not its run)."""
         self.root_ids = (0, 0)
         self.started = False
         self.finalized = False
@@ -125,7 +129,7 @@ class Session:
 
     def start(self, strict: bool | None, prometheus_port: int | None) -> None:
         """See ``ExperimentTracker.start``."""
-        strict_mode = self.settings.strict if strict is None else bool(strict)
+        strict_mode = self.settings.strict if strict is None else flag(strict, "strict", self.warner("start"))
         if strict_mode and self.settings.problems:
             raise LezeaConfigError("; ".join(self.settings.problems))
         try:
@@ -229,7 +233,9 @@ class Session:
                 self.start(None, 8000)
             self.finalized = True
             exit_hooks.unregister(self)
-            status = "terminated" if ended_by == "sigterm" else "failed" if error is not None else "finished"
+            status = ("terminated" if ended_by == "sigterm" else "failed" if error is not None
+                      else names.STATUS_ABANDONED if ended_by in ABANDONED_BY and self.worker_of is None
+                      else "finished")
             for frame in sorted(self.open_frames.values(), key=lambda f: f.start_ns, reverse=True):
                 attempt(self.exit_block, frame, error, ended_by)  # innermost first, marked truncated
             attempt(self.probes.drain, self.settings.shutdown_timeout_s)  # phases waiting for the GPU
@@ -263,6 +269,23 @@ class Session:
             if raise_internal():
                 raise failures[0]
             report_internal_error(ended_by, failures[0])
+
+    def abandon(self) -> None:
+        """The facade was garbage-collected, or is alive at interpreter exit, and the run was never
+        finalized: it ends as ``abandoned`` with every record kept (the pipeline's flusher thread writes
+        them meanwhile). A collection runs wherever the garbage collector happens to, perhaps inside one of
+        our own calls on this very thread, so the ending runs on a thread of its own; at interpreter exit,
+        where no new thread would run, here. A tracker never started leaves no folder behind."""
+        if self.finalized or (os.getpid() != self.pid and self.worker_of is None):
+            return  # ended; or a forked child's copy of a run that was not started in its parent
+        if not self.started:
+            self.pipeline.discard()
+            return
+        if not threading.main_thread().is_alive():  # interpreter exit: the main thread has stopped
+            self.finalize(names.ENDED_BY_GARBAGE_COLLECTION, None)
+            return
+        threading.Thread(target=self.finalize, args=(names.ENDED_BY_GARBAGE_COLLECTION, None),
+                         name="lezea-otel-abandoned").start()
 
     def delivery(self) -> dict[str, Any]:
         """``summary["delivery"]``: what the exporter delivered, per destination and signal."""

@@ -18,6 +18,7 @@ from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as model
 
+from lezea_otel import semconv as names
 from lezea_otel.mixin.dashboards.common import (
     PROMETHEUS,
     RUNS,
@@ -33,6 +34,7 @@ from lezea_otel.mixin.dashboards.common import (
 )
 from lezea_otel.mixin.promql import (
     DELTA_LOSS,
+    ENDED,
     EXPERIMENT,
     EXPERIMENT_NAME,
     HEARTBEAT,
@@ -57,7 +59,7 @@ from lezea_otel.mixin.rules import STEP_RATE, THRESHOLDS
 BY_RUN = f"{EXPERIMENT_NAME}, {EXPERIMENT}"
 BY_RUN_RANK = f"{BY_RUN}, {RANK}"
 STATUSES = (("running", "green"), ("finished", "blue"), ("failed", "red"), ("terminated", "orange"),
-            ("stopped", "red"))
+            ("stopped", "red"), (names.STATUS_ABANDONED, "purple"))
 """The codes the status queries answer (1 to 5, in this order) and their colours. 'stopped' is no status a
 run reports: it is a run (or rank) still 'running' whose heartbeat is older than ``$stale_after``."""
 CODE = {status: code for code, (status, _) in enumerate(STATUSES, start=1)}
@@ -104,7 +106,7 @@ def _status(by: str, on: str) -> str:
 
     stopped = (f"({reported('running', CODE['stopped'])}\n    and on ({on})\n"
                f"    ({_since(HEARTBEAT, on)} > $stale_after))")
-    return "\nor ".join([*(reported(status, CODE[status]) for status in ("failed", "terminated", "finished")),
+    return "\nor ".join([*(reported(status, CODE[status]) for status in ENDED.split("|")),
                          stopped, reported("running", CODE["running"])])
 
 
