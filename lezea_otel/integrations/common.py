@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from lezea_otel import semconv as names
 from lezea_otel.tracker import ExperimentTracker
 
-_PREFIXES: tuple[tuple[str, str], ...] = tuple(
+PREFIXES: tuple[tuple[str, str], ...] = tuple(
     (prefix + separator, split)
     for prefix, split in (("train", names.SPLIT_TRAIN), ("validation", names.SPLIT_VAL),
                           ("valid", names.SPLIT_VAL), ("val", names.SPLIT_VAL), ("eval", names.SPLIT_VAL),
@@ -57,15 +57,17 @@ def never_raises(function: F) -> F:
     return hook  # type: ignore[return-value]
 
 
-def split_values(values: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str | None, dict[str, Any]]:
+def split_values(values: Mapping[str, Any], skip: Sequence[str] = (),
+                 prefixes: Sequence[tuple[str, str]] = PREFIXES) -> dict[str | None, dict[str, Any]]:
     """``{split: {key: value}}`` (``None``: training values without a prefix); ``skip``: keys that are no
-    values (``epoch``, which Lightning adds to every dict, kept only beside training values)."""
+    values (``epoch``, which the frameworks add to every dict, kept only beside training values);
+    ``prefixes``: (prefix, split) pairs, ``PREFIXES`` unless the framework names its splits otherwise."""
     found: dict[str | None, dict[str, Any]] = {}
     for key, value in values.items():
         if key in skip:
             continue
         split, name = None, key
-        for prefix, named in _PREFIXES:
+        for prefix, named in prefixes:
             if key.startswith(prefix) and len(key) > len(prefix):
                 split, name = (None if named == names.SPLIT_TRAIN else named), key[len(prefix):]
                 break
@@ -77,8 +79,8 @@ def split_values(values: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[st
 
 
 def log_values(tracker: ExperimentTracker, step: int | None, values: Mapping[str, Any],
-               skip: Sequence[str] = ()) -> None:
-    for split, metrics in split_values(values, skip).items():
+               skip: Sequence[str] = (), prefixes: Sequence[tuple[str, str]] = PREFIXES) -> None:
+    for split, metrics in split_values(values, skip, prefixes).items():
         tracker.log_training_step(step if step is not None else 0, metrics, data_split=split)
 
 
