@@ -83,6 +83,15 @@ def _grad_tensors(output: Any, tensor_type: Any, depth: int = 0) -> list[Any]:
     return [tensor for item in items for tensor in _grad_tensors(item, tensor_type, depth + 1)]
 
 
+def _unwrapped(optimizer: Any, torch: Any) -> Any:
+    """The optimizer whose ``step`` runs: a wrapper (Accelerate's ``AcceleratedOptimizer``) subclasses
+    ``Optimizer`` without its hook tables and calls the one it holds, whose hooks then fire."""
+    inner = getattr(optimizer, "optimizer", None)
+    while isinstance(inner, torch.optim.Optimizer) and inner is not optimizer:
+        optimizer, inner = inner, getattr(inner, "optimizer", None)
+    return optimizer
+
+
 class _Watch:
     """The hooks on one model (and its optimizers and loader), and the phases they have open."""
 
@@ -301,7 +310,7 @@ class Watches:
         if optimizer is None:
             return []
         given = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
-        usable = [each for each in given if isinstance(each, torch.optim.Optimizer)]
+        usable = [_unwrapped(each, torch) for each in given if isinstance(each, torch.optim.Optimizer)]
         if len(usable) != len(given):
             warn("optimizer is not a torch.optim.Optimizer",
                  f"got {values.describe(optimizer)}; only the optimizers in it are watched")
