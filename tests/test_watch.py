@@ -38,13 +38,13 @@ class TestWatch:
     def test_each_step_has_its_phases_in_order_timed_as_timers_around_the_same_calls(self, capture):
         """forward, backward and optimizer per step, in order; their total durations within a few percent
         of perf_counter timers around ``model(x)``, ``loss.backward()`` and ``optimizer.step()``."""
-        width = 512
+        width = 1024
         model = mlp(width)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         tracker = capture.tracker("watch", auto_start=True)
         tracker.watch(model, optimizer)
         timers = {name: 0.0 for name in STEP}
-        for step, (x, y) in enumerate(batches(12, width, 2048), 1):
+        for step, (x, y) in enumerate(batches(12, width, 1024), 1):
             started = time.perf_counter()
             output = model(x)
             forward_done = time.perf_counter()
@@ -68,7 +68,8 @@ class TestWatch:
         for name, timed in timers.items():
             measured = sum(p["data"]["duration_s"] for p in phases[6:] if p["data"]["name"] == name)
             assert measured <= timed  # the hooks' own cost is outside the phases
-            assert measured == pytest.approx(timed, rel=0.05, abs=0.002), name
+            # within 5 %, or 0.3 ms a step: the hooks' own calls (a few tens of µs, more on a busy machine)
+            assert measured == pytest.approx(timed, rel=0.05, abs=0.003), name
         by_name: dict[str, list[int | None]] = {}
         for item in load_run(tracker.run_dir).timed:
             by_name.setdefault(item.name, []).append(item.step)
