@@ -888,7 +888,19 @@ def observer_cycle(root: Path, args: argparse.Namespace) -> None:
           f"collect (MetricsData) {collect:.0f} µs; a scope's resource window open+close {window:.1f} µs")
 
 
-SECTIONS = ("steps", "spans", "torch", "import", "delivery", "memory", "observers", "gpu")
+def framework_integrations(root: Path, args: argparse.Namespace) -> None:
+    section("the framework integrations (issue 27): added per training step, against the same training "
+            "without them")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    from benchmark_frameworks import frameworks  # beside this script: its own module, as long as it is
+
+    frameworks(root, args.framework_rounds, args.quick, print, settle)
+
+
+SECTIONS = ("steps", "spans", "torch", "import", "delivery", "memory", "observers", "gpu", "frameworks")
 
 
 def main() -> None:
@@ -906,6 +918,7 @@ def main() -> None:
     args = parser.parse_args()
     only = set(args.only.split(","))
     args.torch_rounds, args.torch_batches, args.imports, args.samples, args.cold = 25, 15, 5, 100, 60
+    args.framework_rounds = 5
     if args.quick:
         args.steps, args.rounds, args.torch_rounds, args.torch_batches, args.imports, args.samples = (
             2000, 2, 3, 10, 2, 20)
@@ -957,7 +970,7 @@ def main() -> None:
             tracker.finalize_experiment()
         for name, case in (("import", import_time), ("delivery", delivery),
                            ("memory", memory_per_step), ("observers", observer_cycle),
-                           ("gpu", gpu_phases)):
+                           ("gpu", gpu_phases), ("frameworks", framework_integrations)):
             run(name, case, root, args)
     section(f"targets (issue 12), {sum(t.passed for t in TARGETS)} of {len(TARGETS)} met")
     for item in TARGETS:
