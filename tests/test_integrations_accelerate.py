@@ -3,6 +3,10 @@ ended by ``end_training``; the Accelerate loop's phases through ``tracker.watch`
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, TensorDataset
@@ -50,3 +54,14 @@ def test_a_tracker_of_the_users_is_not_ended(capture):
     mine.log_comment("still open")
     assert mine.finalize_experiment()["warnings"]["count"] == 0
     assert training_values(mine.audit_path) == {1: {"loss": 1.0}}
+
+
+@pytest.mark.parametrize("module", ["lightning", "transformers", "accelerate"])
+def test_a_missing_framework_is_one_error_naming_the_extra(module):
+    """Imported without its framework (blocked in ``sys.modules``), an integration says what to install."""
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            f"try:\n    import lezea_otel.integrations.{module}\n"
+            "except ImportError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"install it with: pip install 'lezea_otel[{module}]'" in done.stdout
+    assert f"lezea_otel.integrations.{module} needs" in done.stdout
