@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -93,3 +94,62 @@ def test_crashed_run_replays(tmp_path):
     assert {a.key: a.value.string_value for a in root.attributes}["lezea.run.status"] == "crashed"
     assert sum(span.name == "forward" for span in spans) >= 1
     assert receiver.received.metric_points("lezea.training.loss")
+
+
+ASYNC_TRAINING = """
+import mmap, struct, sys, time
+from lezea_otel import ExperimentTracker
+tracker = ExperimentTracker("async-crash", runs_dir=sys.argv[1], async_mode=True, quiet=True)
+tracker.start(prometheus_port=None)
+with open(sys.argv[2], "r+b") as file:
+    returned = mmap.mmap(file.fileno(), 16)  # the last call that returned, and when: read after the kill
+print(tracker.experiment_id, flush=True)
+step = 0
+while True:
+    step += 1
+    with tracker.span("forward"):
+        tracker.log_training_step(step, {"loss": 1.0 / step})
+    returned[0:16] = struct.pack("<qq", step, time.time_ns())
+"""
+FLUSH_INTERVAL_S = 0.2
+ONE_BATCH_S = 0.05
+"""Writing one batch of a backlog at the writer's pace, on a busy machine: the loss allowed beyond the
+flush interval."""
+
+
+@pytest.fixture
+def busy_cores():
+    """Two processes spinning: both of this machine's cores busy, as a loaded training node's are."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    yield
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_async_mode_under_load_loses_at_most_the_flush_interval_at_sigkill(tmp_path, busy_cores):
+    """Async mode on cores that other processes keep busy, killed with SIGKILL at 20 random moments of a
+    loop that logs as fast as it can: every complete line parses, and the last step written is within the
+    flush interval and one batch of the last call that returned before the kill."""
+    env = {k: v for k, v in os.environ.items() if k != "LEZEA_RAISE_INTERNAL"}
+    losses = []
+    for seed in range(20):
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        shared = folder / "returned"
+        shared.write_bytes(bytes(16))
+        child = subprocess.Popen([sys.executable, "-c", ASYNC_TRAINING, str(folder / "runs"), str(shared)],
+                                 stdout=subprocess.PIPE, text=True, env=env)
+        experiment_id = child.stdout.readline().strip()
+        time.sleep(random.Random(seed).uniform(0.2, 1.0))  # the moment of the kill, not a synchronisation
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        last_step, returned_ns = struct.unpack("<qq", shared.read_bytes())
+        raw = (folder / "runs" / experiment_id / "events.jsonl").read_bytes()
+        lines = raw.split(b"\n")
+        records = [json.loads(line) for line in lines[:-1]]  # every complete line; a torn tail at most
+        steps = [r for r in records if r["kind"] == "training_step"]
+        assert steps and steps[-1]["step"] <= last_step
+        losses.append((returned_ns - steps[-1]["time_unix_nano"]) / 1e9)
+    assert max(losses) <= FLUSH_INTERVAL_S + ONE_BATCH_S, [f"{loss:.3f}" for loss in losses]

@@ -131,6 +131,8 @@ class AuditWriter:
         self._file = LineFile(path)  # whole lines only, reentrancy-safe; losses counted (see audit_file)
         self._clock = _Clock()
         self._last_flush = self._last_fsync = time.monotonic()
+        self.flush_every_s = FLUSH_INTERVAL_S
+        """Lines reach the file at least this often (async mode: more often, its queue adds its own wait)."""
         self._unsynced = False
         self.seq = 0
         self.encoding: tuple[Record | None, bytes] = (None, b"")
@@ -174,7 +176,7 @@ class AuditWriter:
         the lines reach the file (an fsync is the flusher thread's job)."""
         if self.each_line_durable:
             self.flush(durable=True)
-        elif self._full or monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+        elif self._full or monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
         self._full = False
 
@@ -248,7 +250,7 @@ class AuditWriter:
         """Called every ``FLUSH_INTERVAL_S`` by the pipeline's flusher thread: a quiet run's last lines reach
         the file (and the exporter) too, and the fsync policy's work is done here, off the training thread."""
         now = time.monotonic()
-        if self._file.pending and now - self._last_flush >= FLUSH_INTERVAL_S:
+        if self._file.pending and now - self._last_flush >= self.flush_every_s:
             self.flush()
         if self._fsync == "interval" and now - self._last_fsync >= FSYNC_INTERVAL_S and self._unsynced:
             self.flush(durable=True)

@@ -5,7 +5,10 @@ and queues it; the queue is written in call order in batches: by the caller ever
 records, by the flusher thread within ``FLUSH_INTERVAL_S``, and before anything reads the run. In
 async mode the caller only appends the call itself to the deque (far cheaper than
 ``queue.Queue.put``) and one daemon worker builds and writes it, in call order; when the deque is
-full the caller drains it itself under the same lock (backpressure, never loss). Each sink is
+full the caller drains it itself under the same lock (backpressure, never loss); when the worker falls
+behind (a training thread that holds the GIL, cores that other processes keep busy), the flusher marks
+the queue overdue once its oldest call has waited half the flush interval, and the caller's next call
+drains it, so a SIGKILL loses at most about the flush interval in async mode too. Each sink is
 isolated: a failing run-state update never costs an audit line.
 
 Reentrant on its own thread: a record submitted while that thread is already handling one (from a
@@ -37,6 +40,12 @@ each record with the caches its own computation just evicted."""
 FLUSHER_BATCH = 32
 """Records a background thread (the flusher, the async worker) writes before it lets the GIL go."""
 IDLE_POLL_S = 0.005
+OVERDUE_CHECKS = 16
+"""The flusher looks at the async queue this many times per flush interval."""
+OVERDUE_S = 0.025
+"""Async mode: a call queued this long and not yet written makes the queue overdue. The caller then writes
+the backlog (about this long's worth of calls, at the writer's pace) and every later call's too while the
+writer stays behind, so the records a SIGKILL can lose span about the flush interval at most."""
 
 
 class Pipeline:
@@ -52,8 +61,15 @@ class Pipeline:
         """Async mode (until closed): a submitted call is built later, on the worker."""
         self._batch = 1 if audit.each_line_durable else SYNC_BATCH  # fsync=always: each line at its call
         self._stop = threading.Event()
+        self.overdue = False
+        """Async mode: the oldest queued call has waited too long; the caller's next call drains the queue."""
+        self._handled = 0
+        """Queued items handled so far: with the queue's length, how many were ever queued."""
+        self._marks: deque[tuple[float, int]] = deque()
+        """Async mode: (when, items queued by then) as the flusher saw them, oldest first."""
         self._worker: threading.Thread | None = None
         if async_mode:
+            audit.flush_every_s = OVERDUE_S
             self._worker = threading.Thread(target=self._run, name="lezea-otel-worker", daemon=True)
             self._worker.start()
         threading.Thread(target=self._flush_periodically, name="lezea-otel-audit-flush", daemon=True).start()
@@ -74,8 +90,8 @@ class Pipeline:
             return
         if self.deferred:
             self._queue.append((call, build, args))
-            if len(self._queue) > MAX_QUEUE:
-                self.drain()
+            if self.overdue or len(self._queue) > MAX_QUEUE:
+                self._catch_up()
             return
         with self._lock:  # in call order, and one thread at a time through build's bookkeeping
             record = self._build(call, build, args)
@@ -90,8 +106,15 @@ class Pipeline:
         if self.disabled:
             return
         self._queue.append(("span", build, args))
-        if len(self._queue) >= (MAX_QUEUE if self.deferred else self._batch):
-            self.drain()
+        if self.overdue or len(self._queue) >= (MAX_QUEUE if self.deferred else self._batch):
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """The caller writes what is queued (the worker fell behind, or the queue is full); the queue stays
+        overdue until the flusher sees the worker keep up again."""
+        self.drain()
+        if not self._marks or self._marks[0][1] <= self._handled:
+            self.overdue = False
 
     def drain(self, limit: int = 0) -> None:
         """Handles everything queued (at most ``limit`` records when given), in order. Re-entered on
@@ -115,25 +138,29 @@ class Pipeline:
                         built = self._build(*record)
                         if built is None:
                             queue.popleft()
+                            self._handled += 1
                             continue
                         queue[0] = record = built  # built once, even when what follows is cut short
                     try:  # each sink isolated: a failing run-state update never costs an audit line
                         audit.append(record)
                     except Exception as error:  # noqa: BLE001 - one sink failing must not cost the others
                         queue.popleft()
+                        self._handled += 1
                         self._sink_failed("audit", record, error)
                     except BaseException:  # a signal handler raised in the middle: written once it is queued
                         if audit.queued(record):
                             queue.popleft()
+                            self._handled += 1
                         raise
                     else:
                         queue.popleft()
+                    self._handled += 1
                     try:
                         state.apply(record)
                     except Exception as error:  # noqa: BLE001
                         self._sink_failed("run state", record, error)
-                    if audit.each_line_durable:
-                        audit.settle()
+                    if audit.each_line_durable or not self._handled % FLUSHER_BATCH:
+                        audit.settle()  # a long drain's lines reach the file as they go, not at its end
             finally:
                 self._busy = False
                 self.audit.settle()
@@ -161,16 +188,45 @@ class Pipeline:
 
     def _flush_periodically(self) -> None:
         """Every ``FLUSH_INTERVAL_S``: what the caller queued is written (in short batches, the GIL let go
-        between them, so a training thread waiting for it waits one batch at most) and reaches the file."""
-        while not self._stop.wait(FLUSH_INTERVAL_S):
-            left = len(self._queue)  # queued by now: a caller that goes on queueing writes its own batches
-            while left > 0 and not self.disabled and not self._stop.is_set():
-                self.drain(min(left, FLUSHER_BATCH))
-                left -= FLUSHER_BATCH
-                time.sleep(0)
+        between them, so a training thread waiting for it waits one batch at most) and reaches the file.
+        In async mode the worker writes; this thread watches it keep up (:meth:`_watch_overdue`)."""
+        while not self._stop.is_set():
+            if self.deferred:
+                if self._watch_overdue():
+                    break
+            else:
+                if self._stop.wait(FLUSH_INTERVAL_S):
+                    break
+                left = len(self._queue)  # queued by now: a caller that goes on queueing writes its own
+                while left > 0 and not self.disabled and not self._stop.is_set():
+                    self.drain(min(left, FLUSHER_BATCH))
+                    left -= FLUSHER_BATCH
+                    time.sleep(0)
             with self._lock:
                 if not self.disabled:
                     self.audit.flush_if_due()
+
+    def _watch_overdue(self) -> bool:
+        """One flush interval of looking at the async queue: each look notes how many items were queued by
+        then; when those of a look ``OVERDUE_S`` ago are not all handled yet, the queue is overdue (the
+        caller writes). True when the pipeline stops meanwhile."""
+        marks = self._marks
+        for _ in range(OVERDUE_CHECKS):
+            if self._stop.wait(FLUSH_INTERVAL_S / OVERDUE_CHECKS):
+                return True
+            now, handled = time.monotonic(), self._handled
+            marks.append((now, handled + len(self._queue)))
+            while marks and marks[0][1] <= handled:  # everything queued by then is written
+                marks.popleft()
+            if marks and now - marks[0][0] >= OVERDUE_S:
+                self.overdue = True
+            if self._lock.acquire(blocking=False):  # else a drain under way flushes as it goes
+                try:
+                    if not self.disabled:
+                        self.audit.flush_if_due()
+                finally:
+                    self._lock.release()
+        return False
 
     def _run(self) -> None:
         """The async worker: short batches, the GIL let go between them, so that a caller never waits
