@@ -26,6 +26,9 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("LEZEA_RAISE_INTERNAL", "1")  # our own bugs fail the suite
     monkeypatch.setenv("LEZEA_QUIET", "1")
+    # a run whose collector is down leaves its exporter retrying for 10 s after finalize, not the default
+    # 2 minutes, behind each such test (test_delivery.TestFinishInBackground runs with the default)
+    monkeypatch.setenv("LEZEA_FINISH_WINDOW", "10")
     if EXPORTER_UNDER_TEST:
         monkeypatch.setenv("LEZEA_EXPORTER", EXPORTER_UNDER_TEST)
     monkeypatch.chdir(tmp_path)

@@ -270,6 +270,12 @@ class TestCollectorDown:
 
 
 class TestOutageAndExport:
+    @pytest.fixture(autouse=True)
+    def _no_finish_window(self, monkeypatch):
+        """``lezea-otel export`` after the run: no exporter process goes on after finalize (its window is
+        0), so what the collector did not take waits in the audit (TestFinishInBackground: the window)."""
+        monkeypatch.setenv("LEZEA_FINISH_WINDOW", "0")
+
     def test_outage_is_reported_and_exported_exactly_once(self, monkeypatch, tmp_path):
         """Collector down for the whole run: the report says what was left in the audit, and
         `lezea-otel export` fills the collector once it is back, exactly once, with the original
@@ -535,6 +541,76 @@ class TestCollectorOutageMidRun:
         finally:
             fast.stop()
         assert _steps(fast.received) == list(range(1, 41))
+
+
+BOUNDED_FINALIZE = """
+import json, sys, time
+from lezea_otel import ExperimentTracker
+tracker = ExperimentTracker("bounded", runs_dir=sys.argv[1], quiet=True).start(prometheus_port=None)
+for _ in range(int(sys.argv[2])):
+    with tracker.span("forward"):
+        pass
+tracker.log_training_step(1, {"loss": 0.5})
+began = time.monotonic()
+tracker.finalize_experiment()
+print(json.dumps({"run_dir": str(tracker.run_dir), "finalize_s": time.monotonic() - began}), flush=True)
+"""
+
+
+def _bounded_run(tmp_path: Path, phases: int, **env: str) -> tuple[dict[str, Any], str]:
+    """A training process whose finalize is bounded to 0.5 s, run to its exit: (what it printed, stderr)."""
+    kept = {k: v for k, v in os.environ.items() if k not in ("LEZEA_RAISE_INTERNAL", "LEZEA_FINISH_WINDOW")}
+    child_env = kept | {
+        "LEZEA_EXPORTER": "process", "LEZEA_SHUTDOWN_TIMEOUT": "0.5", "LEZEA_QUIET": "1"} | env
+    done = subprocess.run([sys.executable, "-c", BOUNDED_FINALIZE, str(tmp_path / "runs"), str(phases)],
+                          capture_output=True, text=True, timeout=120, env=child_env, check=True)
+    return json.loads(done.stdout), done.stderr
+
+
+def _shown(run_dir: str) -> str:
+    shown = _export("show", run_dir)
+    assert shown.exit_code == 0, shown.output
+    return str(shown.output)
+
+
+class TestFinishInBackground:
+    def test_a_finalize_bounded_to_half_a_second_returns_and_the_exporter_completes_the_files(self, tmp_path):
+        """20,000 phases, then a finalize bounded to 0.5 s: the call returns within its bound (it says the
+        files are still being written, and by whom), the training process exits, and the exporter process
+        completes the run's span file by itself; ``show`` then reports the files whole."""
+        printed, stderr = _bounded_run(tmp_path, 20_000)
+        assert printed["finalize_s"] < 0.5 + 0.3
+        spans = Path(printed["run_dir"]) / "otlp" / "spans.jsonl"
+        _wait(lambda: spans.exists() and spans.read_text().count('"name":"forward"') == 20_000, timeout_s=60)
+        _wait(lambda: "still delivering" not in _shown(printed["run_dir"]))
+        shown = _shown(printed["run_dir"])
+        assert "delivered to the files: traces 20002 of 20002" in shown and "left in the audit" not in shown
+        if "finalize:" in stderr:  # on a fast machine the files may be whole in time: no warning at all
+            assert "the run's files are not complete yet" in stderr and "in the background" in stderr, stderr
+            assert "collector" not in stderr, stderr  # local mode: there is none to speak of
+
+    def test_a_collector_down_at_finalize_gets_the_run_from_the_exporter_after_the_trainer_exits(
+            self, tmp_path, fast_export):
+        """The collector is down when the run ends: finalize returns within its bound, saying the collector
+        has not taken the run and the exporter goes on retrying it; the collector comes back after the
+        training process exited and gets the whole run with no user action; ``show`` says so."""
+        port = closed_port()
+        printed, stderr = _bounded_run(tmp_path, 10, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+                                       OTEL_EXPORTER_OTLP_TIMEOUT="300")
+        assert printed["finalize_s"] < 0.5 + 0.3
+        assert "the collector has not taken the whole run" in stderr and "in the background" in stderr, stderr
+        assert "the exporter is still delivering in the background" in _shown(printed["run_dir"])
+        refused = _export("export", printed["run_dir"], "--endpoint", f"http://127.0.0.1:{port}")
+        assert refused.exit_code == 1 and "still delivers it in the background" in refused.output  # no twice
+        receiver = receiver_for("http/protobuf", port=port)
+        try:
+            _wait(lambda: "still delivering" not in _shown(printed["run_dir"]), timeout_s=60)
+        finally:
+            receiver.stop()
+        names_received = sorted(span.name for span in receiver.received.spans())
+        assert names_received == sorted(["experiment", "experiment.started"] + ["forward"] * 10)
+        shown = _shown(printed["run_dir"])
+        assert "delivered to the collector: traces 12 of 12" in shown and "left in the audit" not in shown
 
 
 def test_every_phase_of_a_fast_async_run_is_in_spans_jsonl_and_the_collector_report_adds_up(tmp_path):

@@ -48,12 +48,14 @@ def _attributes(span: dict[str, Any]) -> dict[str, Any]:
     return {a["key"]: next(iter(a["value"].values())) for a in span.get("attributes", [])}
 
 
-def _exporters(pid: int) -> list[psutil.Process]:
-    """The exporter processes a trainer started (``python -m lezea_otel.exporter``)."""
+def _exporters(pid: int, run_dir: Path | None = None) -> list[psutil.Process]:
+    """The exporter processes a trainer started (``python -m lezea_otel.exporter``), of ``run_dir``'s run
+    when given (an earlier test's may still finish its run in the background)."""
     found = []
     for child in psutil.Process(pid).children(recursive=True):
         try:
-            if "lezea_otel.exporter" in child.cmdline():
+            command = child.cmdline()
+            if "lezea_otel.exporter" in command and (run_dir is None or str(run_dir) in command):
                 found.append(child)
         except psutil.Error:
             continue
@@ -122,9 +124,10 @@ def test_an_exporter_that_dies_is_replaced_and_nothing_is_sent_twice(tmp_path: P
                   "the first five spans at the collector")
         _wait_for(lambda: _collector_cursor(tracker.run_dir) == _last_seq(tracker.audit_path), 10,
                   "the collector's cursor past them")  # (a kill between its ack and the commit resends)
-        (first,) = _exporters(os.getpid())
+        (first,) = _exporters(os.getpid(), tracker.run_dir)
         first.kill()  # the trainer's watcher reaps it and starts another
-        replacement = _wait_for(lambda: [p for p in _exporters(os.getpid()) if p.pid != first.pid], 10,
+        replacement = _wait_for(lambda: [p for p in _exporters(os.getpid(), tracker.run_dir)
+                                         if p.pid != first.pid], 10,
                                 "a new exporter process")
         for step in range(6, 11):
             with tracker.span("step"):

@@ -190,12 +190,18 @@ def replay(run: str, endpoint: str | None, protocol: str | None, everything: boo
 
 def _export(run: str, endpoint: str | None, protocol: str | None, everything: bool, runs_dir: str | None,
             command: str) -> None:
+    from lezea_otel.cli.show import background_exporter
     from lezea_otel.exporter.offline import ExportError, ExportResult, export_run, replay_notices
 
     experiment = load(run, runs_dir)
     if any(member.status == "running" for member in experiment.members):
         say(err, "error:", "red", f" the run is still live and its own exporter delivers it; {command} it "
             "after it ends")
+        raise SystemExit(1)
+    busy = [pid for member in experiment.members if (pid := background_exporter(member.run.exporter))]
+    if busy:
+        say(err, "error:", "red", f" the run's exporter (pid {busy[0]}) still delivers it in the background "
+            f"(within LEZEA_FINISH_WINDOW); {command} it after that, or stop that process first")
         raise SystemExit(1)
     settings = resolve_settings({"endpoint": endpoint, "protocol": protocol})
     if not settings.otlp_signals:

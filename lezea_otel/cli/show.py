@@ -11,6 +11,8 @@ from rich.tree import Tree
 from lezea_otel.cli.common import console, num, say, when
 from lezea_otel.model.compare import gpu_stats, tags_of
 from lezea_otel.model.runs import Run
+from lezea_otel.trainer.exporter_link import delivery_report
+from lezea_otel.util.processes import alive
 
 
 def run_data(loaded: Run) -> dict[str, Any]:
@@ -32,8 +34,41 @@ def run_data(loaded: Run) -> dict[str, Any]:
                       "targets": list(loaded.start.get("targets", [])), "last_record_ns": loaded.last_time_ns,
                       "error": error_line(loaded.end["error"]) if loaded.end and loaded.end.get("error")
                       else None, "calls_after_end": loaded.after_end}
+    summary["delivery"] = delivered(loaded.exporter)
     summary["recommendations"] = loaded.recommendations()
     return summary
+
+
+def delivered(report: dict[str, Any]) -> dict[str, Any]:
+    """The exporter's report (``exporter/report.json``) as the run's summary has it, and whether the
+    exporter process still delivers the run in the background (after finalize's bound)."""
+    delivery = delivery_report("process", report)
+    delivery["background"] = background_exporter(report)
+    return delivery
+
+
+def background_exporter(report: dict[str, Any]) -> int | None:
+    """The pid of the run's exporter process while it still delivers the run after finalize's bound."""
+    pid = report.get("pid")
+    return pid if report.get("finishing") and type(pid) is int and alive(pid) else None
+
+
+def delivery_lines(delivery: dict[str, Any]) -> list[str]:
+    """Per destination what was delivered of what was produced, what is left in the audit, and who is
+    still at it."""
+    lines = []
+    for where, signals in (("collector", delivery["signals"]), ("files", delivery["files"])):
+        if signals:
+            lines.append(f"delivered to the {where}: " + ", ".join(
+                f"{signal} {counts['exported']} of {counts['produced']}"
+                for signal, counts in signals.items()))
+            left = ", ".join(f"{counts['left_in_audit']} {signal}" for signal, counts in signals.items()
+                             if counts["left_in_audit"])
+            if left:
+                lines.append(f"left in the audit for the {where}: {left} (`lezea-otel export` sends them)")
+    if delivery.get("background"):
+        lines.append(f"the exporter is still delivering in the background (pid {delivery['background']})")
+    return lines
 
 
 def print_run(summary: dict[str, Any], title: str | None = None) -> None:
@@ -100,6 +135,8 @@ def print_run(summary: dict[str, Any], title: str | None = None) -> None:
         console.print(f"conclusion: {summary['conclusion']}")
     targets = summary["run"]["targets"]
     console.print("delivery: " + ("; ".join(targets) if targets else "local audit only"))
+    for line in delivery_lines(summary["delivery"]):
+        console.print(line, markup=False)
     if summary["run"].get("calls_after_end"):
         console.print(f"after finalize: {summary['run']['calls_after_end']} call(s), in the audit only (not "
                       "in these figures, as finalize returned them)")

@@ -215,6 +215,9 @@ PARAMETERS: Final[tuple[Parameter, ...]] = (
               15_000.0, Number(50, DAY_MS, "ms"), "metric export interval (files and OTLP)"),
     Parameter("shutdown_timeout_s", ("LEZEA_SHUTDOWN_TIMEOUT",), 5.0, Number(0.01, DAY_S, "s"),
               "bound on the flush at finalize"),
+    Parameter("finish_window_s", ("LEZEA_FINISH_WINDOW",), 120.0, Number(0, DAY_S, "s", zero=True),
+              "after finalize's bound the exporter process goes on in the background: the run's files to the "
+              "end, a collector retried for up to this long; `0`: it stops with finalize"),
     Parameter("prometheus_port", ("LEZEA_PROMETHEUS_PORT",), None, port,
               "used when `start()` is called with its default port; `0`: none"),
     Parameter("prometheus_addr", ("LEZEA_PROMETHEUS_ADDR",), "127.0.0.1", text,

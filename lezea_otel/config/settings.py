@@ -47,6 +47,7 @@ class Settings:
     protocol: Protocol
     metric_export_interval_ms: float
     shutdown_timeout_s: float
+    finish_window_s: float
     prometheus_port: int | None
     prometheus_addr: str
     cost_limit_eur: float | None

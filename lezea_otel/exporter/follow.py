@@ -234,7 +234,7 @@ class Follower:
             problems.extend(source.converter.problems)
         withheld = sum(source.converter.withheld for source in self._sources.values())
         return {"destination": self.destination.name, "signals": signals, "problems": problems[:100],
-                **({"withheld_spans": withheld} if withheld else {})}
+                "done": self.ended, **({"withheld_spans": withheld} if withheld else {})}
 
     def left(self) -> dict[str, int]:
         """Spans and log records produced and not taken, when the destination gets them: held for a

@@ -28,10 +28,11 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from lezea_otel import semconv as names
 from lezea_otel.config.settings import Settings
 from lezea_otel.exporter.delivery_metrics import DeliveryMetrics
-from lezea_otel.exporter.follow import Destination, Follower, wind_down
+from lezea_otel.exporter.follow import STALL_S, Destination, Follower, wind_down
 from lezea_otel.exporter.logs import LogRecordExporter
 from lezea_otel.exporter.records import resource_constants
 from lezea_otel.exporter.run import merge_metrics
+from lezea_otel.util.processes import alive
 from lezea_otel.util.readable import error_text
 from lezea_otel.util.safety import raise_internal, report_internal_error
 
@@ -40,20 +41,8 @@ POLL_S = 0.05
 """How often a follower looks at the audit (the trainer writes it at least every 200 ms)."""
 WATCH_S = 0.5
 """How often the trainer's PID is checked."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:  # a zombie (our own child, killed, not yet reaped) is gone for us
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return True
+FINISH_REPORT_S = 0.2
+"""How often the report is rewritten while the trainer's finalize waits on it."""
 
 
 def local_destination(run_dir: Path, extra: Sequence[Any], on_metrics: Callable[[MetricsData], None] | None,
@@ -123,6 +112,9 @@ class ExporterService:
         self._final = threading.Event()
         self._threads: list[threading.Thread] = []
         self.crashed = False
+        self.finishing = False
+        """The trainer's finalize reached its end record and this process delivers the rest (``_finish``)."""
+        self._finish_began = 0.0
         self._closed = False
         self._observed_lock = threading.Lock()
         self._prometheus_server: Any = None
@@ -157,18 +149,48 @@ class ExporterService:
             end_ns = self.local.end_time_ns
             # the trainer is finalizing: it waits from its end record
             if self.local.ended and end_ns is not None:
-                self._final.set()
                 waited = (time.time_ns() - end_ns) / 1e9
-                wind_down(self._pairs(), max(0.2, self.settings.shutdown_timeout_s - waited - 0.3))
+                bound = max(0.2, self.settings.shutdown_timeout_s - waited - 0.3)
+                if self.settings.finish_window_s:
+                    self._finish(bound + self.settings.finish_window_s, problems)
+                else:
+                    self._final.set()
+                    wind_down(self._pairs(), bound)
                 return
-            if watch and not _alive(self.trainer_pid):
+            if watch and not alive(self.trainer_pid):
                 self.crashed = not self.local.ended
                 self._final.set()
                 wind_down(self._pairs(), max(30.0, self.settings.shutdown_timeout_s))
                 return
-            alive = [thread for thread in self._threads if thread.is_alive()]
-            if alive:  # the local thread first: it ends as soon as the end record is in the files
-                alive[0].join(WATCH_S)
+            running = [thread for thread in self._threads if thread.is_alive()]
+            if running:  # the local thread first: it ends as soon as the end record is in the files
+                running[0].join(WATCH_S)
+
+    def _finish(self, within_s: float, problems: Sequence[str]) -> None:
+        """The trainer wrote its end record and waits for us, within its bound: every destination goes on
+        delivering as during the run, a collector retried with backoff, for up to ``within_s`` (that bound
+        plus ``LEZEA_FINISH_WINDOW``), whether or not the trainer is still there. The report is rewritten
+        every 0.2 s meanwhile (``finishing``): the trainer stops waiting once the run's files are whole and
+        a collector takes nothing (``stalled``), and leaves the rest to this process. ``/metrics`` closes
+        once the trainer is gone. What is still not delivered at the end stays in the audit, counted."""
+        self._finish_began = time.monotonic()
+        self.finishing = True
+        deadline = time.monotonic() + within_s
+        next_report = 0.0
+        for thread in self._threads:
+            while thread.is_alive() and time.monotonic() < deadline:
+                if self._final.is_set():  # SIGTERM: what is held is offered once more, then we stop
+                    wind_down(self._pairs(), 0.5)
+                    return
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + FINISH_REPORT_S
+                    self._write_quietly(problems)
+                if self._prometheus_server is not None and not alive(self.trainer_pid):
+                    self.close_prometheus()
+                thread.join(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        self._final.set()
+        wind_down(self._pairs(), 0.5)  # past the window: given up on, left in the audit
+        self.finishing = False
 
     def _pairs(self) -> list[tuple[Follower, threading.Thread]]:
         return list(zip(self.followers, self._threads, strict=True))
@@ -277,8 +299,16 @@ class ExporterService:
         return observed
 
     def report(self) -> dict[str, Any]:
-        """What each destination got, by its name: the run's delivery report (``summary["delivery"]``)."""
-        return {follower.destination.name: follower.report() for follower in self.followers}
+        """What each destination got, by its name: the run's delivery report (``summary["delivery"]``).
+        While finishing, a collector not done that took nothing for ``STALL_S`` is ``stalled``: the
+        trainer's finalize stops waiting for it (this process goes on retrying)."""
+        now = time.monotonic()
+        report = {}
+        for follower in self.followers:
+            report[follower.destination.name] = made = follower.report()
+            if self.finishing and follower.destination.retry and not follower.ended:
+                made["stalled"] = now - max(self._finish_began, follower.destination.last_taken) >= STALL_S
+        return report
 
     def write_report(self, problems: Sequence[str] = ()) -> None:
         """For the trainer's summary (it reads the file at finalize) and ``lezea-otel`` afterwards."""
@@ -286,6 +316,7 @@ class ExporterService:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_bytes(orjson.dumps({"crashed": self.crashed, "problems": list(problems),
+                                            "finishing": self.finishing, "pid": os.getpid(),
                                             "destinations": self.report(), "observed": self.observed_totals(),
                                             "scope_resources": self.scope_summaries()}))
         os.replace(temporary, path)

@@ -25,6 +25,8 @@ from lezea_otel.util.safety import logger
 
 Warn = Callable[[str, str, str], None]
 MAX_RESTARTS = 3
+WAIT_POLL_S = 0.05
+"""At finalize, how often the exporter process's report is read while the trainer waits for it."""
 
 
 class ExporterLink:
@@ -51,6 +53,8 @@ class ExporterLink:
         self._port: int | None = None
         self.targets: list[str] = []
         self.report: dict[str, Any] = {}
+        self.background: int | None = None
+        """The exporter process left delivering the run after finalize's bound (its pid)."""
 
     def start(self, prometheus_port: int | None, trainer_pid: int) -> None:
         self._port = prometheus_port
@@ -121,40 +125,64 @@ class ExporterLink:
             done = self._service.close(timeout_s)
             self.report = {"crashed": False, "problems": [], "destinations": self._service.report()}
         elif self._process is not None:
-            try:
-                self._process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                done = False
-                self._process.terminate()  # it delivers what it can and writes its report
-                try:
-                    self._process.wait(min(2.0, timeout_s))
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
+            done = self._wait_for_process(self._process, timeout_s)
             self.report = self._read_report()
         return done
+
+    def _wait_for_process(self, process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+        """Until the exporter process ends, having delivered the run; or, within ``timeout_s``, until what
+        is left is only a collector taking nothing (its report says the run's files are whole and the
+        collector ``stalled``). A process still at work then goes on in the background, within
+        ``LEZEA_FINISH_WINDOW`` (:attr:`background`); with a window of 0 it is stopped (SIGTERM: it offers
+        what it holds once more and writes its report). True when it ended."""
+        deadline = time.monotonic() + timeout_s
+        window = self._settings.finish_window_s
+        while process.poll() is None:
+            if time.monotonic() >= deadline or (window and _only_collector_left(self._read_report())):
+                break
+            time.sleep(WAIT_POLL_S)
+        else:
+            return True
+        if window:
+            self.background = process.pid
+            return False
+        process.terminate()
+        try:
+            process.wait(min(2.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            process.kill()
+        return False
 
     def delivery(self) -> dict[str, Any]:
         """``summary["delivery"]``: what the exporter delivered, per destination and signal."""
         return delivery_report(self.mode, self.current())
 
     def finish(self, timeout_s: float, audit_seq: int, audit_path: Path) -> None:
-        """:meth:`close`, and one warning saying why, when the exporter did not deliver to the end in time:
-        it had not caught up with the audit (``audit_seq``: its last record), or the collector did not take
-        it all."""
+        """:meth:`close`, and one warning naming what is behind when the exporter did not deliver to the end
+        in time: the run's files (``audit_seq``: the audit's last record; the exporter had not caught up), or
+        the collector; and who finishes it: the exporter process in the background, or ``lezea-otel
+        export`` (an exporter thread ends with the process)."""
         if self.close(timeout_s):
             return
         behind = audit_seq - self.local_position()
+        left = ", ".join(f"{counts['left_in_audit']} {signal}" for signal, counts
+                         in self.delivery()["signals"].items() if counts.get("left_in_audit"))
         if behind > 0:  # the exporter itself had not caught up (a very fast loop, a busy machine)
-            reason = f"the exporter had not caught up with the audit ({behind} records not yet exported)"
-        else:
-            signals = self.delivery()["signals"].items()
-            left = ", ".join(f"{counts['left_in_audit']} {signal}" for signal, counts in signals
-                             if counts.get("left_in_audit"))
-            reason = "the collector did not take the whole run (down, refusing or hanging)" + (
+            reason = f"the run's files are not complete yet ({behind} records of the audit to go)"
+        elif self._settings.otlp_signals:
+            reason = "the collector has not taken the whole run (down, refusing or hanging)" + (
                 f": {left} left" if left else "")
-        logger.warning("finalize: %s within LEZEA_SHUTDOWN_TIMEOUT=%.1f s; the audit %s keeps everything "
-                       "(`lezea-otel export %s` sends it to a collector)", reason, timeout_s, audit_path,
-                       self.run_dir)
+        else:
+            reason = "the exporter did not finish the run's files"
+        if self.background is not None:
+            retried = (f", the collector retried for up to LEZEA_FINISH_WINDOW="
+                       f"{self._settings.finish_window_s:g} s" if self._settings.otlp_signals else "")
+            then = (f"the exporter (pid {self.background}) finishes it in the background{retried}; "
+                    f"`lezea-otel show {self.run_dir}` says how it ended")
+        else:
+            then = f"`lezea-otel export {self.run_dir}` sends the rest"
+        logger.warning("finalize: %s within LEZEA_SHUTDOWN_TIMEOUT=%.1f s; %s (the audit %s keeps "
+                       "everything)", reason, timeout_s, then, audit_path)
 
     # --- process mode -----------------------------------------------------------------------------
 
@@ -206,6 +234,16 @@ class ExporterLink:
         except (OSError, orjson.JSONDecodeError) as error:
             return {"problems": [f"no exporter report: {error_text(error)}"]}
         return report if isinstance(report, dict) else {}
+
+
+def _only_collector_left(report: dict[str, Any]) -> bool:
+    """The exporter's report says the run's files are whole and a collector takes nothing (a process whose
+    destinations are all done is about to send its last metrics and end: it is waited for)."""
+    destinations = report.get("destinations") or {}
+    local = destinations.get(names.LOCAL_DESTINATION) or {}
+    others = [d or {} for name, d in destinations.items() if name != names.LOCAL_DESTINATION]
+    return bool(report.get("finishing")) and bool(local.get("done")) and \
+        any(d.get("stalled") and not d.get("done") for d in others)
 
 
 def delivery_report(mode: str, report: dict[str, Any]) -> dict[str, Any]:
