@@ -272,12 +272,3 @@ CHECKPOINT_PATH: Final = "lezea.checkpoint.path"
 SPLIT_TRAIN: Final = "train"
 SPLIT_VAL: Final = "val"
 SPLIT_TEST: Final = "test"
-EXPERIMENT_ID_VARIABLE: Final = "LEZEA_EXPERIMENT_ID"
-"""The variables an integration sets while it makes the tracker of a rank its framework launched itself
-(Lightning's DDP launcher sets none a launcher of ours reads): every rank then derives the same experiment
-and trace, and writes its own rank folder."""
-RANK_VARIABLE: Final = "LEZEA_RANK"
-WORLD_SIZE_VARIABLE: Final = "LEZEA_WORLD_SIZE"
-LAUNCHER_RANK_VARIABLES: Final = ("LEZEA_RANK", "RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMIX_RANK",
-                                  "PMI_RANK")
-"""Where the tracker reads a process's rank from: one of them set, the launch already says who is who."""

@@ -35,9 +35,10 @@ IDENTIFIERS = {"LEZEA_EXPERIMENT_ID"}
 NAMES = {"LEZEA_ENV_ALLOWLIST"}
 """Variable names: ``abc``, ``nan`` and ``inf`` are names; ``-1``, ``1e308`` and ``1e-9`` are not."""
 TINY_IS_FINE = {"LEZEA_COST_LIMIT_EUR", "LEZEA_CHECKPOINT_HASH_MAX_MB", "OTEL_TRACES_SAMPLER_ARG",
-                "LEZEA_SPAN_RANKS"}
-"""A positive number with no lower bound: 1e-9 is a (silly but harmless) value. Every interval,
-delay and timeout has a lower bound, so 1e-9 there is one warning and the bound is used."""
+                "LEZEA_SPAN_RANKS", "LEZEA_FINISH_WINDOW"}
+"""A positive number with no lower bound: 1e-9 is a (silly but harmless) value (a finish window that
+short is one of 0: nothing goes on after finalize). Every interval, delay and timeout has a lower bound,
+so 1e-9 there is one warning and the bound is used."""
 WITH_OTLP = {v for p in PARAMETERS if p.with_otlp for v in p.variables_for()}
 ENDPOINTS = {v for name in ("endpoint", "otel_endpoint", "signal_endpoint")
              for v in BY_NAME[name].variables_for()}

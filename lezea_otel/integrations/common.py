@@ -1,19 +1,21 @@
 """What every integration does alike: the tracker it was given or one it makes (per rank, under a launcher
 of its framework's own), the framework's value names split into the tracker's splits, and the one error a
-missing framework gives. Only the public facade is used here."""
+missing framework gives. Of the package, the facade, the settings' table (which variables a rank reads) and
+the internal-error report are used here."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lezea_otel import semconv as names
+from lezea_otel.config.parameters import BY_NAME
 from lezea_otel.tracker import ExperimentTracker
+from lezea_otel.util.safety import report_internal_error
 
 PREFIXES: tuple[tuple[str, str], ...] = tuple(
     (prefix + separator, split)
@@ -24,8 +26,6 @@ PREFIXES: tuple[tuple[str, str], ...] = tuple(
 """A framework's value names by split (``val_loss``, ``eval_loss``, ``train/loss``): the split becomes the
 tracker's ``data_split`` and the prefix goes, so ``val_loss`` is ``loss`` in ``val``, as the tracker's own
 loop would log it."""
-_log = logging.getLogger("lezea_otel")
-_reported: set[tuple[str, str]] = set()
 F = TypeVar("F", bound=Callable[..., Any])
 _RUN_NAMESPACE = uuid.UUID("0c6b1a52-4d7e-5f21-8a3c-2b9e7d1f4a60")
 
@@ -44,14 +44,8 @@ def never_raises(function: F) -> F:
     def hook(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except Exception as error:
-            if os.environ.get("LEZEA_RAISE_INTERNAL") == "1":
-                raise
-            key = (function.__qualname__, type(error).__name__)
-            if key not in _reported:
-                _reported.add(key)
-                _log.warning("%s: internal error in lezea_otel (%s: %s); training continues with less "
-                             "telemetry", function.__qualname__, type(error).__name__, error)
+        except Exception as error:  # noqa: BLE001 - reported once (raised under LEZEA_RAISE_INTERNAL=1)
+            report_internal_error(function.__qualname__, error)
             return None
 
     return hook  # type: ignore[return-value]
@@ -138,14 +132,17 @@ def rank_identity(experiment_name: str, rank: int, world_size: int) -> Iterator[
     of which tells an experiment apart). Every rank of the launch shares the rendezvous address and port, so
     each derives the same experiment id (and so the same trace) from them. Unchanged under torchrun, SLURM
     or MPI, whose variables say it already."""
-    if world_size <= 1 or any(variable in os.environ for variable in names.LAUNCHER_RANK_VARIABLES):
+    # the settings' own variables (the declared table): the first of each is ours (LEZEA_*)
+    rank_variables = BY_NAME["rank"].variables_for()
+    if world_size <= 1 or any(variable in os.environ for variable in rank_variables):
         yield
         return
     rendezvous = f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
-    given = {names.RANK_VARIABLE: str(rank), names.WORLD_SIZE_VARIABLE: str(world_size)}
-    if names.EXPERIMENT_ID_VARIABLE not in os.environ:
+    given = {rank_variables[0]: str(rank), BY_NAME["world_size"].variables_for()[0]: str(world_size)}
+    experiment_variable = BY_NAME["experiment_id"].variables_for()[0]
+    if experiment_variable not in os.environ:
         derived = uuid.uuid5(_RUN_NAMESPACE, f"{rendezvous}/{experiment_name}")
-        given[names.EXPERIMENT_ID_VARIABLE] = str(derived)
+        given[experiment_variable] = str(derived)
     before = {variable: os.environ.get(variable) for variable in given}
     os.environ.update(given)
     try:

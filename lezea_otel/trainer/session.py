@@ -401,6 +401,22 @@ class Session:
                              frame.start_ns)
             return frame
 
+    def open_detached(self, name: str, where: tuple[tuple[str, ...], int, int],
+                      attributes: dict[str, Any]) -> Frame:
+        """A phase under ``where`` (scope path, trace id, parent span id) that never enters the scope stack:
+        the thread that ends it (``exit_block``) may not be the one that began it (``tracker.watch``'s
+        backward and optimizer phases: autograd runs their hooks on threads of its own)."""
+        with self.ending:
+            if not self.started or self.finalized:
+                self.ready("watch")
+            path, trace_id, parent_span_id = where
+            trace_id, span_id = self.spans.child(trace_id)
+            frame = Frame(path, trace_id, span_id, None, name, parent_span_id, attributes)
+            self.probes.enter(frame, name)
+            self.open_frames[id(frame)] = frame
+            frame.start_ns = time.time_ns()
+            return frame
+
     def exit_block(self, frame: Frame, error: BaseException | None, truncated_by: str | None = None,
                    end_ns: int | None = None) -> None:
         """``end_ns``: taken by the with-block as the first thing on exit. A finalize in another thread
@@ -435,9 +451,12 @@ class Session:
         self.pipeline.defer(frame.end_record, end_ns, failure, truncated_by)
 
     def _leave(self, frame: Frame) -> None:
-        """The scope path and the OTel context as they were before the block, in the block's own context."""
+        """The scope path and the OTel context as they were before the block, in the block's own context
+        (a detached phase changed neither)."""
+        if frame.token is None:
+            return
         try:
-            self.stack.reset(frame.token)  # type: ignore[arg-type]
+            self.stack.reset(frame.token)
         except ValueError:  # exited in another context (e.g. a generator): drop this frame only
             self.stack.set(tuple(f for f in self.stack.get() if f is not frame))
             return

@@ -173,11 +173,12 @@ class _Watch:
         try:
             on_training_thread = threading.get_ident() == self._thread
             where = self._session.where() if on_training_thread else self._where_at_forward
-            frame = self._open(names.PHASE_BACKWARD, where or self._session.where())
+            frame = self._session.open_detached(names.PHASE_BACKWARD, where or self._session.where(),
+                                                _ATTRIBUTES)
             with self._lock:
                 stale, self._backward = self._backward, frame
             if stale is not None:  # a backward that never reached the parameters: no phase
-                self._discard(stale)
+                self._session.discard_block(stale)
         except Exception as error:
             self._internal(error)
 
@@ -187,13 +188,14 @@ class _Watch:
             frame, self._backward = self._backward, None
         if frame is not None:
             try:
-                self._close(frame, end_ns)
+                self._session.exit_block(frame, None, None, end_ns)
             except Exception as error:
                 self._internal(error)
 
     def _step_began(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         try:
-            self._steps[id(optimizer)] = self._open(names.PHASE_OPTIMIZER, self._session.where())
+            self._steps[id(optimizer)] = self._session.open_detached(names.PHASE_OPTIMIZER,
+                                                                     self._session.where(), _ATTRIBUTES)
         except Exception as error:
             self._internal(error)
 
@@ -202,45 +204,9 @@ class _Watch:
         frame = self._steps.pop(id(optimizer), None)
         if frame is not None:
             try:
-                self._close(frame, end_ns)
+                self._session.exit_block(frame, None, None, end_ns)
             except Exception as error:
                 self._internal(error)
-
-    # --- detached phases: a span that never enters the scope stack ------------------------------
-
-    def _open(self, name: str, where: Where) -> Frame:
-        """A phase under ``where`` (path, trace id, parent span id), as ``Session.enter_block`` opens one
-        but off the stack: the thread that ends it may not be the one that began it."""
-        session = self._session
-        with session.ending:
-            if not session.started or session.finalized:
-                session.ready("watch")
-            path, trace_id, parent_span_id = where
-            trace_id, span_id = session.spans.child(trace_id)
-            frame = Frame(path, trace_id, span_id, None, name, parent_span_id, _ATTRIBUTES)
-            session.probes.enter(frame, name)
-            session.open_frames[id(frame)] = frame
-            frame.start_ns = time.time_ns()
-            return frame
-
-    def _close(self, frame: Frame, end_ns: int) -> None:
-        session = self._session
-        with session.ending:
-            session.open_frames.pop(id(frame), None)
-            if frame.ended:  # truncated by a finalize meanwhile
-                return
-            frame.ended = True
-            session.spans.ended += 1
-            session.probes.exit(frame, end_ns, None, None)
-
-    def _discard(self, frame: Frame) -> None:
-        session = self._session
-        with session.ending:
-            session.open_frames.pop(id(frame), None)
-            if not frame.ended:
-                frame.ended = True
-                session.spans.started -= 1
-                session.probes.discard(frame)
 
     def _internal(self, error: Exception) -> None:
         if raise_internal():
