@@ -349,3 +349,22 @@ def test_start_with_a_strict_value_of_no_truth_warns_once_and_starts(capture, le
     assert len(messages) == 1 and messages[0].startswith("start") and "strict" in messages[0], messages
     tracker.log_training_step(1, {"loss": 0.5})
     assert tracker.finalize_experiment()["steps"]["count"] == 1
+
+
+@pytest.mark.parametrize(("call", "args", "named"), [
+    ("log_checkpoint", (None,), "checkpoint_path is missing"),
+    ("log_checkpoint", (float("nan"),), "checkpoint_path should be a string"),
+    ("log_data_score", ("s1", 1.0, float("inf")), "after_loss is Infinity"),
+    ("log_data_score", ("s1", 1.0, 10**30), "after_loss is an integer beyond 64 bits"),
+    ("log_modification_stats", ({"depth": object()},), "value for 'depth' is not a number"),
+], ids=["path-none", "path-nan", "loss-inf", "loss-huge", "stat-object"])
+def test_one_bad_value_is_one_warning(tracker, lezea_warnings, call, args, named):
+    """A value that fails one check is not blamed again by a later check of the same call (a missing path
+    is no 'file not found', an infinite loss no 'negative score', a stat that is no number no 'no JSON
+    value'): one warning, naming the problem, and the call is still recorded."""
+    getattr(tracker, call)(*args)
+    messages = lezea_warnings()
+    assert len(messages) == 1 and named in messages[0], messages
+    recorded = {"log_checkpoint": "checkpoint", "log_data_score": "data_score",
+                "log_modification_stats": "modification_stats"}
+    assert audit_events(tracker)[-1]["kind"] == recorded[call]

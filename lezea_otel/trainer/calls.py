@@ -75,10 +75,11 @@ def statistics(warn: Warn, stats: Any, what: str = "statistics", required: bool 
         number = values.to_float(value, f"{what}: value for {key!r}", warn)
         if values.is_number(number):
             out[key] = number
-        else:
+        else:  # one warning for the value: how it is kept (as its text, ...) is said in it
+            notes: list[str] = []
+            out[key] = values.plain(value, what, lambda _problem, detail: notes.append(detail))  # noqa: B023 - called at once
             warn(f"{what}: value for {key!r} is not a number", f"got {values.describe(value)}; kept in the "
-                 "audit, no metric made of it")
-            out[key] = values.plain(value, what, warn)
+                 "audit" + (f" ({notes[0]})" if notes else "") + ", no metric made of it")
     return out
 
 
@@ -103,14 +104,28 @@ def split(warn: Warn, name: str, ids: Any) -> dict[str, Any] | None:
     return {"count": count, "sha256": digest, "ids": kept, "truncated": count > len(kept)}
 
 
+def _noting(warn: Warn) -> tuple[Warn, list[str]]:
+    """``warn``, and the problems it was told: a later check on the same value stays quiet after one (one
+    warning for one bad value)."""
+    told: list[str] = []
+
+    def noting(problem: str, detail: str) -> None:
+        told.append(problem)
+        warn(problem, detail)
+
+    return noting, told
+
+
 def data_score(warn: Warn, sample_id: Any, before_loss: Any, after_loss: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"sample_id": values.identifier(sample_id, "sample_id", warn)}
-    before = values.number(before_loss, "before_loss", warn) if before_loss is not None else None
-    after = values.number(after_loss, "after_loss", warn) if after_loss is not None else None
+    losses_warn, told = _noting(warn)
+    before = values.number(before_loss, "before_loss", losses_warn) if before_loss is not None else None
+    after = values.number(after_loss, "after_loss", losses_warn) if after_loss is not None else None
     data.update(before_loss=before, after_loss=after)
     if before is not None and after is not None:
         data["score"] = score = before - after
-        if score < 0:  # the SDK's histogram takes no negative value, and would drop it with no word of ours
+        # the SDK's histogram takes no negative value, and would drop it with no word of ours
+        if score < 0 and not told:
             warn("score (before_loss - after_loss) is negative",
                  f"got {score:.6g}: the sample made the loss worse; kept in the audit, not in the "
                  "lezea.data.score histogram (histograms take no negative values)")
@@ -139,13 +154,15 @@ def resource(warn: Warn, component_id: Any, component_type: Any, cpu_percent: An
 
 def checkpoint(warn: Warn, path: Any, hash_max_bytes: int, metadata: Any) -> dict[str, Any]:
     raw = _os_path(path)
-    text = values.text(raw, "checkpoint_path", warn) or ""
+    path_warn, told = _noting(warn)
+    text = values.text(raw, "checkpoint_path", path_warn) or ""
     data: dict[str, Any] = {"path": text, "exists": False, "size_bytes": None, "sha256": None}
     where = raw if values.is_a(raw, str) else text  # the file system takes the name as the OS gave it
     try:
         stat = os.stat(where)
     except (OSError, ValueError):
-        warn("checkpoint file not found", f"{text!r}; recorded without size or hash")
+        if not told:  # a path that is no path was warned about already
+            warn("checkpoint file not found", f"{text!r}; recorded without size or hash")
     else:
         data.update(exists=True, size_bytes=stat.st_size)
         if os.path.isfile(where) and stat.st_size <= hash_max_bytes:
