@@ -138,6 +138,23 @@ EXPORT_OUTCOMES: Final = ("produced", "exported", "dropped", "rejected")
 ``rejected``: refused for good by a collector that took the rest. The audit keeps both."""
 EXPORT_SIGNALS: Final = ("traces", "metrics", "logs")
 
+# Attributes and events of the records the exporter turns into log records and spans
+STAT_SOURCE: Final = "lezea.stat.source"
+COMMENT_KIND: Final = "lezea.comment.kind"
+RUN_DURATION_S: Final = "lezea.run.duration_s"
+SUMMARY: Final = "lezea.summary"
+ENVIRONMENT_PREFIX: Final = "lezea.environment."
+MODIFICATIONS: Final = "lezea.modifications"
+STATISTICS_PREFIX: Final = "lezea.statistics."
+DATA_PREFIX: Final = "lezea.data"
+EPOCH_ATTRIBUTE: Final = "lezea.epoch"
+ACTION_OUTPUTS: Final = "lezea.action_outputs"
+TRUNCATED_REASON: Final = "reason"
+EXCEPTION_EVENT: Final = "exception"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+EXCEPTION_ESCAPED: Final = "exception.escaped"
+
 UNIT_SECONDS: Final = "s"
 UNIT_BYTES: Final = "By"
 UNIT_RATIO: Final = "1"

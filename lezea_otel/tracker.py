@@ -2,10 +2,11 @@
 
 The parts, each given what it shares as an explicit constructor argument:
 
-- :class:`._internal.session.Session`: the run in the training process (identity, settings, the
+- :class:`.trainer.session.Session`: the run in the training process (identity, settings, the
   record path, the scope stack, the exporter beside it) and its lifecycle;
-- :class:`._internal.spec_calls.SpecCalls`: the ``log_*`` and introspection calls;
-- :class:`._internal.scope_calls.ScopeCalls`: the scope calls and ``span()``.
+- :class:`.trainer.spec_calls.SpecCalls`: the ``log_*`` and introspection calls;
+- :class:`.trainer.scope_calls.ScopeCalls`: the scope calls and ``span()``;
+- :class:`.trainer.watch.Watches`: ``watch()`` and ``unwatch()`` (phases from PyTorch's hooks).
 
 Every public call shapes its input into one record and appends it to the audit; an exporter beside
 the trainer makes OpenTelemetry of the audit. No call raises into training code: bad input gives one

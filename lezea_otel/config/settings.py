@@ -1,11 +1,12 @@
 """Settings, resolved once per tracker from the declared table (:mod:`.parameters`):
 arguments > ``LEZEA_*`` > standard ``OTEL_*`` > defaults.
 
-Nothing reads the environment after this. A bad value never raises here: it becomes a *problem*
-(reported at ``start()``, raised there only in strict mode) and the default, or the value clamped
-into its bounds, is used. Variables the OTel SDK reads itself are checked too, and an unusable one
-is corrected in this process's environment before the SDK can trip over it (some are read when
-the SDK is imported, which ``import lezea_otel`` does).
+Settings are read from the environment here only (the exporter process resolves its own from the
+environment it inherited). A bad value never raises here: it becomes a *problem* (reported at
+``start()``, raised there only in strict mode) and the default, or the value clamped into its bounds,
+is used. Variables the OTel SDK reads itself are checked too, and an unusable one is corrected in this
+process's environment before the SDK can trip over it (some are read when the SDK is imported: in the
+exporter, and in a training process only in thread mode or when the user's own code loads it).
 """
 
 from __future__ import annotations

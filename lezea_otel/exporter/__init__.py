@@ -1,9 +1,9 @@
-"""The exporter's pure core: audit records (``runs/<id>/events.jsonl``) -> OpenTelemetry data.
+"""The exporter: audit records (``runs/<id>/events.jsonl``) -> OpenTelemetry data, delivered.
 
-Not wired into the tracker yet (issue 12, "The exporter"): this package reads what the trainer
-wrote and builds the spans, log records and metric points the in-process pipeline produces today,
-with the trainer's ids and each record's time, using public SDK data types only. Nothing here
-exports or starts a thread; the caller hands the output to any SDK exporter.
+It reads what the trainer wrote and builds the spans, log records and metric points, with the trainer's
+ids and each record's time, using public SDK data types only (the converting core below); the service
+(``service``, ``assemble``) follows the audit beside the trainer, in a process of its own or a thread, and
+delivers to the run's files, ``/metrics`` and a collector, with the observers' and its own delivery metrics.
 
 - :class:`AuditCursor` follows one audit file from a persisted (byte offset, seq) position.
 - :class:`RunConverter` turns that file's records into :class:`Batch`es (spans, log records) and,

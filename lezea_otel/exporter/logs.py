@@ -1,8 +1,8 @@
 """Event records -> ``ReadableLogRecord``s correlated with the span each call happened in.
 
-The exporter's only module that touches the SDK's unstable ``_logs`` packages (being renamed to
-``opentelemetry.sdk.logs`` upstream): a rename is one edit here. Bodies, event names, severities and
-attributes are those the in-process mapping (``_internal/mapping.py``) gives each call; the
+The exporter's only module that imports the SDK's unstable ``_logs`` packages (being renamed to
+``opentelemetry.sdk.logs`` upstream): a rename is one edit here (the others take the types from here).
+Bodies, event names, severities and attributes are made from each record's kind and data; the
 timestamp is the record's, and the trace context is the record's ids, never the exporter thread's
 current context (which ``LogRecord`` would otherwise take).
 """
@@ -24,15 +24,7 @@ from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, Tra
 
 from lezea_otel import semconv as names
 from lezea_otel.exporter.records import (
-    ACTION_OUTPUTS,
-    DATA_PREFIX,
-    ENVIRONMENT_PREFIX,
-    EPOCH_ATTRIBUTE,
-    MODIFICATIONS,
-    RUN_DURATION_S,
     SCOPE,
-    STATISTICS_PREFIX,
-    SUMMARY,
     AuditRecord,
 )
 from lezea_otel.model.record import Kind
@@ -111,14 +103,16 @@ def _started(data: dict[str, Any]) -> _Event:
 
 
 def _environment(data: dict[str, Any]) -> _Event:
-    return names.EVENT_ENVIRONMENT, "environment", values.flat_attributes(data, ENVIRONMENT_PREFIX), False
+    return (names.EVENT_ENVIRONMENT, "environment", values.flat_attributes(data, names.ENVIRONMENT_PREFIX),
+            False)
 
 
 def _finished(data: dict[str, Any]) -> _Event:
     status = data.get("status")
     return (names.EVENT_FINISHED, f"experiment {status}",
             values.flat_attributes({names.RUN_STATUS: status, names.RUN_ENDED_BY: data.get("ended_by"),
-                                    RUN_DURATION_S: data.get("duration_s"), SUMMARY: data.get("summary")}),
+                                    names.RUN_DURATION_S: data.get("duration_s"),
+                                    names.SUMMARY: data.get("summary")}),
             status != "finished")
 
 
@@ -130,27 +124,27 @@ def _modification_tree(data: dict[str, Any]) -> _Event:
     modifications = data.get("modifications")
     statistics = data.get("statistics")
     count = len(modifications) if isinstance(modifications, list) else 0
-    flat = values.flat_attributes(statistics if isinstance(statistics, dict) else {}, STATISTICS_PREFIX)
+    flat = values.flat_attributes(statistics if isinstance(statistics, dict) else {}, names.STATISTICS_PREFIX)
     return (names.EVENT_MODIFICATION_TREE, f"modification tree with {count} modifications",
-            {MODIFICATIONS: values.json_text(modifications), **flat}, False)
+            {names.MODIFICATIONS: values.json_text(modifications), **flat}, False)
 
 
 def _data_splits(data: dict[str, Any]) -> _Event:
     return (names.EVENT_DATA_SPLITS, "data splits",
-            {f"{DATA_PREFIX}.{split}.{key}": entry.get(key) for split, entry in data.items()
+            {f"{names.DATA_PREFIX}.{split}.{key}": entry.get(key) for split, entry in data.items()
              if isinstance(entry, dict) for key in ("count", "sha256")}, False)
 
 
 def _data_usage(data: dict[str, Any]) -> _Event:
     return (names.EVENT_DATA_USAGE, f"{data.get('count')} samples used",
-            values.flat_attributes({EPOCH_ATTRIBUTE: data.get("epoch"),
-                                    f"{DATA_PREFIX}.count": data.get("count"),
-                                    f"{DATA_PREFIX}.sha256": data.get("sha256")}), False)
+            values.flat_attributes({names.EPOCH_ATTRIBUTE: data.get("epoch"),
+                                    f"{names.DATA_PREFIX}.count": data.get("count"),
+                                    f"{names.DATA_PREFIX}.sha256": data.get("sha256")}), False)
 
 
 def _data_score(data: dict[str, Any]) -> _Event:
     return (names.EVENT_DATA_SCORE, f"sample {data.get('sample_id')} scored",
-            values.flat_attributes({DATA_PREFIX: data}), False)
+            values.flat_attributes({names.DATA_PREFIX: data}), False)
 
 
 def _checkpoint(data: dict[str, Any]) -> _Event:
@@ -167,7 +161,7 @@ def _results(data: dict[str, Any]) -> _Event | None:
     if data.get("action_outputs") is None:
         return None
     outputs = values.json_text(data["action_outputs"])
-    return names.EVENT_RESULTS, "action outputs", {ACTION_OUTPUTS: outputs}, False
+    return names.EVENT_RESULTS, "action outputs", {names.ACTION_OUTPUTS: outputs}, False
 
 
 def _cost(data: dict[str, Any]) -> _Event:

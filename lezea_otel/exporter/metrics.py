@@ -16,8 +16,7 @@ unchanged is stamped with the newest record read, as a cumulative SDK stamps eac
 Instrument names, units, series attributes and caps are those of the first wave's in-process
 instruments, so dashboards and queries carry over. Everything a builder returns is one
 ``ResourceMetrics`` with one ``ScopeMetrics``; ``run.merge_metrics`` combines several (workers, runs)
-by (resource, scope), since the proto encoder keeps only the last of two equal resources or scopes
-(reference/exporter.md 0.1).
+by (resource, scope), since the proto encoder keeps only the last of two equal resources or scopes.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from lezea_otel import semconv as names
 from lezea_otel.exporter.instruments import COUNTERS, GAUGES, HISTOGRAMS, MAX_SERIES_PER_NAME, metric_name
 from lezea_otel.exporter.labels import Labels, LabelSets
-from lezea_otel.exporter.records import COMMENT_KIND, SCOPE, STAT_SOURCE, AuditRecord
+from lezea_otel.exporter.records import SCOPE, AuditRecord
 from lezea_otel.model.record import Kind
 from lezea_otel.util.safety import encodable_attributes, encodable_number
 
@@ -339,7 +338,7 @@ class MetricsBuilder:
         for key, value in (statistics.items() if isinstance(statistics, dict) else ()):
             if isinstance(value, float):
                 self._gauge(record, names.MODIFICATION_STAT, value,
-                            {names.STAT_NAME: key, STAT_SOURCE: source}, scope=record.scope)
+                            {names.STAT_NAME: key, names.STAT_SOURCE: source}, scope=record.scope)
 
     def _data_splits(self, record: AuditRecord) -> None:
         for split, entry in record.data.items():
@@ -420,5 +419,5 @@ class MetricsBuilder:
                 self._gauge(record, names.BUSINESS, value, {names.METRIC_KEY: key})
 
     def _comment(self, record: AuditRecord, kind: str) -> None:
-        self._add(record, names.COMMENTS, 1, {COMMENT_KIND: kind})
+        self._add(record, names.COMMENTS, 1, {names.COMMENT_KIND: kind})
 

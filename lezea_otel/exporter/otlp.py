@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import requests
-from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from lezea_otel.config.parsers import Invalid
 from lezea_otel.config.parsers import headers as parse_headers
 from lezea_otel.config.settings import Settings
+from lezea_otel.exporter.logs import LogRecordExporter
 
 Exporter = SpanExporter | MetricExporter | LogRecordExporter
 GRPC: Final = "grpc"

@@ -27,24 +27,6 @@ from lezea_otel.util.readable import INT64_MAX, INT64_MIN
 from lezea_otel.util.safety import encodable_attributes
 from lezea_otel.version import __version__
 
-# Keys the in-process code spells inline (mapping.py, spans.py, scope_calls.py; not in names.py yet):
-# written once here for the exporter, to move into names.py when the trainer side is reshaped.
-STAT_SOURCE: Final = "lezea.stat.source"
-COMMENT_KIND: Final = "lezea.comment.kind"
-RUN_DURATION_S: Final = "lezea.run.duration_s"
-SUMMARY: Final = "lezea.summary"
-ENVIRONMENT_PREFIX: Final = "lezea.environment."
-MODIFICATIONS: Final = "lezea.modifications"
-STATISTICS_PREFIX: Final = "lezea.statistics."
-DATA_PREFIX: Final = "lezea.data"
-EPOCH_ATTRIBUTE: Final = "lezea.epoch"
-ACTION_OUTPUTS: Final = "lezea.action_outputs"
-TRUNCATED_REASON: Final = "reason"
-EXCEPTION_EVENT: Final = "exception"
-EXCEPTION_MESSAGE: Final = "exception.message"
-EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
-EXCEPTION_ESCAPED: Final = "exception.escaped"
-
 SCOPE: Final = InstrumentationScope(names.INSTRUMENTATION_NAME, __version__)
 """The instrumentation scope of everything the exporter makes: the tracker's own, as in-process."""
 

@@ -2,8 +2,9 @@
 
 The trainer assigns the ids and takes the times; this module only puts them together, so a span
 made from the audit is the span the trainer's records name: logs and exemplars that point at it
-resolve. ``ReadableSpan`` is built directly (reference/exporter.md section 1): cheap, deterministic,
-and with no sampler, processor or live span object between the record and the exporter.
+resolve. ``ReadableSpan`` is built directly (its public constructor, as the SDK's own span ends into one):
+cheap, deterministic, and with no sampler, processor or live span object between the record and the
+exporter.
 
 What each record gives today (and what it does not: see the package docstring):
 
@@ -33,12 +34,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from lezea_otel import semconv as names
 from lezea_otel.exporter.records import (
-    EXCEPTION_ESCAPED,
-    EXCEPTION_EVENT,
-    EXCEPTION_MESSAGE,
-    EXCEPTION_STACKTRACE,
     SCOPE,
-    TRUNCATED_REASON,
     AuditRecord,
     is_worker,
     plain_attributes,
@@ -298,11 +294,11 @@ class SpanBuilder:
             events = []
             if isinstance(truncated, str):
                 attributes[names.SPAN_TRUNCATED] = True
-                reason = self._bounded({TRUNCATED_REASON: truncated})
+                reason = self._bounded({names.TRUNCATED_REASON: truncated})
                 events.append(Event(names.EVENT_TRUNCATED, reason, end_ns))
             if isinstance(error, str):
                 exception = self._bounded(_exception(error, data.get("exception")))
-                events.append(Event(EXCEPTION_EVENT, exception, end_ns))
+                events.append(Event(names.EXCEPTION_EVENT, exception, end_ns))
                 status = Status(StatusCode.ERROR, encodable_text(error))
         limits = self.limits
         plain = plain_attributes(attributes, limits.max_span_attributes, limits.max_span_attribute_length)
@@ -343,10 +339,11 @@ def _exception(error: str, given: Any) -> dict[str, Any]:
         out = {key: given[key] for key in ("type", "message", "stacktrace")
                if isinstance(given.get(key), str)}
         if out:
-            return {names.EXCEPTION_TYPE: out.get("type", ""), EXCEPTION_MESSAGE: out.get("message", ""),
-                    **({EXCEPTION_STACKTRACE: out["stacktrace"]} if "stacktrace" in out else {}),
-                    EXCEPTION_ESCAPED: "False"}
+            return {names.EXCEPTION_TYPE: out.get("type", ""),
+                    names.EXCEPTION_MESSAGE: out.get("message", ""),
+                    **({names.EXCEPTION_STACKTRACE: out["stacktrace"]} if "stacktrace" in out else {}),
+                    names.EXCEPTION_ESCAPED: "False"}
     kind, separator, message = error.partition(": ")
     if not separator or not kind.replace(".", "").replace("_", "").isalnum():
         kind, message = "", error
-    return {names.EXCEPTION_TYPE: kind, EXCEPTION_MESSAGE: message, EXCEPTION_ESCAPED: "False"}
+    return {names.EXCEPTION_TYPE: kind, names.EXCEPTION_MESSAGE: message, names.EXCEPTION_ESCAPED: "False"}

@@ -384,3 +384,14 @@ def closing_line(name: str, status: str, duration: float, state: RunState, warni
             for signal, c in delivery["signals"].items()))
     parts.append(f"audit {audit_path}")
     return ", ".join(parts)
+
+
+def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
+    """What the exporter measured, into a run summary: the observers' totals where the audit has none
+    (an exporter process keeps them), and each scope's or phase's resources."""
+    if not summary.get("observed") and isinstance(report.get("observed"), dict):
+        summary["observed"] = report["observed"]
+    for section, entries in (report.get("scope_resources") or {}).items():
+        for name, measured in (entries or {}).items() if isinstance(entries, dict) else ():
+            if name in summary.get(section, {}) and isinstance(measured, dict):
+                summary[section][name].update(measured)

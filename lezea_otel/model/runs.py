@@ -24,7 +24,7 @@ from lezea_otel.model.audit_events import WORKER_OWN, events_of, record_of
 from lezea_otel.model.layout import MemberFolder, has_audit, members, worker_audits
 from lezea_otel.model.recommendations import recommend
 from lezea_otel.model.record import Kind
-from lezea_otel.model.run_state import RunState, metric_name
+from lezea_otel.model.run_state import RunState, merge_measured, metric_name
 from lezea_otel.util.environment import host_name
 
 EVENTS = names.AUDIT_FILE
@@ -270,17 +270,6 @@ def exporter_report(run_dir: Path) -> dict[str, Any]:
     except (OSError, orjson.JSONDecodeError):
         return {}
     return report if isinstance(report, dict) else {}
-
-
-def merge_measured(summary: dict[str, Any], report: dict[str, Any]) -> None:
-    """What the exporter measured, into a run summary: the observers' totals where the audit has none
-    (an exporter process keeps them), and each scope's or phase's resources."""
-    if not summary.get("observed") and isinstance(report.get("observed"), dict):
-        summary["observed"] = report["observed"]
-    for section, entries in (report.get("scope_resources") or {}).items():
-        for name, measured in (entries or {}).items() if isinstance(entries, dict) else ():
-            if name in summary.get(section, {}) and isinstance(measured, dict):
-                summary[section][name].update(measured)
 
 
 def run_folders(runs_dir: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from lezea_otel.model.audit import read_events
 from lezea_otel.model.metric_stats import GOALS, SUMMARIES
 from lezea_otel.model.recommendations import recommend
 from lezea_otel.model.record import Kind, Record
-from lezea_otel.model.runs import merge_measured
+from lezea_otel.model.run_state import merge_measured
 from lezea_otel.trainer import calls
 from lezea_otel.trainer.session import Session
 from lezea_otel.util import values
