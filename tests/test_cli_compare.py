@@ -19,11 +19,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from lezea_otel.analysis.compare import config_differences, ranked_by, timed_rows
+from lezea_otel.analysis.runs import Timed
 from lezea_otel.cli import main as cli
 from lezea_otel.cli.merged import EPOCH, parse_since
 from lezea_otel.cli.output import print_json
-from lezea_otel.model.compare import config_differences, ranked_by, timed_rows
-from lezea_otel.model.runs import Timed
 
 from .test_cli_ranks import row_of, table_rows
 

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from lezea_otel import semconv as names
+from lezea_otel.analysis.experiment import load_experiment
+from lezea_otel.analysis.runs import load_run, resolve_run, run_folders
 from lezea_otel.cli import main as cli
-from lezea_otel.model.experiment import load_experiment
-from lezea_otel.model.runs import load_run, resolve_run, run_folders
 
 TRAINER = r"""
 import multiprocessing, sys, time

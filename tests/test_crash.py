@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lezea_otel.analysis.runs import load_run
 from lezea_otel.model.audit import read_events
-from lezea_otel.model.runs import load_run
 
 from .otlp_receiver import HttpReceiver
 

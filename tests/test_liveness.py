@@ -125,7 +125,7 @@ class TestProgress:
 class TestCrashCause:
     def test_growing_memory_is_named_as_the_likely_cause(self, capture):
         """A crashed run whose memory kept growing is reported with that as its likely cause."""
-        from lezea_otel.model.runs import load_run
+        from lezea_otel.analysis.runs import load_run
 
         tracker = capture.tracker("oom", auto_start=True)
         for step, memory in enumerate((1000.0, 1800.0, 2600.0, 3400.0), start=1):

@@ -8,9 +8,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from lezea_otel.analysis.runs import load_run
 from lezea_otel.cli.demo import run as demo_run
 from lezea_otel.cli.report import write_report
-from lezea_otel.model.runs import load_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from lezea_otel.analysis.runs import Run, Timed, load_run
 from lezea_otel.cli.report import write_report
 from lezea_otel.cli.report_phases import RANKED_BY, phase_rows
-from lezea_otel.model.runs import Run, Timed, load_run
 from lezea_otel.tracker import ExperimentTracker
 from tests import test_report_browser
 

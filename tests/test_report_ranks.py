@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from lezea_otel import semconv as names
+from lezea_otel.analysis.experiment import load_experiment
+from lezea_otel.analysis.runs import run_folders
+from lezea_otel.analysis.timing import rank_slow_table
 from lezea_otel.cli.common import load
 from lezea_otel.cli.report import write_report
-from lezea_otel.model.experiment import load_experiment
-from lezea_otel.model.runs import run_folders
-from lezea_otel.model.timing import rank_slow_table
 from tests import test_report_browser
 from tests.test_cli_ranks import invoke, launch_env
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lezea_otel import semconv as names
-from lezea_otel.model.runs import load_run
+from lezea_otel.analysis.runs import load_run
 
 from .frameworks import events, phase_names
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
+from lezea_otel.analysis.compare import STATUSES
 from lezea_otel.cli.common import console, err, load, runs_dir, runs_dir_option, say
 from lezea_otel.cli.output import json_option, print_json
 from lezea_otel.config.settings import resolve_settings
-from lezea_otel.model.compare import STATUSES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,8 +130,8 @@ def compare(runs: tuple[str, ...], runs_dir: str | None, as_json: bool) -> None:
     steps/s, phase p50 and total (GPU too where measured), observed CPU hours, peak RSS, GPU hours, and
     cost. A distributed run is compared by its headline member (rank 0's latest attempt), with its world
     size."""
+    from lezea_otel.analysis.compare import compare as side_by_side
     from lezea_otel.cli.compare import print_compare
-    from lezea_otel.model.compare import compare as side_by_side
 
     if len(runs) < 2:
         raise click.UsageError("compare needs two runs or more")

@@ -12,9 +12,9 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from lezea_otel.analysis.experiment import Experiment, load_experiment
+from lezea_otel.analysis.runs import RunNotFound, resolve_run
 from lezea_otel.config.settings import resolve_settings
-from lezea_otel.model.experiment import Experiment, load_experiment
-from lezea_otel.model.runs import RunNotFound, resolve_run
 
 _WIDTH = None if sys.stdout.isatty() else 160  # pipes and CI logs get wide tables, not 80 columns
 # User text (ids, comments, config) is printed as written: no markup ("[/x]" would raise), no ":a:" emoji.

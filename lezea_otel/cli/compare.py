@@ -1,4 +1,4 @@
-"""``lezea-otel compare``: runs side by side (``model.compare.compare``), a column per run."""
+"""``lezea-otel compare``: runs side by side (``analysis.compare.compare``), a column per run."""
 
 from __future__ import annotations
 

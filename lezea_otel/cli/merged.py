@@ -17,12 +17,12 @@ from typing import Any
 import click
 from rich.table import Table
 
+from lezea_otel.analysis.compare import ranked, ranked_by, run_row, select, timed_rows
+from lezea_otel.analysis.experiment import RATE_TOLERANCE, Experiment, load_experiment
+from lezea_otel.analysis.runs import Timed, run_folders
+from lezea_otel.analysis.timing import Straggler, phase_stragglers, rank_slow_table
 from lezea_otel.cli.common import console, num, when
 from lezea_otel.cli.show import print_run, run_data
-from lezea_otel.model.compare import ranked, ranked_by, run_row, select, timed_rows
-from lezea_otel.model.experiment import RATE_TOLERANCE, Experiment, load_experiment
-from lezea_otel.model.runs import Timed, run_folders
-from lezea_otel.model.timing import Straggler, phase_stragglers, rank_slow_table
 
 SINCE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -309,7 +309,7 @@ def _print_rank_phases(data: dict[str, Any]) -> None:
 
 
 def _print_instances(data: dict[str, Any]) -> None:
-    """The slowest instances with the step that was running (``model.attribution``; ``-``: none known)."""
+    """The slowest instances with the step that was running (``analysis.attribution``; ``-``: none known)."""
     merged, gpu = data["merged"], data["gpu"]
     instances = Table(title="Slowest instances (paste the trace id into Tempo)")
     columns = ("kind", "name", "duration s", *(("GPU s",) if gpu else ()), "step", "trace id", "span id")

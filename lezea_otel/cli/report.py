@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lezea_otel.analysis.experiment import Experiment
+from lezea_otel.analysis.runs import Run
 from lezea_otel.cli.report_figures import (
     MAX_METRIC_PLOTS,
     logged_resource_figure,
@@ -24,8 +26,6 @@ from lezea_otel.cli.report_figures import (
 from lezea_otel.cli.report_html import empty_section, figure_section, fmt, page, slug, table
 from lezea_otel.cli.report_observed import add_observed, observed_layout, observed_series
 from lezea_otel.cli.report_phases import gpu_note, phase_table, scope_timeline, step_timeline
-from lezea_otel.model.experiment import Experiment
-from lezea_otel.model.runs import Run
 
 __all__ = ["MAX_METRIC_PLOTS", "page", "resource_series", "slug", "table", "write_report"]
 

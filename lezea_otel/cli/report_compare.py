@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lezea_otel.analysis.experiment import Experiment
+from lezea_otel.analysis.runs import Run
 from lezea_otel.cli.report_figures import compared_metric_figures
 from lezea_otel.cli.report_html import PALETTE, empty_section, figure_section, page, table
 from lezea_otel.cli.report_observed import add_observed, observed_layout, observed_series
-from lezea_otel.model.experiment import Experiment
-from lezea_otel.model.runs import Run
 
 
 def label(run: Run) -> str:

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lezea_otel.analysis.runs import Run
 from lezea_otel.cli.report_html import PALETTE
-from lezea_otel.model.runs import Run
 
 MAX_METRIC_PLOTS = 12
 MAX_POINTS = 5000

@@ -2,7 +2,7 @@
 instance), the scopes on the same clock, and the table of scopes and phases with their GPU time beside
 the host's where it was measured.
 
-A phase's step is the step that was running (``model.attribution``), so the row of step 7 holds the
+A phase's step is the step that was running (``analysis.attribution``), so the row of step 7 holds the
 ``data``, ``forward`` and ``backward`` of step 7, whether the loop logged the step before or after them.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from lezea_otel.analysis.runs import Run, Timed
+from lezea_otel.analysis.timing import percentile
 from lezea_otel.cli.report_html import PALETTE, table
-from lezea_otel.model.runs import Run, Timed
-from lezea_otel.model.timing import percentile
 
 TIMELINE_STEPS = 12
 """Steps (the latest) whose phases the timeline draws."""

@@ -2,7 +2,7 @@
 and ``slow`` merge them. A row per rank, each metric's curve per rank (legend ``rank r``), steps/s and
 phase p50/p95 per rank with the straggler named, per-rank resources (what the user logged, and what each
 rank's observers sampled), and the advice the ranks call for.
-No rank talked to another; the report only reads their audits (``model.experiment``)."""
+No rank talked to another; the report only reads their audits (``analysis.experiment``)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lezea_otel.analysis.experiment import Experiment, Member
+from lezea_otel.analysis.timing import STRAGGLER_TOLERANCE, Straggler, rank_slow_table
 from lezea_otel.cli.common import when
 from lezea_otel.cli.merged import rate
 from lezea_otel.cli.report_figures import MARKERS_UP_TO, MAX_METRIC_PLOTS, resource_series, thin
 from lezea_otel.cli.report_html import figure_section, page, slug, table
 from lezea_otel.cli.report_observed import add_observed, observed_layout, observed_series
-from lezea_otel.model.experiment import Experiment, Member
-from lezea_otel.model.timing import STRAGGLER_TOLERANCE, Straggler, rank_slow_table
 
 MAX_PHASES = 12
 """Scopes and phases in the per-rank plot and table, the longest in total first."""

@@ -8,9 +8,9 @@ from typing import Any
 from rich.table import Table
 from rich.tree import Tree
 
+from lezea_otel.analysis.compare import gpu_stats, tags_of
+from lezea_otel.analysis.runs import Run
 from lezea_otel.cli.common import console, num, say, when
-from lezea_otel.model.compare import gpu_stats, tags_of
-from lezea_otel.model.runs import Run
 from lezea_otel.trainer.exporter_link import delivery_report
 from lezea_otel.util.processes import alive
 

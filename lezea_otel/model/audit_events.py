@@ -23,7 +23,8 @@ WORKER_OWN = frozenset({Kind.EXPERIMENT_START, Kind.EXPERIMENT_END, Kind.ENVIRON
 
 def fold_workers(state: RunState, audits: list[Path]) -> None:
     """The forked workers' records into the run state of their run's live process (at finalize), by the
-    rules of ``model.runs.load_run``: their records about themselves left out, their steps counted apart."""
+    rules of ``analysis.runs.load_run``: their records about themselves left out, their steps counted
+    apart."""
     problems: list[str] = []
     for audit in audits:
         state.workers["count"] += 1

@@ -5,7 +5,7 @@ The run holds one pipe. Every forked child keeps its read end and closes its cop
 the read end sees end-of-file exactly when the run's own process closes it (at finalize) or dies. A
 worker that logged watches that end in a daemon thread and then ends its own record, its open phases
 truncated; the run's process waits (bounded) for the workers' end records and folds their records into
-its summary (``model.runs.fold_workers``), so what they logged is in ``finalize_experiment()``'s
+its summary (``model.audit_events.fold_workers``), so what they logged is in ``finalize_experiment()``'s
 summary as in ``lezea-otel show``.
 """
 

@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lezea_otel import semconv as names
-from lezea_otel.model.experiment import Experiment
-from lezea_otel.model.runs import Run, Timed
-from lezea_otel.model.timing import percentile, slow_table
+from lezea_otel.analysis.experiment import Experiment
+from lezea_otel.analysis.runs import Run, Timed
+from lezea_otel.analysis.timing import percentile, slow_table
 
 STATUSES = ("finished", "failed", "crashed", "running", "terminated", names.STATUS_ABANDONED, "degraded",
             names.STATUS_NOT_STARTED, "unknown")

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from lezea_otel import semconv as names
-from lezea_otel.model.layout import is_member, members, parse_member
-from lezea_otel.model.recommendations import recommend_ranks
-from lezea_otel.model.runs import Run, Timed, load_run
-from lezea_otel.model.timing import (
+from lezea_otel.analysis.rank_advice import recommend_ranks
+from lezea_otel.analysis.runs import Run, Timed, load_run
+from lezea_otel.analysis.timing import (
     STRAGGLER_TOLERANCE,
     Straggler,
     phase_stragglers,
     rank_slow_table,
     straggler,
 )
+from lezea_otel.model.layout import is_member, members, parse_member
 
 ENDED = ("crashed", "failed", "terminated", names.STATUS_ABANDONED, "finished")
 """The statuses of a member that ended, in the order one wins over the next for a whole experiment."""

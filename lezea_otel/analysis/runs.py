@@ -3,7 +3,7 @@
 A run is rebuilt by replaying its ``events.jsonl`` through the same ``RunState`` the tracker used,
 so ``lezea-otel show`` and ``get_experiment_summary()`` agree by construction (but for what forked
 workers logged: their audits are folded in here, see ``load_run``). A distributed run's ranks are each
-such a run; ``model.experiment`` merges them.
+such a run; ``analysis.experiment`` merges them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from lezea_otel import semconv as names
-from lezea_otel.model.attribution import PhaseSpan, StepCall, attribute
+from lezea_otel.analysis.attribution import PhaseSpan, StepCall, attribute
 from lezea_otel.model.audit_events import WORKER_OWN, events_of, record_of
 from lezea_otel.model.layout import MemberFolder, has_audit, members, worker_audits
 from lezea_otel.model.recommendations import recommend
@@ -177,7 +177,7 @@ def load_run(path: Path) -> Run:
     """Replay the audit; a line the run state cannot take (an old or hand-edited one) is skipped and named.
 
     ``path`` is one process's run folder; an experiment folder whose audits are all in rank or attempt
-    folders opens its headline member (the lowest rank, its latest attempt; ``model.experiment`` opens
+    folders opens its headline member (the lowest rank, its latest attempt; ``analysis.experiment`` opens
     them all). The audits of the process's forked workers (``workers/<pid>/``, and theirs) are replayed
     into the same run state, merged with the process's own records by time: their values, phases, scopes,
     rewards and resources are the run's. Their records about themselves (start, end, environment,

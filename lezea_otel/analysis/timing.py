@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lezea_otel.model.runs import Timed
+from lezea_otel.analysis.runs import Timed
 
 STRAGGLER_TOLERANCE = 0.1
 """A rank is clearly a straggler when it is this share slower than the median rank, or more: its step rate
