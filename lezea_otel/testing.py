@@ -44,7 +44,7 @@ class Point:
     kind: str
 
 
-class LatestMetrics(MetricExporter):
+class CapturedMetrics(MetricExporter):
     """A metric exporter keeping the last ``MetricsData`` it got: the exporter sends every series each
     time."""
 
@@ -74,7 +74,7 @@ class Capture:
 
     runs_dir: Path
     spans_exporter: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
-    metric_reader: LatestMetrics = field(default_factory=LatestMetrics)
+    metric_reader: CapturedMetrics = field(default_factory=CapturedMetrics)
     logs_exporter: InMemoryLogRecordExporter = field(default_factory=InMemoryLogRecordExporter)
     _last_points: list[Point] = field(default_factory=list)
     _trackers: list[ExperimentTracker] = field(default_factory=list)

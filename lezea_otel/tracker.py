@@ -28,7 +28,7 @@ from lezea_otel.trainer.scopes import TracedBlock
 from lezea_otel.trainer.session import Session
 from lezea_otel.trainer.spec_calls import SpecCalls
 from lezea_otel.trainer.watch import Watches
-from lezea_otel.util.safety import SELF, flag, guarded, guarded_constructor
+from lezea_otel.util.safety import SELF, guarded, guarded_constructor, truth
 
 __all__ = ["ExperimentTracker", "NetworkType"]
 
@@ -83,7 +83,7 @@ class ExperimentTracker:
         self._watches = Watches(session, self._scopes.iterate)
         # Dropped without finalize (garbage-collected, or alive at exit): the run still ends, records kept.
         weakref.finalize(self, session.abandon)
-        if flag(auto_start, "auto_start", session.warner("ExperimentTracker")):
+        if truth(auto_start, "auto_start", session.warner("ExperimentTracker")):
             self.start()
 
     # --- identity -----------------------------------------------------------------------------

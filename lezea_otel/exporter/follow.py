@@ -36,10 +36,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
 from lezea_otel import semconv as names
+from lezea_otel.exporter.convert import Batch, merge_metrics
 from lezea_otel.exporter.cursor import Position
 from lezea_otel.exporter.destination import Destination
 from lezea_otel.exporter.logs import ReadableLogRecord
-from lezea_otel.exporter.run import Batch, merge_metrics
 from lezea_otel.exporter.source import Source
 from lezea_otel.exporter.spans import Windows
 from lezea_otel.semconv import AUDIT_FILE, WORKERS_DIR

@@ -15,7 +15,7 @@ unchanged is stamped with the newest record read, as a cumulative SDK stamps eac
 
 Instrument names, units, series attributes and caps are those of the first wave's in-process
 instruments, so dashboards and queries carry over. Everything a builder returns is one
-``ResourceMetrics`` with one ``ScopeMetrics``; ``run.merge_metrics`` combines several (workers, runs)
+``ResourceMetrics`` with one ``ScopeMetrics``; ``convert.merge_metrics`` combines several (workers, runs)
 by (resource, scope), since the proto encoder keeps only the last of two equal resources or scopes.
 """
 

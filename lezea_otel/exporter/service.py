@@ -27,11 +27,11 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from lezea_otel import semconv as names
 from lezea_otel.config.settings import Settings
+from lezea_otel.exporter.convert import merge_metrics
 from lezea_otel.exporter.delivery_metrics import DeliveryMetrics
 from lezea_otel.exporter.follow import STALL_S, Destination, Follower, wind_down
 from lezea_otel.exporter.logs import LogRecordExporter
 from lezea_otel.exporter.records import resource_constants
-from lezea_otel.exporter.run import merge_metrics
 from lezea_otel.util.processes import alive
 from lezea_otel.util.readable import error_text
 from lezea_otel.util.safety import raise_internal, report_internal_error

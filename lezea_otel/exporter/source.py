@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 
+from lezea_otel.exporter.convert import Batch, RunConverter
 from lezea_otel.exporter.cursor import AuditCursor, Position
 from lezea_otel.exporter.records import AuditRecord
-from lezea_otel.exporter.run import Batch, RunConverter
 from lezea_otel.exporter.spans import Windows
 from lezea_otel.model.record import Kind
 

@@ -17,7 +17,7 @@ from lezea_otel.trainer.scopes import TracedBlock
 from lezea_otel.trainer.session import Session
 from lezea_otel.util import values
 from lezea_otel.util.readable import error_text
-from lezea_otel.util.safety import flag, raise_internal, report_internal_error, shielded
+from lezea_otel.util.safety import raise_internal, report_internal_error, shielded, truth
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ class ScopeCalls:
             return TracedBlock(self._session, None, name, _NO_ATTRIBUTES, sync)  # nothing to shape
         warn = functools.partial(self._session.warnings.warn, "span")
         if "sync" in attributes:
-            sync = flag(attributes.pop("sync"), "sync", warn)
+            sync = truth(attributes.pop("sync"), "sync", warn)
         return TracedBlock(self._session, None, self._label(name, warn), self._shaped(attributes, warn), sync)
 
     def iterate(self, iterable: Iterable[T], phase: str = "data") -> Iterator[T]:

@@ -41,9 +41,9 @@ from lezea_otel.util.environment import describe_environment, host_name
 from lezea_otel.util.readable import error_text, exception_fields
 from lezea_otel.util.safety import (
     Warnings,
-    flag,
     raise_internal,
     report_internal_error,
+    truth,
 )
 from lezea_otel.version import __version__
 
@@ -94,7 +94,7 @@ class Session:
             self.run_dir, audit = open_audit(fallback, self.experiment_id, warn, self.settings.audit_fsync,
                                              self.launch.member_dir())
         self.state = RunState(self.settings.max_metric_names, warn=self.warnings.warn)
-        self.pipeline = Pipeline(audit, self.state, flag(async_mode, "async_mode", warn))
+        self.pipeline = Pipeline(audit, self.state, truth(async_mode, "async_mode", warn))
         self.probes = Probes(self.settings, self._write_end, functools.partial(self.warnings.warn, "span"))
         """GPU time and NVTX ranges of scopes and phases."""
         self.stack: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar(
@@ -129,7 +129,8 @@ class Session:
 
     def start(self, strict: bool | None, prometheus_port: int | None) -> None:
         """See ``ExperimentTracker.start``."""
-        strict_mode = self.settings.strict if strict is None else flag(strict, "strict", self.warner("start"))
+        given = self.settings.strict if strict is None else strict
+        strict_mode = truth(given, "strict", self.warner("start"))
         if strict_mode and self.settings.problems:
             raise LezeaConfigError("; ".join(self.settings.problems))
         try:

@@ -13,7 +13,7 @@ from lezea_otel.model.metric_stats import GOALS, SUMMARIES
 from lezea_otel.model.recommendations import recommend
 from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import merge_measured
-from lezea_otel.trainer import calls
+from lezea_otel.trainer import shaping
 from lezea_otel.trainer.session import Session
 from lezea_otel.util import values
 
@@ -57,7 +57,7 @@ class SpecCalls:
         """LeZeA configuration (spec 1.4): a config event, and attributes on the experiment span."""
         if not self._session.ready("log_lezea_config"):
             return
-        data = calls.config(self._session.warner("log_lezea_config"), tasker_population_size,
+        data = shaping.config(self._session.warner("log_lezea_config"), tasker_population_size,
                             builder_population_size, algorithm_type, start_network_id, hyperparameters, seeds,
                             initialization_scheme)
         self._session.emit(Kind.CONFIG, None, data)
@@ -169,20 +169,20 @@ class SpecCalls:
             return
         warn = self._session.warner("log_modification_tree")
         self._session.emit(Kind.MODIFICATION_TREE, values.step_value(step, "step", warn), {
-            "modifications": calls.modifications(warn, modifications),
-            "statistics": calls.statistics(warn, statistics)})
+            "modifications": shaping.modifications(warn, modifications),
+            "statistics": shaping.statistics(warn, statistics)})
 
     def log_modification_tree_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
         if self._session.ready("log_modification_tree_stats"):
             warn = self._session.warner("log_modification_tree_stats")
             self._session.emit(Kind.MODIFICATION_TREE_STATS, values.step_value(step, "step", warn),
-                               {"statistics": calls.statistics(warn, statistics, required=True)})
+                               {"statistics": shaping.statistics(warn, statistics, required=True)})
 
     def log_modification_stats(self, statistics: dict[str, Any], step: int | None = None) -> None:
         if self._session.ready("log_modification_stats"):
             warn = self._session.warner("log_modification_stats")
             self._session.emit(Kind.MODIFICATION_STATS, values.step_value(step, "step", warn),
-                               {"statistics": calls.statistics(warn, statistics, required=True)})
+                               {"statistics": shaping.statistics(warn, statistics, required=True)})
 
     def log_data_splits(self, train_ids: Any = None, val_ids: Any = None, test_ids: Any = None) -> None:
         """Split sizes as metrics; the ids (up to 10,000 each) and a digest of all in the audit."""
@@ -196,7 +196,7 @@ class SpecCalls:
         for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
             if ids is None:  # an omitted split is not an empty one
                 continue
-            shaped = calls.split(warn, f"{name}_ids", ids)
+            shaped = shaping.split(warn, f"{name}_ids", ids)
             if shaped is not None:
                 data[name] = shaped
         self._session.emit(Kind.DATA_SPLITS, None, data)
@@ -205,7 +205,7 @@ class SpecCalls:
         if not self._session.ready("log_data_usage"):
             return
         warn = self._session.warner("log_data_usage")
-        shaped = calls.split(warn, "sample_ids", sample_ids)
+        shaped = shaping.split(warn, "sample_ids", sample_ids)
         if shaped is not None:
             self._session.emit(Kind.DATA_USAGE, None, {"epoch": values.step_value(epoch, "epoch", warn),
                                                        "count": shaped["count"], "sha256": shaped["sha256"],
@@ -219,7 +219,7 @@ class SpecCalls:
         if self._session.ready("log_data_score"):
             warn = self._session.warner("log_data_score")
             self._session.emit(Kind.DATA_SCORE, values.step_value(step, "step", warn),
-                               calls.data_score(warn, sample_id, before_loss, after_loss))
+                               shaping.data_score(warn, sample_id, before_loss, after_loss))
 
     def log_delta_loss(self, epoch: int, loss: float, prev_loss: float | None = None) -> None:
         if not self._session.ready("log_delta_loss"):
@@ -238,7 +238,7 @@ class SpecCalls:
                      mem: float | None = None) -> None:
         """One-liner resources: ``cpu``/``gpu`` in percent, ``mem`` in MB."""
         if self._session.ready("log_resource"):
-            self._session.emit(Kind.RESOURCE, None, calls.resource(
+            self._session.emit(Kind.RESOURCE, None, shaping.resource(
                 self._session.warner("log_resource"), component_id, None, cpu, gpu, mem, None,
                 ("cpu", "gpu", "mem", "")))
 
@@ -247,7 +247,7 @@ class SpecCalls:
                                 gpu_util_percent: float | None = None,
                                 io_operations: float | None = None) -> None:
         if self._session.ready("log_component_resources"):
-            self._session.emit(Kind.RESOURCE, None, calls.resource(
+            self._session.emit(Kind.RESOURCE, None, shaping.resource(
                 self._session.warner("log_component_resources"), component_id, component_type, cpu_percent,
                 gpu_util_percent, memory_mb, io_operations))
 
@@ -259,13 +259,13 @@ class SpecCalls:
         if self._session.ready("log_checkpoint"):
             warn = self._session.warner("log_checkpoint")
             self._session.emit(Kind.CHECKPOINT, values.step_value(step, "step", warn),
-                               calls.checkpoint(warn, checkpoint_path,
+                               shaping.checkpoint(warn, checkpoint_path,
                                                 self._session.settings.checkpoint_hash_max_bytes, metadata))
 
     def log_dataset_version(self, dataset_name: str, version_tag: str | None = None,
                             dataset_path: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         if self._session.ready("log_dataset_version"):
-            self._session.emit(Kind.DATASET_VERSION, None, calls.dataset(
+            self._session.emit(Kind.DATASET_VERSION, None, shaping.dataset(
                 self._session.warner("log_dataset_version"), dataset_name, version_tag, dataset_path,
                 metadata))
 
@@ -288,7 +288,7 @@ class SpecCalls:
             data["result_dict"] = values.numbers(result_dict, "result_dict", warn)
         for role, rewards in (("tasker", tasker_rewards), ("builder", builder_rewards)):
             if rewards is not None:
-                data[f"{role}_rewards"] = calls.rewards(warn, rewards, f"{role}_rewards")
+                data[f"{role}_rewards"] = shaping.rewards(warn, rewards, f"{role}_rewards")
         if action_outputs is not None:
             data["action_outputs"] = values.plain(action_outputs, "action_outputs", warn)
         self._session.emit(Kind.RESULTS, values.step_value(step, "step", warn), data)

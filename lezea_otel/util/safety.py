@@ -281,7 +281,7 @@ def shielded(read: Callable[[], T], fallback: T, warn: Callable[[str, str], None
         return fallback
 
 
-def flag(value: Any, what: str, warn: Callable[[str, str], None]) -> bool:
+def truth(value: Any, what: str, warn: Callable[[str, str], None]) -> bool:
     """``bool(value)``, or False with a warning when its truthiness raises (an array, a proxy)."""
     return shielded(lambda: bool(value), False, warn, what)
 
