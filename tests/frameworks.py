@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lezea_otel.model.audit import read_events
+from lezea_otel.audit.reader import read_events
 
 HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 """Nothing is downloaded while the tests run: the models are built from configs in the tests."""

@@ -13,7 +13,7 @@ import json
 import tracemalloc
 
 from lezea_otel import ExperimentTracker
-from lezea_otel.model.record import Record
+from lezea_otel.audit.record import Record
 from lezea_otel.model.run_state import OTHER, RunState
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lezea_otel.analysis.runs import load_run
-from lezea_otel.model.audit import read_events
+from lezea_otel.audit.reader import read_events
 
 from .otlp_receiver import HttpReceiver
 

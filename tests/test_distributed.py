@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lezea_otel.model.audit import read_events
+from lezea_otel.audit.reader import read_events
 
 from .otlp_receiver import HttpReceiver
 

@@ -25,8 +25,8 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from lezea_otel import semconv as names
+from lezea_otel.audit.reader import read_events
 from lezea_otel.exporter import AuditCursor, AuditRecord, Batch, RunConverter, merge_metrics
-from lezea_otel.model.audit import read_events
 from lezea_otel.testing import Capture
 
 OBSERVED = ("process.", "system.", "hw.", "lezea.gpu.", "lezea.torch.", "lezea.process.", "lezea.export.")

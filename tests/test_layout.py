@@ -19,13 +19,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lezea_otel"
 # (one row) are siblings: neither imports the other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",), ("mixin",), ("testing", "integrations"), ("tracker", "analysis"), ("trainer", "exporter"),
-    ("model",),
+    ("model",), ("audit",),
     ("config",), ("util",),
     ("semconv",), ("exceptions", "version"),
 )
 TRAINER_MAY_NOT_IMPORT = ("opentelemetry.sdk", "opentelemetry.exporter")
 """The training process (the facade and its parts) never loads the OTel SDK: the exporter does."""
-TRAINER_MODULES = ("tracker", "trainer", "model", "config", "util", "semconv")
+TRAINER_MODULES = ("tracker", "trainer", "model", "audit", "config", "util", "semconv")
 
 
 def _rank(layer: str) -> int:
@@ -84,7 +84,7 @@ def test_the_trainer_side_never_loads_the_sdk_at_import() -> None:
     assert wrong == []
 
 
-TRAINING_PROCESS_MODULES = 43
+TRAINING_PROCESS_MODULES = 45
 """``import lezea_otel`` today: the facade, the trainer side, the record path and what they use. A change
 that loads more says so here (and why a training process needs it)."""
 

@@ -1,4 +1,4 @@
-"""Each record kind's declared payload (``model/payloads.py``) is what the writers actually write."""
+"""Each record kind's declared payload (``audit/payloads.py``) is what the writers actually write."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from lezea_otel.model.audit import read_events
-from lezea_otel.model.payloads import PAYLOADS, payload_problems
-from lezea_otel.model.record import Kind
+from lezea_otel.audit.payloads import PAYLOADS, payload_problems
+from lezea_otel.audit.reader import read_events
+from lezea_otel.audit.record import Kind
 
 
 def type_problems(value: Any, declared: Any, where: str) -> list[str]:

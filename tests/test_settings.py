@@ -17,7 +17,7 @@ import pytest
 
 import lezea_otel
 from lezea_otel import ExperimentTracker, LezeaConfigError
-from lezea_otel.model.audit import read_events
+from lezea_otel.audit.reader import read_events
 from lezea_otel.testing import Capture
 
 from .otlp_receiver import HttpReceiver

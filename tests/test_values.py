@@ -22,9 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lezea_otel import ExperimentTracker
+from lezea_otel.audit.reader import read_events
+from lezea_otel.audit.record import Record
+from lezea_otel.audit.writer import AuditWriter
 from lezea_otel.cli import main as cli
-from lezea_otel.model.audit import AuditWriter, read_events
-from lezea_otel.model.record import Record
 from lezea_otel.util import values
 
 from .hostile import BadFloat, ClassRaising, Raising

@@ -20,10 +20,10 @@ import orjson
 
 from lezea_otel import semconv as names
 from lezea_otel.analysis.attribution import PhaseSpan, StepCall, attribute
+from lezea_otel.audit.record import Kind
 from lezea_otel.model.audit_events import WORKER_OWN, events_of, record_of
 from lezea_otel.model.layout import MemberFolder, has_audit, members, worker_audits
 from lezea_otel.model.recommendations import recommend
-from lezea_otel.model.record import Kind
 from lezea_otel.model.run_state import RunState, merge_measured, metric_name
 from lezea_otel.util.environment import host_name
 

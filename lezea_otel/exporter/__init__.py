@@ -18,12 +18,12 @@ exported: parents then follow the scope paths and the resource is derived from t
 
 from __future__ import annotations
 
+from lezea_otel.audit.record import Kind
 from lezea_otel.exporter.convert import Batch, RunConverter, merge_metrics
 from lezea_otel.exporter.cursor import AuditCursor, Position
 from lezea_otel.exporter.metrics import MetricsBuilder
 from lezea_otel.exporter.records import AuditRecord, run_resource
 from lezea_otel.exporter.spans import SpanBuilder
-from lezea_otel.model.record import Kind
 
 __all__ = [
     "AuditCursor", "AuditRecord", "Batch", "Kind", "MetricsBuilder", "Position", "RunConverter",

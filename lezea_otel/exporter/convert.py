@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from lezea_otel import semconv as names
+from lezea_otel.audit.record import Kind
 from lezea_otel.exporter.logs import LogBuilder, ReadableLogRecord
 from lezea_otel.exporter.metrics import DEFAULT_MAX_NAMES, MetricsBuilder
 from lezea_otel.exporter.records import AuditRecord, constant_attributes, run_resource
 from lezea_otel.exporter.spans import SpanBuilder, Windows
-from lezea_otel.model.record import Kind
 from lezea_otel.util.readable import error_text
 from lezea_otel.util.safety import raise_internal
 

@@ -21,10 +21,9 @@ from typing import BinaryIO
 
 import orjson
 
-from lezea_otel.exporter.records import AuditRecord
-
 # The audit's own decoding of non-finite values ("NaN" text marked in the line) is reused, never re-derived.
-from lezea_otel.model.audit import decode_line
+from lezea_otel.audit.reader import decode_line
+from lezea_otel.exporter.records import AuditRecord
 
 CHUNK_BYTES = 1 << 20
 """Bytes read per step (a longer line is read whole): bounds memory on a huge audit."""

@@ -23,11 +23,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
 
 from lezea_otel import semconv as names
+from lezea_otel.audit.record import Kind
 from lezea_otel.exporter.records import (
     SCOPE,
     AuditRecord,
 )
-from lezea_otel.model.record import Kind
 from lezea_otel.util import values
 from lezea_otel.util.safety import encodable_attributes, encodable_text
 

@@ -43,10 +43,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from lezea_otel import semconv as names
+from lezea_otel.audit.record import Kind
 from lezea_otel.exporter.instruments import COUNTERS, GAUGES, HISTOGRAMS, MAX_SERIES_PER_NAME, metric_name
 from lezea_otel.exporter.labels import Labels, LabelSets
 from lezea_otel.exporter.records import SCOPE, AuditRecord
-from lezea_otel.model.record import Kind
 from lezea_otel.util.safety import encodable_attributes, encodable_number
 
 DEFAULT_MAX_NAMES = 256

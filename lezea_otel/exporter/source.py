@@ -12,11 +12,11 @@ from pathlib import Path
 
 import orjson
 
+from lezea_otel.audit.record import Kind
 from lezea_otel.exporter.convert import Batch, RunConverter
 from lezea_otel.exporter.cursor import AuditCursor, Position
 from lezea_otel.exporter.records import AuditRecord
 from lezea_otel.exporter.spans import Windows
-from lezea_otel.model.record import Kind
 
 _END = Kind.EXPERIMENT_END.value  # plain text: compared with every record read
 MAX_CHUNKS_PER_POLL = 8

@@ -33,6 +33,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from lezea_otel import semconv as names
+from lezea_otel.audit.record import Kind
 from lezea_otel.exporter.records import (
     SCOPE,
     AuditRecord,
@@ -40,7 +41,6 @@ from lezea_otel.exporter.records import (
     plain_attributes,
     rank_of,
 )
-from lezea_otel.model.record import Kind
 from lezea_otel.util import values
 from lezea_otel.util.safety import encodable_attributes, encodable_text
 

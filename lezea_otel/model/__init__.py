@@ -1,2 +1,3 @@
-"""The write path a training process needs: the record, its audit file, the run state its summary is made
-from, and a run's own advice. The CLI's reading of finished runs is ``analysis``."""
+"""What a training process makes of its records: the run state its summary is made from, a run's own
+advice, and its workers' and ranks' audits folded in. The records and their file are ``audit``; the CLI's
+reading of finished runs is ``analysis``."""

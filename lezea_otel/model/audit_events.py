@@ -2,7 +2,7 @@
 
 Every reader (the CLI, the report, the trainer folding its workers in at finalize) goes through
 :func:`events_of`: each line checked and cleaned (:func:`clean_event`, a line no writer of ours produced
-is named and left out), then made a :class:`~lezea_otel.model.record.Record` again (:func:`record_of`)
+is named and left out), then made a :class:`~lezea_otel.audit.record.Record` again (:func:`record_of`)
 for the same ``RunState`` the tracker keeps.
 """
 
@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lezea_otel.model.audit import read_events
-from lezea_otel.model.record import Kind, Record
+from lezea_otel.audit.reader import read_events
+from lezea_otel.audit.record import Kind, Record
 from lezea_otel.model.run_state import RunState
 
 WORKER_OWN = frozenset({Kind.EXPERIMENT_START, Kind.EXPERIMENT_END, Kind.ENVIRONMENT, Kind.RESOURCE_TOTALS})

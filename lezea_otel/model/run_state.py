@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lezea_otel import semconv as names
+from lezea_otel.audit.record import Kind, Record
 from lezea_otel.model.metric_stats import SUMMARIES, headline
 from lezea_otel.model.metric_stats import MetricStats as MetricStats
-from lezea_otel.model.record import Kind, Record
 
 MAX_METRIC_NAMES = 256  # the default of LEZEA_MAX_METRIC_NAMES (settings.py), as /metrics caps keys
 MAX_ENTRIES = 1000  # as MAX_SERIES_PER_NAME in metrics.py: per key, and scopes, phases, agents, components

@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from lezea_otel.model.audit import FLUSH_INTERVAL_S, AuditWriter
-from lezea_otel.model.record import Record
+from lezea_otel.audit.record import Record
+from lezea_otel.audit.writer import FLUSH_INTERVAL_S, AuditWriter
 from lezea_otel.model.run_state import RunState
 from lezea_otel.trainer.exit_hooks import after_fork_in_child
 from lezea_otel.util.safety import raise_internal, report_internal_error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from lezea_otel.model.record import Kind, Record
+from lezea_otel.audit.record import Kind, Record
 
 
 class Frame:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from lezea_otel import semconv as names
+from lezea_otel.audit.record import Kind, Record
+from lezea_otel.audit.writer import AuditWriter, open_audit
 from lezea_otel.config.launch import derive_experiment_id, exports_spans, launch_of
 from lezea_otel.config.settings import Settings
 from lezea_otel.exceptions import LezeaConfigError
-from lezea_otel.model.audit import AuditWriter, open_audit
-from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import RunState, closing_line
 from lezea_otel.trainer import arguments, exit_hooks, membership, span_ids
 from lezea_otel.trainer.exporter_link import ExporterLink, delivery_report

@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lezea_otel.model.audit import read_events
+from lezea_otel.audit.reader import read_events
+from lezea_otel.audit.record import Kind, Record
 from lezea_otel.model.metric_stats import GOALS, SUMMARIES
 from lezea_otel.model.recommendations import recommend
-from lezea_otel.model.record import Kind, Record
 from lezea_otel.model.run_state import merge_measured
 from lezea_otel.trainer import shaping
 from lezea_otel.trainer.session import Session

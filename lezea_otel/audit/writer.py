@@ -1,11 +1,11 @@
-"""``runs/<id>/events.jsonl``: the run's source of truth, one JSON object per tracker call.
+"""Writing ``runs/<id>/events.jsonl``: the run's source of truth, one JSON object per tracker call.
 
 Lines are encoded with orjson and written buffered, in whole lines only (a full disk costs the
-lines it refused, counted, never a torn line: see ``audit_file``); the buffer reaches the file at
+lines it refused, counted, never a torn line: see ``line_file``); the buffer reaches the file at
 least every 200 ms (the exporter reads it there) and always at finalize, so a crash loses at most the
 last 200 ms; fsyncs follow ``LEZEA_AUDIT_FSYNC``, off the training thread. Non-finite floats,
 which JSON cannot hold, are written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
-the line lists where they are (``"nonfinite": [["metrics", "loss"]]``) and :func:`read_events`
+the line lists where they are (``"nonfinite": [["metrics", "loss"]]``) and ``reader.read_events``
 turns exactly those back into floats, so a user's text "NaN" stays text. A value no line can
 hold (shaping let it through) is made plain and the line written anyway: never lost, counted.
 """
@@ -13,10 +13,9 @@ hold (shaping let it through) is made plain and the line written anyway: never l
 from __future__ import annotations
 
 import contextlib
-import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from time import monotonic
 from typing import Any
@@ -24,8 +23,8 @@ from typing import Any
 import orjson
 
 from lezea_otel import semconv as names
-from lezea_otel.model.audit_file import LineFile
-from lezea_otel.model.record import Record
+from lezea_otel.audit.line_file import LineFile
+from lezea_otel.audit.record import NONFINITE, Record
 from lezea_otel.util import values
 from lezea_otel.util.safety import logger
 
@@ -34,7 +33,6 @@ FLUSH_INTERVAL_S = 0.2
 FSYNC_INTERVAL_S = 1.0
 """With ``LEZEA_AUDIT_FSYNC=interval``, fsync at most this often, from the flusher thread, never the
 caller."""
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def _marked(value: Any) -> bool:
@@ -44,7 +42,7 @@ def _marked(value: Any) -> bool:
         number: float = value
         return number - number != 0
     if kind is str:
-        return value in _NONFINITE
+        return value in NONFINITE
     if kind is int or kind is bool or value is None:
         return False
     if kind is dict:
@@ -62,7 +60,7 @@ def _any_marked(items: Any) -> bool:
             if item - item != 0:
                 return True
         elif kind is str:
-            if item in _NONFINITE:
+            if item in NONFINITE:
                 return True
         elif not (kind is int or kind is bool or item is None) and _marked(item):
             return True
@@ -78,7 +76,7 @@ def _finite_safe(value: Any, found: list[Any], path: list[Any]) -> Any:
         found.append(list(path))
         return values.format_float(value)
     if isinstance(value, str):
-        if value in _NONFINITE:
+        if value in NONFINITE:
             found.append(None)
         return value
     if isinstance(value, dict):
@@ -330,79 +328,3 @@ def _written(folder: Path) -> bool:
         return (folder / names.AUDIT_FILE).stat().st_size > 0
     except OSError:
         return False
-
-
-_TEXT_FIELDS = frozenset((
-    "text", "name", "purpose", "tags", "agent_id", "role", "data_split", "component_id", "component_type",
-    "path", "version_tag", "algorithm_type", "start_network_id", "initialization_scheme", "status",
-    "ended_by", "error", "sample_id", "experiment_id", "host", "service_name", "run_dir"))
-"""Fields of ``data`` that every writer filled with text: never revived, even in a line without
-``nonfinite``."""
-
-
-def _revive_old(data: dict[str, Any]) -> dict[str, Any]:
-    """A line written before the ``nonfinite`` list: "NaN"/"Infinity"/"-Infinity" text is a float, but in
-    the fields that always held text."""
-    return {k: v if k in _TEXT_FIELDS else _revive(v) for k, v in data.items()}
-
-
-def _revive(value: Any) -> Any:
-    if isinstance(value, str):
-        return _NONFINITE.get(value, value)
-    if isinstance(value, dict):
-        return {k: _revive(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_revive(v) for v in value]
-    return value
-
-
-def _revive_at(data: Any, path: Any) -> None:
-    """Turn the text at ``path`` (keys and list indices under ``data``) back into its float."""
-    if not isinstance(path, list) or not path:
-        return
-    container = data
-    for step in path[:-1]:
-        container = _child(container, step)
-    last = path[-1]
-    if isinstance(_child(container, last), str):
-        container[last] = _NONFINITE.get(container[last], container[last])
-
-
-def _child(container: Any, step: Any) -> Any:
-    if isinstance(container, dict) and isinstance(step, str):
-        return container.get(step)
-    if isinstance(container, list) and type(step) is int and -len(container) <= step < len(container):
-        return container[step]
-    return None
-
-
-def decode_line(raw: bytes) -> dict[str, Any] | str:
-    """One audit line as a record, its non-finite numbers revived; else why it cannot be one."""
-    try:
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return "is not valid JSON (torn or corrupt)"
-    if not isinstance(event, dict):
-        return "is not a JSON object"
-    if isinstance(event.get("data"), dict):
-        marks = event.get("nonfinite")
-        if isinstance(marks, list):
-            for mark in marks:
-                _revive_at(event["data"], mark)
-        elif "nonfinite" not in event:
-            event["data"] = _revive_old(event["data"])
-    return event
-
-
-def read_events(path: Path, problems: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Every readable line of an audit file; a torn or corrupt line is skipped and reported."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            event = decode_line(raw)
-            if isinstance(event, str):
-                if problems is not None:
-                    problems.append(f"{path}: line {number} {event}; skipped")
-                continue
-            yield event

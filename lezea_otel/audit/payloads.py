@@ -1,6 +1,6 @@
-"""What each record kind's ``data`` holds: one ``TypedDict`` per :class:`~lezea_otel.model.record.Kind`.
+"""What each record kind's ``data`` holds: one ``TypedDict`` per :class:`~lezea_otel.audit.record.Kind`.
 
-Declared is the ``"data"`` object of an audit line as ``audit.read_events`` gives it back (for every kind
+Declared is the ``"data"`` object of an audit line as ``reader.read_events`` gives it back (for every kind
 but ``training_step`` that is ``Record.data`` too), as the writers in ``trainer/`` shape it: a key that is
 not ``NotRequired`` is always written, if need be as ``None``. A non-finite float is a ``float`` here (the
 audit writes it as text, ``read_events`` revives it). Audits outlive the code that wrote them, so nothing
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal, NotRequired, TypedDict
 
-from lezea_otel.model.record import Kind
+from lezea_otel.audit.record import Kind
 
 AttributeValue = str | bool | int | float | list[str] | list[int | float]
 """A value as OTel takes it as an attribute (``values.attribute_value``): anything else became JSON text."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Any
+
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How a line holds the floats JSON cannot: as these texts, at the places its ``"nonfinite"`` list names."""
 
 
 class Kind(StrEnum):
