@@ -1,10 +1,10 @@
 """Where the audits of one experiment lie in its folder, read back from the folder names alone.
 
-One experiment folder (``runs/<experiment_id>/``) holds, as the trainer wrote them (``audit.writer.open_audit``):
-its own audit (a lone run), ``attempt-<n>/`` (a lone run whose id was used before), ``rank-<r>/`` (a rank
-of a distributed launch) and ``rank-<r>-attempt-<a>/`` (that rank in a restarted worker group). Every
-one of them may hold forked workers' audits in ``workers/<pid>/``. The names come from ``semconv``; this
-module only parses them.
+One experiment folder (``runs/<experiment_id>/``) holds, as the trainer wrote them
+(``audit.writer.open_audit``): its own audit (a lone run), ``attempt-<n>/`` (a lone run whose id was used
+before), ``rank-<r>/`` (a rank of a distributed launch) and ``rank-<r>-attempt-<a>/`` (that rank in a
+restarted worker group). Every one of them may hold forked workers' audits in ``workers/<pid>/``. The names
+come from ``semconv``; this module only parses them.
 """
 
 from __future__ import annotations
