@@ -22,6 +22,28 @@ from lezea_otel.util.safety import raise_internal, report_internal_error, shield
 T = TypeVar("T")
 
 _NO_ATTRIBUTES: dict[str, Any] = {}
+
+
+def _plain(attributes: dict[str, Any]) -> bool:
+    """Attributes a span takes as they are (the common ``tracker.span("forward", batch=3)``): short ASCII
+    keys, and values that are short ASCII text, booleans, 64-bit integers or finite floats; ``sync`` is
+    no attribute. Anything else goes through the shaping, which warns where it must."""
+    for key, value in attributes.items():
+        if len(key) > values.MAX_KEY or not key.isascii() or key == "sync":
+            return False
+        kind = type(value)
+        if kind is str:
+            if len(value) > values.MAX_LABEL or not value.isascii():
+                return False
+        elif kind is int:
+            if not values.INT64_MIN <= value <= values.INT64_MAX:
+                return False
+        elif kind is float:
+            if value - value != 0:  # NaN or infinite
+                return False
+        elif kind is not bool:
+            return False
+    return True
 """Shared by every block without attributes (never written to: a record copies what it keeps)."""
 
 
@@ -110,9 +132,9 @@ class ScopeCalls:
         link to the span. ``sync=True`` is no attribute: the phase waits for the GPU at exit.
         """
         sync = self._session.probes.sync_all
-        if not attributes and type(name) is str and len(name) <= values.MAX_LABEL and name.isascii() \
-                and name.strip():
-            return TracedBlock(self._session, None, name, _NO_ATTRIBUTES, sync)  # nothing to shape
+        if type(name) is str and len(name) <= values.MAX_LABEL and name.isascii() and name.strip() and \
+                _plain(attributes):  # nothing to shape (``**attributes`` is a dict of its own)
+            return TracedBlock(self._session, None, name, attributes or _NO_ATTRIBUTES, sync)
         warn = functools.partial(self._session.warnings.warn, "span")
         if "sync" in attributes:
             sync = truth(attributes.pop("sync"), "sync", warn)
