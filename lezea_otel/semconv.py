@@ -233,7 +233,9 @@ UNIT_CELSIUS: Final = "Cel"
 UNIT_MHZ: Final = "MHz"
 
 # Resource summaries put on scope and phase spans when they end
-SCOPE_CPU_SECONDS: Final = "lezea.resource.cpu.seconds"
+SCOPE_RESOURCE_PREFIX: Final = "lezea.resource."
+"""Every resource summary key below starts with it (a summary entry keeps the rest: ``cpu.seconds``)."""
+SCOPE_CPU_SECONDS: Final = SCOPE_RESOURCE_PREFIX + "cpu.seconds"
 SCOPE_MEMORY_PEAK: Final = "lezea.resource.memory.peak"
 SCOPE_MEMORY_METHOD: Final = "lezea.resource.memory.method"
 """How the peak was obtained: ``high-water`` (the training process's kernel mark, read and reset every 20 ms

@@ -272,7 +272,7 @@ class Observers:
                 "gpu_hours": sum(self._busy_seconds.values()) / 3600,
                 "energy_joules": {"total": sum(energy.values()), **energy},
                 "gpu_memory_peak_bytes": dict(self._gpu_memory_peaks),
-                "gpus": [{"hw.id": d.uuid, "name": d.name, "index": d.index} for d in self._gpu.devices]
+                "gpus": [{names.HW_ID: d.uuid, "name": d.name, "index": d.index} for d in self._gpu.devices]
                 if self._gpu else [],
             }
 
@@ -346,5 +346,5 @@ class Observers:
             (total, {**identity[uuid], names.NETWORK_IO_DIRECTION: direction})
             for (uuid, direction), total in list(self._pcie_bytes.items())], "counter")
         gauge(names.PROCESS_GPU_MEMORY, names.UNIT_BYTES, lambda: [
-            (memory, {**identity[r.uuid], "process.pid": pid}) for r in self.gpus
+            (memory, {**identity[r.uuid], names.PROCESS_PID: pid}) for r in self.gpus
             for pid, memory in r.process_memory.items() if self.tree and pid in self.tree.pids])

@@ -37,7 +37,7 @@ def add_resources(entry: dict[str, Any], resources: dict[str, Any]) -> None:
     maxima, means keep the last, flags count, the rest adds up. The run state and the exporter's
     per-scope summaries fold them the same way."""
     for key, value in resources.items():
-        short = key.rsplit("lezea.resource.", 1)[-1]
+        short = key.rsplit(names.SCOPE_RESOURCE_PREFIX, 1)[-1]
         if isinstance(value, bool):
             entry[short] = entry.get(short, 0) + int(value)
         elif isinstance(value, str):  # how it was measured (``memory.method``); ``mixed`` when it varied
