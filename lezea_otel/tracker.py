@@ -414,6 +414,13 @@ class ExperimentTracker:
 
     # --- for the test kit (lezea_otel.testing) --------------------------------------------------
 
+    def _end_failed(self, error: BaseException, ended_by: str) -> None:
+        """End the run as ``failed`` with ``error`` (no call of the spec): for a framework integration whose
+        framework caught the exception that failed the training and tells its logger so (Lightning's
+        ``Logger.finalize("failed")``), so the run ends failed even when the user's code catches the
+        exception and goes on. ``ended_by``: the framework."""
+        self._session.finalize(ended_by, error)
+
     def _sync_exporter(self) -> None:
         """Thread mode: everything recorded so far reaches the exporter's local destinations now."""
         self._session.sync_exporter()

@@ -148,6 +148,24 @@ def test_a_fit_that_raises_ends_the_run_failed_with_its_exception(tmp_path):
     assert sorted(training_values(run)) == list(range(5))
 
 
+@pytest.mark.parametrize("with_callback", [True, False], ids=["logger+callback", "logger"])
+def test_a_failed_fit_whose_exception_is_caught_still_ends_its_run_failed(tmp_path, monkeypatch,
+                                                                           with_callback):
+    """Notebook code that catches the fit's exception and goes on: the logger's ``finalize("failed")`` has
+    ended the run failed already, with the exception itself when the callback saw it (else one naming
+    Lightning), not left open to end ``abandoned`` later."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEZEA_RAISE_INTERNAL", "0")  # Lightning's own exception path, as a user runs it
+    logger = LezeaLogger("caught")
+    callbacks = [LezeaCallback()] if with_callback else []
+    with pytest.raises(RuntimeError, match="diverged"):
+        fit(tmp_path, Tiny(fail_at=5), *callbacks, logger=logger)
+    (end,) = events(run_folder(tmp_path), "experiment_end")
+    assert end["data"]["status"] == "failed" and end["data"]["ended_by"] == names.SOURCE_LIGHTNING
+    expected = "diverged" if with_callback else "lightning reported the training failed"
+    assert expected in end["data"]["error"], end["data"]
+
+
 DDP = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -100,6 +100,8 @@ class Run:
         self._arguments = (experiment_name, purpose, tags, dict(options))
         self._end_run = end_run
         self.experiment_name = tracker.experiment_name if tracker is not None else experiment_name
+        self.error: BaseException | None = None
+        """The exception that failed the training, as a callback of the integration saw it."""
 
     @property
     def made(self) -> bool:
@@ -116,12 +118,18 @@ class Run:
                 self._made = ExperimentTracker(name, purpose, tags, auto_start=True, **options)
         return self._made
 
-    def end(self, failed: bool = False) -> None:
-        """End the run if this integration owns it. A failed run is left to the exception the framework
-        raises on: it ends the run as failed, with that exception, as any uncaught exception does."""
+    def end(self, failed: bool = False, source: str = "") -> None:
+        """End the run if this integration owns it: ``failed`` (the framework says the training failed)
+        with the exception a callback saw (``error``), else one naming ``source``, the framework; the
+        exception the framework then raises finds the run ended already."""
         owned = self._end_run if self._end_run is not None else self._made is not None
         tracker = self._made or self._given
-        if owned and not failed and tracker is not None:
+        if not owned or tracker is None:
+            return
+        if failed:
+            error = self.error or RuntimeError(f"{source or 'the framework'} reported the training failed")
+            tracker._end_failed(error, source or "integration")
+        else:
             tracker.finalize_experiment()
 
 

@@ -119,9 +119,10 @@ class LezeaLogger(Logger):
     @rank_zero_only
     @never_raises
     def finalize(self, status: str) -> None:
-        """``success``: the run ends now (if this logger owns it). ``failed``: Lightning re-raises the
-        exception that failed the fit, and the run ends failed with it, as on any uncaught exception."""
-        self.run.end(failed=status == "failed")
+        """The run ends now with Lightning's status (if this logger owns it): ``failed`` with the exception
+        that failed the fit when a ``LezeaCallback`` saw it (``on_exception`` comes first), so a fit whose
+        exception the user catches still ends its run failed."""
+        self.run.end(failed=status == "failed", source=names.SOURCE_LIGHTNING)
 
 
 class LezeaCallback(Callback):
@@ -191,6 +192,7 @@ class LezeaCallback(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
         self._failed = True
+        self.run.error = exception
         self._phases.end(exception)
 
     @never_raises
@@ -201,7 +203,7 @@ class LezeaCallback(Callback):
         if self._save is not None:
             del trainer.save_checkpoint  # the instance's wrapper goes; the class's method shows again
             self._save = None
-        self.run.end(failed=self._failed)
+        self.run.end(failed=self._failed, source=names.SOURCE_LIGHTNING)
 
     def _begin(self, name: str) -> None:
         if self._tracker is not None:
