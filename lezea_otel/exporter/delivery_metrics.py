@@ -14,7 +14,7 @@ by the scrape of ``/metrics`` even while the collector is down.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -63,10 +63,10 @@ class DeliveryMetrics:
             names.EXPORT_LEFT, [self._left], unit=UNITS[names.EXPORT_LEFT],
             description="Spans and log records produced and not taken: held for a retry, or in the audit")
         meter.create_observable_gauge(
-            names.EXPORT_LAG_RECORDS, [self._lag_records], unit=UNITS[names.EXPORT_LAG_RECORDS],
+            names.EXPORT_LAG_RECORDS, [self._lag_gauge(0)], unit=UNITS[names.EXPORT_LAG_RECORDS],
             description="Audit records written that the destination has not taken yet")
         meter.create_observable_gauge(
-            names.EXPORT_LAG_TIME, [self._lag_time], unit=UNITS[names.EXPORT_LAG_TIME],
+            names.EXPORT_LAG_TIME, [self._lag_gauge(1)], unit=UNITS[names.EXPORT_LAG_TIME],
             description="Newest audit record written minus the newest taken, in the trainer's time")
         self._duration = meter.create_histogram(
             names.EXPORT_DURATION, unit=UNITS[names.EXPORT_DURATION],
@@ -120,10 +120,11 @@ class DeliveryMetrics:
             self._lags[name] = follower.lag()
         return self._lags[name]
 
-    def _lag_records(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._lag(f)[0], {**self._constant, names.EXPORT_DESTINATION: f.destination.name})
-                for f in self._followers]
+    def _lag_gauge(self, which: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """The callback of a lag gauge: ``which`` 0 the records behind, 1 the seconds."""
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(self._lag(f)[which],
+                                {**self._constant, names.EXPORT_DESTINATION: f.destination.name})
+                    for f in self._followers]
 
-    def _lag_time(self, _options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._lag(f)[1], {**self._constant, names.EXPORT_DESTINATION: f.destination.name})
-                for f in self._followers]
+        return observe

@@ -133,7 +133,7 @@ class ScopeCalls:
         """
         sync = self._session.probes.sync_all
         if type(name) is str and len(name) <= values.MAX_LABEL and name.isascii() and name.strip() and \
-                _plain(attributes):  # nothing to shape (``**attributes`` is a dict of its own)
+                (not attributes or _plain(attributes)):  # nothing to shape; ``**attributes`` is a new dict
             return TracedBlock(self._session, None, name, attributes or _NO_ATTRIBUTES, sync)
         warn = functools.partial(self._session.warnings.warn, "span")
         if "sync" in attributes:
