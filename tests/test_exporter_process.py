@@ -140,7 +140,13 @@ def test_an_exporter_that_dies_is_replaced_and_nothing_is_sent_twice(tmp_path: P
     assert names == sorted(["step"] * 10 + ["experiment", "experiment.started"])
     (warning,) = [m for m in lezea_warnings() if "exporter process ended early" in m]
     assert "resumes from its cursor" in warning
-    assert summary is not None and summary["delivery"]["signals"]["traces"]["left_in_audit"] == 0
+    # what the replacement delivered in the end (on a loaded machine it may still have been catching up
+    # when finalize stopped waiting for a collector that took nothing for a second: then it finished alone)
+    assert summary is not None
+    report = json.loads((tracker.run_dir / "exporter" / "report.json").read_text())
+    spans = report["destinations"]["otlp"]["signals"]["traces"]
+    assert report["finishing"] is False and "held" not in spans, spans
+    assert spans["exported"] == spans["produced"], spans
 
 
 def test_the_users_own_spans_nest_under_the_trackers_scopes(capture: Any) -> None:
